@@ -1,0 +1,114 @@
+"""``MonitorCallback``: the one-line Trainboard integration for a transformers ``Trainer``.
+
+It forwards Trainer's hooks to a :class:`collectors.monitor.Monitor`, which owns the files. Only the
+world process zero writes (``state.is_world_process_zero``), so ``torchrun`` gives one coherent run dir.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from collectors import runformat as rf
+from collectors.monitor import Monitor, MonitorPlugin, classify
+
+
+class MonitorCallback(TrainerCallback):
+    """Streams a Trainer's logs to a Trainboard run directory.
+
+    Args:
+        base_dir: the run directory to write; default ``None`` uses ``<output_dir>/trainboard``.
+        plugins: extra features (anomaly rules, samples, spectral metrics); default none.
+        tokens_per_step: tokens per optimizer step for tokens/s; default ``None`` (samples/s is
+            derived from the TrainingArguments).
+
+    Example:
+        >>> trainer = Trainer(model=model, args=args, train_dataset=ds)           # doctest: +SKIP
+        >>> trainer.add_callback(MonitorCallback(base_dir="runs/exp1"))           # doctest: +SKIP
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
+                 tokens_per_step: float | None = None) -> None:
+        if base_dir is not None and not str(base_dir).strip():
+            raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
+        self.base_dir = base_dir
+        self.plugins = list(plugins)
+        self.tokens_per_step = tokens_per_step
+        self.monitor: Monitor | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _ensure(self, args: TrainingArguments, state: TrainerState, model: Any = None, **kwargs: Any) -> Monitor:
+        if self.monitor is None:
+            base = self.base_dir if self.base_dir is not None else os.path.join(args.output_dir or ".", "trainboard")
+            world = max(int(getattr(args, "world_size", 1) or 1), 1)
+            per_step = args.per_device_train_batch_size * max(args.gradient_accumulation_steps, 1) * world
+            self.monitor = Monitor(base, samples_per_step=per_step, tokens_per_step=self.tokens_per_step,
+                                   plugins=self.plugins, main_process=state.is_world_process_zero,
+                                   run_config={"output_dir": args.output_dir, "learning_rate": args.learning_rate,
+                                               "per_device_train_batch_size": args.per_device_train_batch_size,
+                                               "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                                               "max_steps": state.max_steps, "num_train_epochs": args.num_train_epochs,
+                                               "world_size": world, "seed": args.seed})
+        self.monitor.watch(model=model, optimizer=kwargs.get("optimizer"),
+                           tokenizer=kwargs.get("processing_class") or kwargs.get("tokenizer"))
+        return self.monitor
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        mon = self._ensure(args, state, **kwargs)
+        mon.trainer_state = state  # type: ignore[attr-defined]  # plugins read epoch/max_steps from it
+        mon.trainer_args = args  # type: ignore[attr-defined]
+        mon.trainer_control = control  # type: ignore[attr-defined]
+        mon.trainer_kwargs = kwargs  # type: ignore[attr-defined]
+        mon.start()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not logs:
+            return
+        mon = self._ensure(args, state, **kwargs)
+        record = rf.make_record(classify(logs), step=state.global_step, time=time.time(), **logs)
+        mon.write_record(record)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.set_state(rf.RunState.TRAINING)
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.set_state(rf.RunState.EVALUATING)
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            # global_step is incremented after the optimizer step: the step being computed is +1.
+            self.monitor.pre_optimizer_step(state.global_step + 1)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.trainer_control = control  # type: ignore[attr-defined]
+            self.monitor.step_end(state.global_step)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.close(rf.RunState.FINISHED)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Plugin states, so a resumed training resumes its monitors too."""
+        if self.monitor is None:
+            return {}
+        out: dict[str, Any] = {}
+        for p in self.monitor.plugins:
+            sd = getattr(p, "state_dict", None)
+            if callable(sd):
+                out[type(p).__name__] = sd()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore plugin states saved by :meth:`state_dict`."""
+        for p in self.plugins:
+            ld = getattr(p, "load_state_dict", None)
+            if callable(ld) and type(p).__name__ in state:
+                ld(state[type(p).__name__])

@@ -1,0 +1,413 @@
+"""The in-training collector: ``Monitor`` for plain PyTorch loops and ``MonitorCallback`` for Trainer.
+
+Both write the run directory described in :mod:`collectors.runformat`: one metrics record per logged
+step and an atomically rewritten status file. Later features (anomaly rules, samples, spectral metrics)
+plug in as :class:`MonitorPlugin` objects that receive the same hooks, so the file-writing spine is
+written once. Only the world rank 0 process writes anything.
+
+This module imports without torch and transformers; ``MonitorCallback`` needs transformers and is
+loaded lazily from ``collectors/__init__.py``.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Mapping, Protocol, Sequence
+
+from collectors import runformat as rf
+from collectors.safety import Guard
+
+BYTES_PER_GB = 1024**3
+LR_ALIASES = ("lr",)
+"""Names accepted for the learning rate in ``Monitor.log``; stored as ``learning_rate`` like Trainer."""
+
+
+def iso_now(ts: float | None = None) -> str:
+    """UTC ISO-8601 timestamp with seconds, the form every file of ours uses for humans."""
+    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def world_rank() -> int:
+    """The process's global rank: torch.distributed when initialised, else the launcher's RANK, else 0."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except Exception:  # noqa: BLE001 - a half-initialised process group counts as rank from env
+        pass
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def process_memory() -> dict[str, float]:
+    """Memory in GB: process RSS always, CUDA allocated and peak when torch has CUDA in use."""
+    out: dict[str, float] = {}
+    try:
+        import psutil
+
+        out["rss_gb"] = psutil.Process().memory_info().rss / BYTES_PER_GB
+    except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: fall back below
+        try:
+            with open("/proc/self/statm") as fh:
+                out["rss_gb"] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / BYTES_PER_GB
+        except (OSError, ValueError, IndexError):
+            pass
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda_allocated_gb"] = torch.cuda.memory_allocated() / BYTES_PER_GB
+            out["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / BYTES_PER_GB
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def classify(metrics: Mapping[str, Any]) -> rf.RecordKind:
+    """The record kind of one Trainer ``logs`` dict: eval metrics, the end-of-training summary, or train."""
+    if any(k.startswith("eval_") for k in metrics):
+        return rf.RecordKind.EVAL
+    if "train_runtime" in metrics:
+        return rf.RecordKind.SUMMARY
+    return rf.RecordKind.TRAIN
+
+
+def as_number(value: Any) -> Any:
+    """Numbers (and 0-d tensors/arrays) as Python floats/ints; anything else unchanged."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            return value
+    return value
+
+
+class MonitorPlugin(Protocol):
+    """What a feature plugged into :class:`Monitor` may implement (every method is optional).
+
+    Plugins run inside the training: the Monitor calls each hook through its :class:`Guard`, so a plugin
+    that raises is reported once and skipped, never breaking the step.
+    """
+
+    def on_start(self, monitor: "Monitor") -> None: ...
+    def on_record(self, monitor: "Monitor", record: dict[str, Any]) -> None: ...
+    def on_step_end(self, monitor: "Monitor", step: int) -> None: ...
+    def on_pre_optimizer_step(self, monitor: "Monitor", step: int) -> None: ...
+    def on_close(self, monitor: "Monitor", state: rf.RunState) -> None: ...
+
+
+@dataclass
+class StatusTracker:
+    """Builds the status document from the records seen so far. Pure: no I/O, tested directly.
+
+    Attributes mirror the fields of ``status/training_status.json`` (docs/run-format.md).
+    """
+
+    started_at: float = field(default_factory=time.time)
+    samples_per_step: float | None = None
+    tokens_per_step: float | None = None
+    state: rf.RunState = rf.RunState.TRAINING
+    step: int = 0
+    epoch: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    steps_per_second: float | None = None
+    latest: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    _rate_anchor: tuple[int, float] | None = None
+
+    def update(self, record: Mapping[str, Any], now: float) -> None:
+        """Fold one metrics record (train, eval or summary) into the status."""
+        kind = record.get("kind")
+        step = record.get("step")
+        if isinstance(step, int) and step >= self.step:
+            if kind == rf.RecordKind.TRAIN.value:
+                self._update_rate(step, now)
+            self.step = step
+        if record.get("epoch") is not None:
+            self.epoch = record["epoch"]
+        if kind == rf.RecordKind.TRAIN.value:
+            self.train_loss = record.get("loss", self.train_loss)
+            self.learning_rate = record.get("learning_rate", self.learning_rate)
+            self.grad_norm = record.get("grad_norm", self.grad_norm)
+        elif kind == rf.RecordKind.EVAL.value:
+            self.eval_loss = record.get("eval_loss", self.eval_loss)
+        for k, v in record.items():
+            if k not in ("v", "kind", "time"):
+                self.latest[k] = v
+
+    def _update_rate(self, step: int, now: float) -> None:
+        if self._rate_anchor is not None:
+            s0, t0 = self._rate_anchor
+            if step > s0 and now > t0:
+                self.steps_per_second = (step - s0) / (now - t0)
+        self._rate_anchor = (step, now)
+
+    def document(self, now: float, memory: Mapping[str, float], extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The status file's content at time ``now``."""
+        sps = self.steps_per_second
+        doc: dict[str, Any] = {
+            "v": rf.SCHEMA_VERSION,
+            "state": self.state.value,
+            "step": self.step,
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "eval_loss": self.eval_loss,
+            "learning_rate": self.learning_rate,
+            "grad_norm": self.grad_norm,
+            "throughput": {
+                "steps_per_second": sps,
+                "samples_per_second": sps * self.samples_per_step if sps and self.samples_per_step else None,
+                "tokens_per_second": sps * self.tokens_per_step if sps and self.tokens_per_step else None,
+            },
+            "memory": dict(memory),
+            "started_at": self.started_at,
+            "updated_at": now,
+            "started_at_iso": iso_now(self.started_at),
+            "updated_at_iso": iso_now(now),
+            "error": self.error,
+            "latest": dict(self.latest),
+        }
+        doc.update(extra)
+        return doc
+
+
+_OPEN_MONITORS: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
+_hooks_installed = False
+_hook_lock = threading.Lock()
+
+
+def _install_process_hooks() -> None:
+    """Mark open runs crashed when the process dies with an uncaught exception (best effort)."""
+    global _hooks_installed
+    with _hook_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    previous = sys.excepthook
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        for mon in list(_OPEN_MONITORS):
+            mon.mark_crashed(f"{exc_type.__name__}: {exc}")
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+
+    def at_exit() -> None:
+        for mon in list(_OPEN_MONITORS):
+            mon.mark_crashed("process exited before training finished")
+
+    atexit.register(at_exit)
+
+
+class Monitor:
+    """Trainboard's collector for a plain PyTorch loop: log metrics, get a live dashboard.
+
+    Args:
+        base_dir: the run directory to write (created). Point the dashboard at it or at its parent.
+        samples_per_step: samples per optimizer step (batch size × accumulation × world size), so the
+            status shows samples/s; ``None`` (default) shows steps/s only.
+        tokens_per_step: tokens per optimizer step, for tokens/s; default ``None``.
+        plugins: features run at each hook (anomaly rules, samples, spectral metrics); default none.
+        run_config: any JSON-able settings to record once in the status file (``config``); default none.
+        main_process: write files from this process; default ``None`` means "world rank is 0".
+
+    Raises:
+        ValueError: when ``base_dir`` is empty or names an existing file.
+
+    Example:
+        >>> with Monitor(base_dir="runs/exp1") as monitor:          # doctest: +SKIP
+        ...     for step, batch in enumerate(loader, 1):
+        ...         loss = train_step(batch)
+        ...         monitor.log(step, loss=loss.item(), lr=sched.get_last_lr()[0])
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
+                 tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
+                 run_config: Mapping[str, Any] | None = None, main_process: bool | None = None) -> None:
+        if base_dir is None or not str(base_dir).strip():
+            raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
+        self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
+        if self.paths.root.exists() and not self.paths.root.is_dir():
+            raise ValueError(f"Monitor base_dir {str(self.paths.root)!r} exists and is not a directory")
+        for name, val in (("samples_per_step", samples_per_step), ("tokens_per_step", tokens_per_step)):
+            if val is not None and (not isinstance(val, (int, float)) or not math.isfinite(val) or val <= 0):
+                raise ValueError(f"Monitor({name}=...) must be a positive number or None; got {val!r}")
+        self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
+        self.guard = Guard()
+        self.plugins: list[MonitorPlugin] = list(plugins)
+        self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
+        self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        if run_config:
+            self.extra_status["config"] = dict(run_config)
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.tokenizer: Any = None
+        self.closed = False
+        self._metrics: rf.JsonlWriter | None = None
+        self._lock = threading.RLock()
+        self._started = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
+        """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples)."""
+        if model is not None:
+            self.model = model
+        if optimizer is not None:
+            self.optimizer = optimizer
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        return self
+
+    def add_plugin(self, plugin: MonitorPlugin) -> None:
+        """Attach a feature after construction (it gets ``on_start`` if the run already started)."""
+        self.plugins.append(plugin)
+        if self._started:
+            self._call(plugin, "on_start")
+
+    def start(self) -> None:
+        """Create the run directory and write the first status; called by the first ``log`` if needed."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if self.is_main:
+                _OPEN_MONITORS.add(self)
+                _install_process_hooks()
+                self.guard.run("creating the run directory", self._open)
+                self._write_status()
+            for plugin in self.plugins:
+                self._call(plugin, "on_start")
+
+    def _open(self) -> None:
+        for d in (self.paths.status_dir, self.paths.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._metrics = rf.JsonlWriter(self.paths.metrics)
+
+    def close(self, state: rf.RunState = rf.RunState.FINISHED, error: str | None = None) -> None:
+        """Mark the run ``state`` (finished by default), let plugins finish, and close the files. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.start()
+            self.closed = True
+            _OPEN_MONITORS.discard(self)
+            self.tracker.state = state
+            if error:
+                self.tracker.error = error
+            for plugin in self.plugins:
+                self._call(plugin, "on_close", state)
+            if self.is_main:
+                self._write_status()
+                if self._metrics is not None:
+                    self.guard.run("closing metrics.jsonl", self._metrics.close)
+
+    def mark_crashed(self, error: str) -> None:
+        """Record that the training died (called from the exception hook); never raises."""
+        try:
+            self.close(rf.RunState.CRASHED, error)
+        except Exception:  # noqa: BLE001 - we are already inside a dying process
+            pass
+
+    def __enter__(self) -> "Monitor":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close(rf.RunState.FINISHED)
+        else:
+            self.close(rf.RunState.CRASHED, f"{exc_type.__name__}: {exc}")
+
+    # ----------------------------------------------------------------- logging
+    def log(self, step: int, *, kind: rf.RecordKind | str | None = None, **metrics: Any) -> dict[str, Any] | None:
+        """Record the metrics of one step (``loss=``, ``lr=`` or ``learning_rate=``, ``grad_norm=``, any other).
+
+        Metrics named ``eval_*`` make an eval record unless ``kind`` says otherwise. Returns the record
+        written (``None`` on non-main processes).
+
+        Raises:
+            ValueError: when ``step`` is not a non-negative integer or ``kind`` is unknown (user mistakes,
+                reported at once rather than hidden).
+        """
+        step = as_number(step)
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"Monitor.log(step=...) must be a non-negative integer; got {step!r}")
+        for alias in LR_ALIASES:
+            if alias in metrics:
+                metrics.setdefault("learning_rate", metrics.pop(alias))
+        clean = {k: as_number(v) for k, v in metrics.items()}
+        if kind is None:
+            rec_kind = classify(clean)
+        else:
+            try:
+                rec_kind = rf.RecordKind(kind)
+            except ValueError:
+                allowed = ", ".join(k.value for k in (rf.RecordKind.TRAIN, rf.RecordKind.EVAL, rf.RecordKind.SUMMARY))
+                raise ValueError(f"Monitor.log(kind=...) must be one of {allowed}; got {kind!r}") from None
+        record = rf.make_record(rec_kind, step=step, time=time.time(), **clean)
+        return self.write_record(record)
+
+    def write_record(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Append a ready metrics record, update the status, run plugins. Used by ``log`` and the callback."""
+        self.start()
+        if not self.is_main or self.closed:
+            return None
+        with self._lock:
+            now = record.get("time") or time.time()
+            self.tracker.update(record, now)
+            if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
+                self.guard.run("creating the run directory", self._open)
+            if self._metrics is not None:
+                self.guard.run("appending to metrics.jsonl", self._metrics.append, record)
+            self._write_status(now)
+        for plugin in self.plugins:
+            self._call(plugin, "on_record", record)
+        return record
+
+    def set_state(self, state: rf.RunState) -> None:
+        """Change the run state (training / evaluating) and rewrite the status at once."""
+        if self.tracker.state != state and not self.closed:
+            self.tracker.state = state
+            self._write_status()
+
+    def step_end(self, step: int) -> None:
+        """Hook for plugins that act every optimizer step (control requests, samples, spectral)."""
+        for plugin in self.plugins:
+            self._call(plugin, "on_step_end", step)
+
+    def pre_optimizer_step(self, step: int) -> None:
+        """Hook for plugins that need the gradients (after backward and clipping, before the update)."""
+        for plugin in self.plugins:
+            self._call(plugin, "on_pre_optimizer_step", step)
+
+    # ----------------------------------------------------------------- internals
+    def _write_status(self, now: float | None = None) -> None:
+        if not self.is_main:
+            return
+        now = time.time() if now is None else now
+        doc = self.tracker.document(now, process_memory(), self.extra_status)
+        self.guard.run("writing training_status.json", rf.write_json_atomic, self.paths.status, doc)
+
+    def _call(self, plugin: MonitorPlugin, hook: str, *args: Any) -> None:
+        fn = getattr(plugin, hook, None)
+        if fn is not None:
+            self.guard.run(f"{type(plugin).__name__}.{hook}", fn, self, *args)

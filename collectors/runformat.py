@@ -1,0 +1,471 @@
+"""The run-directory format: paths, record kinds, schema version, encoding, the atomic writer and the tailer.
+
+This module is the single owner of Trainboard's on-disk layout. The collector (inside training), the
+standalone watchers and the dashboard all import it; no other module hard-codes a file name. It depends
+only on the standard library (plus orjson when installed) so it imports inside any training process.
+
+Layout of one run directory (see docs/run-format.md)::
+
+    <run>/status/training_status.json   latest status, rewritten atomically
+    <run>/status/training_detail.json   latest golden-vs-predicted sample (issue 4)
+    <run>/logs/metrics.jsonl            one record per logged step (kind "train" or "eval")
+    <run>/logs/alerts.jsonl             one record per alert (kind "alert")
+    <run>/logs/samples.jsonl            one record per sample (kind "sample")
+    <run>/logs/spectral.jsonl           one record per layer measurement (kind "spectral")
+    <run>/snapshots/<name>/             complete snapshots only (built under a temporary name)
+    <run>/control/                      requests from the dashboard (snapshot now, thresholds)
+
+Non-finite floats (NaN, +Inf, -Inf) are not valid JSON. They are written as the JSON strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and read back as the floats, so they round-trip exactly
+and no JSON parser (a browser's included) ever fails on them.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+try:  # orjson is several times faster; the standard library is the fallback inside minimal trainings.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised only where orjson is absent
+    _orjson = None
+import json as _json
+
+SCHEMA_VERSION = 1
+"""Version written into every JSONL record and status file; readers accept versions up to this one."""
+
+STATUS_DIR = "status"
+LOGS_DIR = "logs"
+SNAPSHOTS_DIR = "snapshots"
+CONTROL_DIR = "control"
+STATUS_FILE = f"{STATUS_DIR}/training_status.json"
+DETAIL_FILE = f"{STATUS_DIR}/training_detail.json"
+METRICS_LOG = f"{LOGS_DIR}/metrics.jsonl"
+ALERTS_LOG = f"{LOGS_DIR}/alerts.jsonl"
+SAMPLES_LOG = f"{LOGS_DIR}/samples.jsonl"
+SPECTRAL_LOG = f"{LOGS_DIR}/spectral.jsonl"
+THRESHOLDS_FILE = f"{CONTROL_DIR}/thresholds.json"
+SNAPSHOT_REQUEST_FILE = f"{CONTROL_DIR}/snapshot_request.json"
+TMP_PREFIX = ".tmp-"
+"""Prefix of every temporary file or directory; readers and listings ignore names that start with it."""
+
+NAN_TOKEN = "NaN"
+POS_INF_TOKEN = "Infinity"
+NEG_INF_TOKEN = "-Infinity"
+_TOKEN_TO_FLOAT = {NAN_TOKEN: math.nan, POS_INF_TOKEN: math.inf, NEG_INF_TOKEN: -math.inf}
+
+
+class RecordKind(str, enum.Enum):
+    """The ``kind`` field of a JSONL record; readers skip kinds they do not know and count them."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    ALERT = "alert"
+    SAMPLE = "sample"
+    SPECTRAL = "spectral"
+    SUMMARY = "summary"
+    EVENT = "event"
+
+
+KNOWN_KINDS = frozenset(k.value for k in RecordKind)
+
+
+class RunState(str, enum.Enum):
+    """The ``state`` field of the status file."""
+
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    FINISHED = "finished"
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one run directory, derived from its root so no caller builds a path by hand.
+
+    Args:
+        root: the run directory.
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | os.PathLike[str]) -> "RunPaths":
+        return cls(Path(root))
+
+    @property
+    def status_dir(self) -> Path:
+        return self.root / STATUS_DIR
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / LOGS_DIR
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / SNAPSHOTS_DIR
+
+    @property
+    def control_dir(self) -> Path:
+        return self.root / CONTROL_DIR
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS_FILE
+
+    @property
+    def detail(self) -> Path:
+        return self.root / DETAIL_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_LOG
+
+    @property
+    def alerts(self) -> Path:
+        return self.root / ALERTS_LOG
+
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES_LOG
+
+    @property
+    def spectral(self) -> Path:
+        return self.root / SPECTRAL_LOG
+
+    @property
+    def thresholds(self) -> Path:
+        return self.root / THRESHOLDS_FILE
+
+    @property
+    def snapshot_request(self) -> Path:
+        return self.root / SNAPSHOT_REQUEST_FILE
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` looks like a Trainboard run (it has a status file or a metrics log)."""
+    p = RunPaths.of(path)
+    return p.status.is_file() or p.metrics.is_file()
+
+
+# --------------------------------------------------------------------------- encoding
+
+def encode_value(value: Any) -> Any:
+    """Return ``value`` with every non-finite float replaced by its token, recursively.
+
+    Also turns tuples into lists and numpy/torch scalars into Python numbers (via ``item()``), because
+    trainings log those freely and the JSON encoder must never be the thing that breaks a training.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        if math.isnan(value):
+            return NAN_TOKEN
+        return POS_INF_TOKEN if value > 0 else NEG_INF_TOKEN
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return encode_value(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def decode_value(value: Any) -> Any:
+    """Inverse of :func:`encode_value`: the three tokens become floats again, recursively."""
+    if isinstance(value, str):
+        return _TOKEN_TO_FLOAT.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    return value
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` to compact UTF-8 JSON bytes with the non-finite encoding applied."""
+    enc = encode_value(obj)
+    if _orjson is not None:
+        return _orjson.dumps(enc)
+    return _json.dumps(enc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON bytes written by :func:`dumps` (or any JSON) and decode the non-finite tokens.
+
+    Raises:
+        ValueError: when ``data`` is not valid JSON (``orjson.JSONDecodeError`` is a ValueError).
+    """
+    if _orjson is not None:
+        return decode_value(_orjson.loads(data))
+    return decode_value(_json.loads(data))
+
+
+def make_record(kind: RecordKind | str, **fields: Any) -> dict[str, Any]:
+    """A JSONL record: schema version and kind first, then ``fields``."""
+    kind_value = kind.value if isinstance(kind, RecordKind) else str(kind)
+    return {"v": SCHEMA_VERSION, "kind": kind_value, **fields}
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` so a reader sees the old file or the new one, never a mix.
+
+    The data goes to a temporary file in the same directory (same filesystem, so the rename is atomic),
+    then ``os.replace`` puts it in place. ``fsync`` adds durability across power loss at a cost per
+    write; the status file does without it because the next log step rewrites it anyway.
+
+    Raises:
+        OSError: when the directory cannot be created or written (callers inside training catch it).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = dumps(obj)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: str | os.PathLike[str]) -> tuple[Any | None, str | None]:
+    """Read a whole-file JSON document without ever raising.
+
+    Returns:
+        ``(obj, None)`` on success, ``(None, problem)`` where ``problem`` says in words what is wrong
+        (missing, empty, not JSON, unreadable) so the dashboard can show it.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return None, f"{p} does not exist yet"
+    except IsADirectoryError:
+        return None, f"{p} is a directory, not a file"
+    except OSError as exc:
+        return None, f"cannot read {p}: {exc.strerror or exc}"
+    if not data.strip():
+        return None, f"{p} is empty"
+    try:
+        return loads(data), None
+    except ValueError as exc:
+        return None, f"{p} is not valid JSON ({str(exc).splitlines()[0][:120]})"
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file as whole lines, one ``write`` each, flushed at once.
+
+    One write call per line on a file opened with O_APPEND means concurrent readers never see a line
+    interleaved with another writer's, and a reader that sees a partial last line just waits for its end.
+
+    Args:
+        path: the JSONL file; its directory is created.
+        flush: flush after every record (default True) so the dashboard sees it within its poll.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, flush: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._flush = flush
+        self._lock = threading.Lock()
+        self._fh = open(self.path, "ab", buffering=0 if flush else -1)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record (already built with :func:`make_record`) as one line."""
+        line = dumps(record) + b"\n"
+        with self._lock:
+            self._fh.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+@dataclass
+class ReadResult:
+    """What one :func:`read_new` call consumed.
+
+    Attributes:
+        records: decoded records of known kinds, in file order.
+        offset: byte offset just after the last complete line consumed.
+        bad_lines: lines that were not JSON objects (malformed, truncated mid-file, not an object).
+        unknown_lines: JSON objects of an unknown kind or a newer schema version.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    offset: int = 0
+    bad_lines: int = 0
+    unknown_lines: int = 0
+
+
+def parse_lines(chunk: bytes, known_kinds: Iterable[str] | None = KNOWN_KINDS) -> ReadResult:
+    """Decode a chunk made only of complete lines. Pure: the core of the tailer, tested on bytes."""
+    out = ReadResult()
+    kinds = None if known_kinds is None else frozenset(known_kinds)
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            obj = loads(raw)
+        except ValueError:
+            out.bad_lines += 1
+            continue
+        if not isinstance(obj, dict):
+            out.bad_lines += 1
+            continue
+        version = obj.get("v", SCHEMA_VERSION)
+        if (kinds is not None and obj.get("kind") not in kinds) or not isinstance(version, int) or version > SCHEMA_VERSION:
+            out.unknown_lines += 1
+            continue
+        out.records.append(obj)
+    return out
+
+
+def read_new(path: str | os.PathLike[str], offset: int, *, max_bytes: int | None = None,
+             known_kinds: Iterable[str] | None = KNOWN_KINDS) -> ReadResult:
+    """Read the complete lines of ``path`` after byte ``offset``.
+
+    Only bytes up to the last newline are consumed, so a line still being written is read on the next
+    call. ``max_bytes`` bounds one call's work on a huge file (the caller loops). A missing file yields
+    nothing at the same offset.
+    """
+    result = ReadResult(offset=offset)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read() if max_bytes is None else fh.read(max_bytes)
+    except (FileNotFoundError, IsADirectoryError):
+        return result
+    end = data.rfind(b"\n")
+    if end < 0:
+        return result
+    parsed = parse_lines(data[: end + 1], known_kinds)
+    parsed.offset = offset + end + 1
+    return parsed
+
+
+@dataclass
+class TailState:
+    """Where a tailer is in a file: the file's identity (device, inode), last size seen and offset."""
+
+    dev: int = -1
+    inode: int = -1
+    size: int = 0
+    offset: int = 0
+
+
+class JsonlTailer:
+    """Follows one JSONL file across appends, truncation and replacement.
+
+    ``poll()`` returns ``(records, reset)``: ``reset`` is True when the file was truncated or replaced
+    since the last call, in which case ``records`` is the whole new file and the caller must drop what
+    it had. Malformed and unknown lines are counted in ``bad_lines`` and ``unknown_lines``.
+
+    Args:
+        path: the JSONL file (it may not exist yet).
+        chunk_bytes: most bytes read per internal step, so memory stays bounded on huge files.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int = 64 << 20,
+                 known_kinds: Iterable[str] | None = KNOWN_KINDS) -> None:
+        self.path = Path(path)
+        self.state = TailState()
+        self.bad_lines = 0
+        self.unknown_lines = 0
+        self._chunk = chunk_bytes
+        self._kinds = known_kinds
+
+    def poll(self) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            reset = self.state.offset > 0
+            if reset:
+                self._restart(-1, -1)
+            return [], reset
+        reset = False
+        if (st.st_dev, st.st_ino) != (self.state.dev, self.state.inode) or st.st_size < self.state.offset:
+            reset = self.state.inode != -1 or self.state.offset > 0
+            self._restart(st.st_dev, st.st_ino)
+        self.state.size = st.st_size
+        records: list[dict[str, Any]] = []
+        while self.state.offset < st.st_size:
+            res = read_new(self.path, self.state.offset, max_bytes=self._chunk, known_kinds=self._kinds)
+            if res.offset == self.state.offset:
+                break  # only a partial line is left: wait for its newline
+            records.extend(res.records)
+            self.bad_lines += res.bad_lines
+            self.unknown_lines += res.unknown_lines
+            self.state.offset = res.offset
+        return records, reset
+
+    def _restart(self, dev: int, inode: int) -> None:
+        self.state = TailState(dev=dev, inode=inode)
+        self.bad_lines = 0
+        self.unknown_lines = 0
+
+
+def iter_records(path: str | os.PathLike[str], known_kinds: Iterable[str] | None = KNOWN_KINDS) -> Iterator[dict[str, Any]]:
+    """All complete records of a JSONL file, for one-shot readers (CLIs, tests)."""
+    records, _ = JsonlTailer(path, known_kinds=known_kinds).poll()
+    yield from records
+
+
+def discover_runs(base: str | os.PathLike[str]) -> list[Path]:
+    """Run directories under ``base``: ``base`` itself if it is a run, else its run subdirectories.
+
+    Sorted by name; hidden and temporary directories are skipped. Never raises on unreadable dirs.
+    """
+    root = Path(base)
+    if is_run_dir(root):
+        return [root]
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [c for c in children if is_run_dir(c)]
+
+
+def is_within(base: str | os.PathLike[str], candidate: str | os.PathLike[str]) -> bool:
+    """True when ``candidate`` resolves to ``base`` or a path below it (symlinks followed).
+
+    Every path that comes from a browser request passes through this check before any file access.
+    """
+    try:
+        b = Path(base).resolve()
+        c = Path(candidate).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return c == b or b in c.parents
