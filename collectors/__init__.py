@@ -13,6 +13,10 @@ from collectors.monitor import Monitor, MonitorPlugin
 # name -> module that defines it; imported on first access so heavy dependencies load only when used.
 _LAZY: dict[str, str] = {
     "MonitorCallback": "collectors.callback",
+    # issue 5: spectral (SVD) monitor
+    "SVDMonitor": "collectors.svd_monitor",
+    "SVDMetrics": "collectors.svd_monitor",
+    "SwitchThresholds": "collectors.svd_monitor",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]
