@@ -17,6 +17,8 @@ _LAZY: dict[str, str] = {
     "SVDMonitor": "collectors.svd_monitor",
     "SVDMetrics": "collectors.svd_monitor",
     "SwitchThresholds": "collectors.svd_monitor",
+    "SpectralPlugin": "collectors.spectral_collector",
+    "SpectralConfig": "collectors.spectral_collector",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

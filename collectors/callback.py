@@ -23,6 +23,8 @@ class MonitorCallback(TrainerCallback):
         plugins: extra features (anomaly rules, samples, spectral metrics); default none.
         tokens_per_step: tokens per optimizer step for tokens/s; default ``None`` (samples/s is
             derived from the TrainingArguments).
+        spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a ``SpectralConfig``, a
+            dict of its fields or a ``SpectralPlugin``; default ``None`` (off). The plugin is ``self.spectral``.
 
     Example:
         >>> trainer = Trainer(model=model, args=args, train_dataset=ds)           # doctest: +SKIP
@@ -30,11 +32,19 @@ class MonitorCallback(TrainerCallback):
     """
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
-                 tokens_per_step: float | None = None) -> None:
+                 tokens_per_step: float | None = None, spectral: Any = None) -> None:
         if base_dir is not None and not str(base_dir).strip():
             raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
         self.base_dir = base_dir
         self.plugins = list(plugins)
+        # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
+        self.spectral: Any = None
+        if spectral is not None and spectral is not False:
+            from collectors.spectral_collector import make_spectral_plugin
+
+            self.spectral = make_spectral_plugin(spectral)
+            self.plugins.append(self.spectral)
+        # --- end spectral ----------------------------------------------------------------------------
         self.tokens_per_step = tokens_per_step
         self.monitor: Monitor | None = None
 

@@ -159,8 +159,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--no-monitor", action="store_true", help="train without MonitorCallback (for benchmarks)")
+    p.add_argument("--spectral", action="store_true",
+                   help="also record per-layer SVD metrics of the attention projections (logs/spectral.jsonl)")
+    p.add_argument("--svd-interval", type=int, default=20,
+                   help="with --spectral: measure every N optimizer steps (default %(default)s)")
     args = p.parse_args(argv)
-    for name in ("max_steps", "logging_steps", "eval_steps"):
+    for name in ("max_steps", "logging_steps", "eval_steps", "svd_interval"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
     if not args.lr > 0:
@@ -181,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Path(args.base_dir)
     targs = training_arguments(str(base / "hf_output"), args.max_steps, logging_steps=args.logging_steps,
                                eval_steps=args.eval_steps, lr=args.lr, seed=args.seed)
-    callbacks = [] if args.no_monitor else [MonitorCallback(base_dir=base)]
+    spectral = {"svd_interval": args.svd_interval} if args.spectral else None
+    if args.no_monitor and args.spectral:
+        print("note: --spectral is ignored with --no-monitor", file=sys.stderr)
+    callbacks = [] if args.no_monitor else [MonitorCallback(base_dir=base, spectral=spectral)]
     trainer = Trainer(model=setup.model, args=targs, train_dataset=setup.train, eval_dataset=setup.eval,
                       processing_class=setup.tokenizer, callbacks=callbacks)
     trainer.train()

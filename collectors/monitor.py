@@ -227,6 +227,10 @@ class Monitor:
         plugins: features run at each hook (anomaly rules, samples, spectral metrics); default none.
         run_config: any JSON-able settings to record once in the status file (``config``); default none.
         main_process: write files from this process; default ``None`` means "world rank is 0".
+        spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a
+            ``collectors.spectral_collector.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
+            default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
+            after ``backward()`` so it sees the gradients.
 
     Raises:
         ValueError: when ``base_dir`` is empty or names an existing file.
@@ -240,7 +244,8 @@ class Monitor:
 
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
-                 run_config: Mapping[str, Any] | None = None, main_process: bool | None = None) -> None:
+                 run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
+                 spectral: Any = None) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -252,6 +257,15 @@ class Monitor:
         self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
         self.guard = Guard()
         self.plugins: list[MonitorPlugin] = list(plugins)
+        # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
+        self.spectral: Any = None
+        if spectral is not None and spectral is not False:
+            from collectors.spectral_collector import make_spectral_plugin  # needs torch: import on demand
+
+            self.spectral = make_spectral_plugin(spectral)
+            if self.spectral not in self.plugins:
+                self.plugins.append(self.spectral)
+        # --- end spectral ----------------------------------------------------------------------------
         self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
         self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
         if run_config:
