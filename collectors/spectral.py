@@ -130,8 +130,17 @@ def reconstruction_error(singular_values: Any, r: int, frobenius_sq: float | Non
     return float(errors[r])
 
 
+def _norm(x: Any) -> float:
+    import torch
+
+    return float(torch.linalg.matrix_norm(x.to(torch.float64) if x.dtype in (torch.float16, torch.bfloat16) else x))
+
+
 def principal_alignment(u_k: Any, grad: Any) -> float:
     """``‖U_kᵀ G‖_F / ‖G‖_F``: the share of the gradient in span(U_k) (NaN when G is zero).
+
+    Products run in the wider of the two dtypes (float32 for a training's tensors): the ratio needs no
+    more, and float64 products cost several times more on CPU.
 
     Args:
         u_k: out × k matrix with orthonormal columns.
@@ -139,12 +148,12 @@ def principal_alignment(u_k: Any, grad: Any) -> float:
     """
     import torch
 
-    g = grad.to(torch.float64)
-    gn = float(torch.linalg.matrix_norm(g))
+    dtype = torch.promote_types(torch.promote_types(u_k.dtype, grad.dtype), torch.float32)
+    g = grad.to(dtype)
+    gn = _norm(g)
     if gn == 0.0 or not math.isfinite(gn):
         return math.nan
-    proj = u_k.to(torch.float64).T @ g
-    return min(1.0, float(torch.linalg.matrix_norm(proj)) / gn)
+    return min(1.0, _norm(u_k.to(dtype).T @ g) / gn)
 
 
 def minor_alignment(u_r: Any, grad: Any) -> float:
@@ -157,15 +166,15 @@ def minor_alignment(u_r: Any, grad: Any) -> float:
     """
     import torch
 
-    g = grad.to(torch.float64)
-    gn = float(torch.linalg.matrix_norm(g))
+    dtype = torch.promote_types(torch.promote_types(u_r.dtype, grad.dtype), torch.float32)
+    g = grad.to(dtype)
+    gn = _norm(g)
     if gn == 0.0 or not math.isfinite(gn):
         return math.nan
     if u_r.shape[1] == 0:
         return 1.0
-    u = u_r.to(torch.float64)
-    residual = g - u @ (u.T @ g)
-    return min(1.0, float(torch.linalg.matrix_norm(residual)) / gn)
+    u = u_r.to(dtype)
+    return min(1.0, _norm(g - u @ (u.T @ g)) / gn)
 
 
 def subspace_angle(u_a: Any, u_b: Any) -> float:
@@ -248,7 +257,7 @@ def decompose(weight: Any, *, method: str = "auto", need: int = 1, max_full_dim:
     shape = (int(w.shape[0]), int(w.shape[1]))
     chosen = choose_method(shape, max_full_dim) if method == "auto" else method
     t0 = time.perf_counter()
-    frob = float(torch.linalg.matrix_norm(w.to(torch.float64)) ** 2)
+    frob = float(torch.linalg.matrix_norm(w).double() ** 2)
     if chosen == METHOD_FULL:
         u, s, _ = torch.linalg.svd(w, full_matrices=False)
     else:
