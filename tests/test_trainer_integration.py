@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from collectors import MonitorCallback
+from tests.conftest import free_port
 from collectors import runformat as rf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ def test_training_that_raises_is_marked_crashed(tmp_path):
 import sys; sys.path.insert(0, {str(REPO)!r})
 from transformers import Trainer, TrainerCallback
 from collectors import MonitorCallback
+from tests.conftest import free_port
 from collectors.demo import build_demo, training_arguments
 class Boom(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
@@ -88,7 +90,7 @@ t.train()
 
 def test_torchrun_two_processes_write_one_coherent_run(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port", "0" if False else "29517",
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port", str(free_port()),
                            str(REPO / "tests" / "scripts" / "ddp_train.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
