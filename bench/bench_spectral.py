@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="sizes up to 1024 only and one demo round")
     p.add_argument("--skip-demo", action="store_true", help="only the per-size table")
+    p.add_argument("--skip-sizes", action="store_true", help="only the demo overhead")
     p.add_argument("--demo-steps", type=int, default=DEMO_STEPS, help="optimizer steps per demo run (default %(default)s)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the size table (default %(default)s, as the collector uses on CPU)")
@@ -117,11 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--demo-steps must be ≥ 20 and --threads ≥ 1")
     sizes = QUICK_SIZES if a.quick else SIZES
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    bench_sizes(sizes, "cpu", a.threads)
-    if torch.cuda.is_available():
-        bench_sizes(sizes, "cuda", a.threads)
-    else:
-        print("(no CUDA device here: GPU timings not measured)")
+    if not a.skip_sizes:
+        bench_sizes(sizes, "cpu", a.threads)
+        if torch.cuda.is_available():
+            bench_sizes(sizes, "cuda", a.threads)
+        else:
+            print("(no CUDA device here: GPU timings not measured)")
     if not a.skip_demo:
         bench_demo(a.demo_steps, 1 if a.quick else ROUNDS)
     return 0
