@@ -33,5 +33,18 @@ OVERVIEW_CARD_TYPE = "overview-card"
 # ---------------------------------------------------------------- samples page (issue 4)
 
 # ---------------------------------------------------------------- svd page (issue 5)
+SVD_MESSAGE = "svd-message"
+SVD_LAYER_FILTER = "svd-layer-filter"
+SVD_SUMMARY = "svd-summary"
+SVD_STATE = "svd-state"
+SVD_GAUGES = "svd-gauges"
+SVD_HEATMAP = "svd-heatmap"
+SVD_TRENDS = "svd-trends"
+SVD_ALERTS = "svd-alerts"
+SVD_SKIPPED = "svd-skipped"
+SVD_GAUGE_TYPE = "svd-gauge"
+"""Pattern-matching type of a layer's gauge row: ``{"type": SVD_GAUGE_TYPE, "layer": name}``."""
+SVD_TREND_TYPE = "svd-trend"
+"""Pattern-matching type of a layer's trend chart: ``{"type": SVD_TREND_TYPE, "layer": name}``."""
 
 # ---------------------------------------------------------------- runs page (issue 6)
