@@ -31,7 +31,7 @@ from collectors.spectral import FULL_SVD_MAX_DIM, measure  # noqa: E402
 SIZES = (256, 512, 768, 1024, 2048, 4096)
 QUICK_SIZES = (256, 512, 1024)
 DEMO_STEPS = 200
-ROUNDS = 2
+ROUNDS = 3
 
 
 def best_of(fn: Callable[[], Any], reps: int) -> float:
