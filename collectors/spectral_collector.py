@@ -250,6 +250,8 @@ class SpectralPlugin:
         """Measure every watched layer now, write the records and alerts; returns the metrics."""
         import torch
 
+        if not getattr(monitor, "is_main", True):
+            return []  # only the world rank 0 writes; other ranks hold the same replicated weights
         t_start = time.perf_counter()
         if self._last_end is not None:
             self.train_seconds += max(0.0, t_start - self._last_end)
@@ -264,8 +266,7 @@ class SpectralPlugin:
             monitor.guard.warn_once("spectral no layers", f"spectral metrics: no Linear/Conv1D layer matches "
                                     f"layer_pattern {self.config.layer_pattern!r}")
             return []
-        is_main = getattr(monitor, "is_main", True)
-        if is_main and self._spectral is None:
+        if self._spectral is None:
             monitor.paths.logs_dir.mkdir(parents=True, exist_ok=True)
             self._spectral = rf.JsonlWriter(monitor.paths.spectral)
             self._alerts = rf.JsonlWriter(monitor.paths.alerts)
@@ -276,7 +277,7 @@ class SpectralPlugin:
             torch.set_num_threads(self.config.cpu_threads)
         try:
             with torch.no_grad():
-                self._measure_layers(monitor, layers, step, is_main, out)
+                self._measure_layers(monitor, layers, step, out)
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
@@ -291,16 +292,14 @@ class SpectralPlugin:
         self._adjust_interval(monitor)
         return out
 
-    def _measure_layers(self, monitor: Any, layers: list[WatchedLayer], step: int, is_main: bool,
-                        out: list[SVDMetrics]) -> None:
+    def _measure_layers(self, monitor: Any, layers: list[WatchedLayer], step: int, out: list[SVDMetrics]) -> None:
         for layer in layers:
             got = monitor.guard.run(f"spectral metrics of {layer.name}", self._measure_layer, layer, step)
             if got is None:
                 continue
             metrics, record, alerts, _ = got
             out.append(metrics)
-            if is_main:
-                self._write(monitor, metrics, record, alerts)
+            self._write(monitor, metrics, record, alerts)
 
     def _measure_layer(self, layer: WatchedLayer, step: int) -> tuple[SVDMetrics, dict[str, Any], list[SpectralAlert], bool]:
         from collectors.spectral import measure

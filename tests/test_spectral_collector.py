@@ -242,3 +242,11 @@ def test_spectral_is_off_by_default_and_plugin_objects_are_accepted(tmp_path: Pa
     assert mon.spectral is plugin and plugin in mon.plugins and make_spectral_plugin(True).interval == 20
     with pytest.raises(ValueError, match="mode must be"):
         plugin.report_mode("x", "medium")
+
+
+def test_non_main_process_measures_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    model = gpt2()
+    with Monitor(tmp_path / "run", main_process=False, spectral={"svd_interval": 1, "echo": False}).watch(model) as mon:
+        train(mon, model, 2)
+    assert mon.spectral.measurements == 0
+    assert not rf.RunPaths.of(tmp_path / "run").spectral.exists()
