@@ -235,3 +235,16 @@ def test_bad_metrics_and_modes_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="needs an SVDMetrics"):
         SVDMonitor().add_metrics({"step": 1})  # type: ignore[arg-type]
     assert parse_mode(0.0) == Mode.FULL and parse_mode("1.0") == Mode.LOW_RANK and parse_mode("lowrank") == Mode.LOW_RANK
+
+
+def test_the_guides_custom_monitoring_example_runs_with_our_import_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from collectors import SVDMetrics as M, SVDMonitor as Mon, SwitchThresholds as T
+
+    thresholds = T(warn_margin=0.05)
+    monitor = Mon(thresholds)
+    metrics = M(step=100, layer_name="block0.attn.c_q", mode=0.0, r=246, principal_alignment=0.32,
+                minor_alignment=0.48, subspace_angle=0.15, reconstruction_error=0.008)
+    assert monitor.add_metrics(metrics) == []  # 0.32 is 0.08 below danger: outside the 0.05 margin
+    monitor.print_summary()
+    out = capsys.readouterr().out
+    assert "block0.attn.c_q" in out and "Mode: FULL" in out and "Clobbering threshold: +0.0800 🟢 SAFE" in out
