@@ -349,7 +349,8 @@ class SpectralPlugin:
         if self.config.echo:
             print(format_line(metrics, seconds=f"{record['seconds']:.4f}", method=record["method"]), flush=True)
             for a in new:
-                print(f"{LINE_PREFIX} [{metrics.layer_name}] {format_alert(a)}", flush=True)
+                where = "" if a.message.startswith(f"[{metrics.layer_name}]") else f"[{metrics.layer_name}] "
+                print(f"{LINE_PREFIX} {where}{format_alert(a)}", flush=True)
 
     def _adjust_interval(self, monitor: Any) -> None:
         budget = self.config.cost_budget

@@ -98,7 +98,8 @@ def test_conv1d_is_measured_as_out_by_in(tmp_path: Path) -> None:
 def test_plain_loop_writes_sane_records_lines_and_alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     model = gpt2()
-    with Monitor(run, spectral={"svd_interval": 3}).watch(model) as mon:
+    # cost_budget 0: this tiny model's steps are so short that the budget would stretch the interval
+    with Monitor(run, spectral={"svd_interval": 3, "cost_budget": 0}).watch(model) as mon:
         train(mon, model, 9)
     recs = spectral_records(run)
     assert sorted({r["step"] for r in recs}) == [3, 6, 9]
@@ -125,7 +126,7 @@ def test_alerts_are_written_when_they_start_firing_not_every_measurement(tmp_pat
     run = tmp_path / "run"
     model = gpt2()
     # danger at 0.01: every layer clobbers at every measurement; only reported modes keep it FULL
-    cfg = SpectralConfig(svd_interval=2, echo=False, thresholds=SwitchThresholds(principal_danger=0.01))
+    cfg = SpectralConfig(svd_interval=2, echo=False, thresholds=SwitchThresholds(principal_danger=0.01), cost_budget=0)
     with Monitor(run, spectral=cfg).watch(model) as mon:
         for layer in find_layers(model):
             mon.spectral.report_mode(layer.name, "FULL", r=8)
@@ -141,7 +142,7 @@ def test_adaptive_training_reports_its_mode_and_the_switch_is_logged(tmp_path: P
     run = tmp_path / "run"
     model = gpt2()
     name = "transformer.h.1.attn.c_attn"
-    with Monitor(run, spectral={"svd_interval": 2, "echo": False}).watch(model) as mon:
+    with Monitor(run, spectral={"svd_interval": 2, "echo": False, "cost_budget": 0}).watch(model) as mon:
         mon.spectral.report_mode(name, "FULL", r=20)
         train(mon, model, 4)
         mon.spectral.report_mode(name, "LOW-RANK", r=12)
@@ -162,7 +163,7 @@ def test_adaptive_training_reports_its_mode_and_the_switch_is_logged(tmp_path: P
 def test_without_pre_optimizer_step_it_measures_at_step_end_and_warns_once(tmp_path: Path) -> None:
     run = tmp_path / "run"
     model = gpt2()
-    with Monitor(run, spectral={"svd_interval": 2, "echo": False}).watch(model) as mon:
+    with Monitor(run, spectral={"svd_interval": 2, "echo": False, "cost_budget": 0}).watch(model) as mon:
         train(mon, model, 4, pre_hook=False)
     recs = spectral_records(run)
     assert len(recs) == 8 and all(math.isnan(r["principal_alignment"]) for r in recs)

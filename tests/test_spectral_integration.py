@@ -40,8 +40,10 @@ def test_demo_training_with_spectral_on(tmp_path: Path) -> None:
 
     recs = list(rf.iter_records(rf.RunPaths.of(run).spectral))
     assert {r["layer"] for r in recs} == LAYERS
-    assert sorted({r["step"] for r in recs}) == list(range(INTERVAL, STEPS + 1, INTERVAL))
-    assert len(recs) == len(LAYERS) * STEPS // INTERVAL
+    steps = sorted({r["step"] for r in recs})
+    # every 10 steps; the cost budget may stretch the interval on a very busy machine, never before the 2nd
+    assert steps[:2] == [INTERVAL, 2 * INTERVAL] and all(x % INTERVAL == 0 for x in steps)
+    assert len(recs) == len(LAYERS) * len(steps)
     for r in recs:
         side = min(r["shape"])
         assert r["shape"] in ([192, 64], [64, 64])  # Conv1D transposed to out × in
