@@ -314,11 +314,18 @@ class _HashingWriter:
         self._fh = fh
         self.crc = 0
         self.size = 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
+        try:
+            n = self._fh.write(data)
+        except OSError as exc:
+            # torch's writer turns our exception into "RuntimeError: unexpected pos"; keep the real cause
+            self.error = exc
+            raise
         self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
-        return self._fh.write(data)
+        return n
 
     def flush(self) -> None:
         self._fh.flush()
@@ -458,10 +465,16 @@ class CheckpointManager:
         d.mkdir(parents=True, exist_ok=True)
         final = d / name
         tmp = d / _tmp_name(name)
+        writer: _HashingWriter | None = None
         try:
             with open(tmp, "xb") as fh:
                 writer = _HashingWriter(fh)
-                torch.save(payload, writer)
+                try:
+                    torch.save(payload, writer)
+                except Exception as exc:
+                    if writer.error is not None and writer.error is not exc:
+                        raise writer.error from exc
+                    raise
                 fh.flush()
                 os.fsync(fh.fileno())
             version = {"size": writer.size, "crc32": writer.crc}

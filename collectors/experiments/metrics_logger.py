@@ -122,7 +122,7 @@ class MetricsLogger:
             metrics: metric name -> value; tensors and NumPy scalars are converted. Names ``eval_*``
                 make an ``eval`` record unless ``kind`` says otherwise.
             flush: push the lines to the OS now (default True) so a crash loses nothing.
-            kind: ``"train"`` or ``"eval"`` to override the automatic choice.
+            kind: ``"train"``, ``"eval"`` or ``"summary"`` to override the automatic choice.
 
         Raises:
             ValueError: for a negative or non-integer step, a non-mapping ``metrics``, a metric named
@@ -142,10 +142,10 @@ class MetricsLogger:
         if kind is None:
             rec_kind = classify(clean)
         else:
-            try:
-                rec_kind = rf.RecordKind(kind)
-            except ValueError:
-                raise ValueError(f"log_metrics(kind=...) must be one of train, eval; got {kind!r}") from None
+            value = kind.value if isinstance(kind, rf.RecordKind) else kind
+            if value not in LOGGED_KINDS:
+                raise ValueError(f"log_metrics(kind=...) must be one of train, eval, summary; got {kind!r}")
+            rec_kind = rf.RecordKind(value)
         record = rf.make_record(rec_kind, step=step, time=time.time(), **clean)
         if not self.is_main:
             return None
