@@ -126,6 +126,18 @@ def singular_values(weight: Any) -> list[float]:
     return sorted((float(x) for x in eig), reverse=True)
 
 
+def input_embedding_weight(model: Any) -> Any | None:
+    """The input embedding matrix: ``get_input_embeddings()`` (transformers) or the first ``nn.Embedding``."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if emb is None and callable(getattr(model, "modules", None)):
+        import torch
+
+        emb = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+    weight = getattr(emb, "weight", None)
+    return weight if weight is not None and weight.dim() == 2 else None
+
+
 # --------------------------------------------------------------------------- drawing
 
 def _figure(n_panels: int, cols: int = 2) -> tuple[Any, list[Any]]:
@@ -305,15 +317,11 @@ class VisualizationManager:
         return _save(fig, self._path("singular_values", step))
 
     def _embedding_plot(self, step: int, model: Any) -> Path | None:
-        get = getattr(model, "get_input_embeddings", None)
-        if not callable(get):
+        weight = input_embedding_weight(model)
+        if weight is None:
             self.guard.warn_once("model plots: no embeddings",
-                                 f"embedding plot skipped: {type(model).__name__} has no get_input_embeddings attribute")
-            return None
-        emb = get()
-        weight = getattr(emb, "weight", None)
-        if weight is None or weight.dim() != 2:
-            self.guard.warn_once("model plots: no embeddings", "embedding plot skipped: the input embedding has no 2-D weight")
+                                 f"embedding plot skipped: {type(model).__name__} has no get_input_embeddings "
+                                 "attribute and no nn.Embedding module")
             return None
         norms = weight.detach().float().norm(dim=1).cpu().tolist()
         fig, (ax,) = _figure(1, cols=1)
