@@ -299,7 +299,8 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = F
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = dumps(obj)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    # The writer's pid in the name lets cleanup tell a killed writer's leftover from a write in progress.
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
