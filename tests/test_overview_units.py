@@ -189,3 +189,20 @@ def test_run_picker_pure_functions():
     assert run_options([".", "b"], "base") == [{"label": "base", "value": "."}, {"label": "b", "value": "b"}]
     assert pick_run("b", ["a", "b"], "a") == "b" and pick_run("gone", ["a"], "a") == "a"
     assert run_hint(0) == "no runs yet" and run_hint(2) == "2 runs"
+
+
+def test_ingest_mixed_shapes_strings_and_resumed_steps(tmp_path):
+    paths = rf.RunPaths.of(tmp_path)
+    recs = [rf.make_record("train", step=i, time=1.0, loss=float(i)) for i in range(1, 6)]
+    recs += [rf.make_record("train", step=6, time=1.0, loss="oops"), rf.make_record("train", step=7, time=1.0, loss=True)]
+    recs += [rf.make_record("train", step=i, time=1.0, loss=float(i), extra=1) for i in (3, 4)]  # resumed from step 3
+    with rf.JsonlWriter(paths.metrics) as w:
+        for r in recs:
+            w.append(r)
+    run = RunData(".", tmp_path)
+    run.refresh()
+    s = run.series["train/loss"]
+    assert list(s.steps) == [1, 2, 3, 4, 5, 3, 4] and not s.sorted_steps  # the string and the bool are skipped
+    x, y = s.arrays()
+    assert list(x) == [1, 2, 3, 3, 4, 4, 5] and run.records_read == 9
+    assert list(run.series["train/extra"].steps) == [3, 4]
