@@ -102,7 +102,7 @@ def test_trainboard_run(tmp_path: Path) -> None:
     assert s.results()["best_eval_loss"] == pytest.approx(2.0) and s.results()["last_step"] == 10
 
 
-def make_experiment(root: Path, name: str, lr: float, val: list[float]) -> Path:
+def make_experiment(root: Path, name: str, lr: float, val: list[float], loss_scale: float = 4.0) -> Path:
     dirs = create_experiment_directory(root, name)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
@@ -110,7 +110,7 @@ def make_experiment(root: Path, name: str, lr: float, val: list[float]) -> Path:
     ml = MetricsLogger(dirs["logs"], log_interval=1)
     mgr = CheckpointManager(dirs["root"], save_interval=10, keep_last_n=3)
     for step in range(1, 31):
-        ml.log_metrics(step, {"loss": 4.0 / step, "learning_rate": lr})
+        ml.log_metrics(step, {"loss": loss_scale / step ** 0.5, "learning_rate": lr})
         if step % 10 == 0:
             v = val[step // 10 - 1]
             ml.log_metrics(step, {"val_loss": v})
