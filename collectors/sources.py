@@ -18,6 +18,7 @@ This module imports neither dash nor torch; tbparse is imported only to read eve
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 import shlex
@@ -112,6 +113,7 @@ class RunSummary:
 
 RecordKindEval = rf.RecordKind.EVAL.value
 
+@functools.lru_cache(maxsize=4096)
 def normalize_metric(kind: str | None, name: str) -> tuple[str, str] | None:
     """``(split, tag)`` of a logged number, or None for bookkeeping fields. Pure.
 
