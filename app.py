@@ -18,14 +18,14 @@ from typing import Sequence
 import dash
 from dash import Dash
 
-from callbacks import overview, shell
+from callbacks import overview, runs, shell
 from components.layout import build_shell
 from services.context import attach_store
 from services.runstore import RunStore
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
-PAGE_MODULES = (overview,)
+PAGE_MODULES = (overview, runs)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
 

@@ -15,6 +15,16 @@ Layout of one run directory (see docs/run-format.md)::
     <run>/snapshots/<name>/             complete snapshots only (built under a temporary name)
     <run>/control/                      requests from the dashboard (snapshot now, thresholds)
 
+An experiment directory (issue 6, ``collectors.experiments``) is a run directory with these additions::
+
+    <run>/config.json                   configuration, git hash, hardware (ConfigTracker)
+    <run>/results.json                  final metrics, best checkpoint, samples (ConfigTracker)
+    <run>/logs/training.log             human-readable copy of metrics.jsonl (MetricsLogger)
+    <run>/checkpoints/checkpoint_step_<N>.pt   one checkpoint per saved step (CheckpointManager)
+    <run>/checkpoints/checkpoint_latest.pt     symlink (or pointer file) to the newest checkpoint
+    <run>/checkpoints/manifest.json     size and CRC-32 of every checkpoint, for verified loading
+    <run>/visualizations/*.png          plots named by step (VisualizationManager)
+
 Non-finite floats (NaN, +Inf, -Inf) are not valid JSON. They are written as the JSON strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and read back as the floats, so they round-trip exactly
 and no JSON parser (a browser's included) ever fails on them.
@@ -51,6 +61,15 @@ SAMPLES_LOG = f"{LOGS_DIR}/samples.jsonl"
 SPECTRAL_LOG = f"{LOGS_DIR}/spectral.jsonl"
 THRESHOLDS_FILE = f"{CONTROL_DIR}/thresholds.json"
 SNAPSHOT_REQUEST_FILE = f"{CONTROL_DIR}/snapshot_request.json"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+CHECKPOINTS_DIR = "checkpoints"
+VISUALIZATIONS_DIR = "visualizations"
+TRAINING_LOG = f"{LOGS_DIR}/training.log"
+CHECKPOINT_PREFIX = "checkpoint_step_"
+CHECKPOINT_SUFFIX = ".pt"
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 """Prefix of every temporary file or directory; readers and listings ignore names that start with it."""
 
@@ -146,6 +165,51 @@ class RunPaths:
     def snapshot_request(self) -> Path:
         return self.root / SNAPSHOT_REQUEST_FILE
 
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def training_log(self) -> Path:
+        return self.root / TRAINING_LOG
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def visualizations_dir(self) -> Path:
+        return self.root / VISUALIZATIONS_DIR
+
+    @property
+    def checkpoint_latest(self) -> Path:
+        return self.checkpoints_dir / CHECKPOINT_LATEST
+
+    @property
+    def checkpoint_manifest(self) -> Path:
+        return self.checkpoints_dir / CHECKPOINT_MANIFEST
+
+    def checkpoint(self, step: int) -> Path:
+        """The checkpoint file of ``step`` (``checkpoints/checkpoint_step_<N>.pt``)."""
+        return self.checkpoints_dir / checkpoint_name(step)
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint of ``step``."""
+    return f"{CHECKPOINT_PREFIX}{int(step)}{CHECKPOINT_SUFFIX}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step encoded in a checkpoint file name, or None when ``name`` is not one (latest, temp, other)."""
+    if not (name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)):
+        return None
+    digits = name[len(CHECKPOINT_PREFIX): -len(CHECKPOINT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` looks like a Trainboard run (it has a status file or a metrics log)."""
@@ -235,7 +299,8 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = F
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = dumps(obj)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    # The writer's pid in the name lets cleanup tell a killed writer's leftover from a write in progress.
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -298,6 +363,12 @@ class JsonlWriter:
         line = dumps(record) + b"\n"
         with self._lock:
             self._fh.write(line)
+
+    def flush(self) -> None:
+        """Push buffered lines to the OS (only needed with ``flush=False``)."""
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
 
     def close(self) -> None:
         with self._lock:
