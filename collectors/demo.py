@@ -176,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from collectors.callback import MonitorCallback
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if "OMP_NUM_THREADS" not in os.environ:  # respect an explicit choice (tests pin 1 thread per process)
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     setup = build_demo(seed=args.seed)
     base = Path(args.base_dir)
     targs = training_arguments(str(base / "hf_output"), args.max_steps, logging_steps=args.logging_steps,

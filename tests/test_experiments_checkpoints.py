@@ -14,7 +14,6 @@ from collectors import CheckpointManager, capture_rng_state, restore_rng_state
 from collectors import runformat as rf
 from collectors.experiments import checkpoints as ck
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:

@@ -19,7 +19,6 @@ from collectors.experiments import config_tracker as ctk
 from collectors.experiments import results as res
 from collectors.experiments.layout import safe_name
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 
 # --------------------------------------------------------------------------- ids and directories

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 VOCAB, SEQ, BATCH = 32, 8, 4
 

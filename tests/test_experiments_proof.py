@@ -20,7 +20,6 @@ from collectors import CheckpointManager, MetricsLogger
 from collectors import runformat as rf
 from collectors.experiments import checkpoints as ck
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 HELPERS = Path(__file__).parent / "helpers"
 TRAIN = HELPERS / "experiments_resume_train.py"

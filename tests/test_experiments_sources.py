@@ -15,7 +15,6 @@ from collectors import (CheckpointManager, ConfigTracker, MetricsLogger, Monitor
 from collectors import runformat as rf
 from collectors import sources as src
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -12,7 +12,6 @@ import torch
 from collectors import VisualizationManager
 from collectors.experiments import visualization as viz
 
-torch.set_num_threads(1)  # 2 shared cores: torch's thread pool spin-waits and runs ~100x slower
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
