@@ -13,6 +13,8 @@ from collectors.monitor import Monitor, MonitorPlugin
 # name -> module that defines it; imported on first access so heavy dependencies load only when used.
 _LAZY: dict[str, str] = {
     "MonitorCallback": "collectors.callback",
+    "SamplesConfig": "collectors.samples",
+    "SamplesPlugin": "collectors.samples",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]
