@@ -7,8 +7,9 @@ steps it takes the next sample of a fixed, seeded set, asks the model for its an
 * one ``kind: "sample"`` line in ``logs/samples.jsonl``: the history the page's step slider browses.
 
 Record fields (docs/samples.md): ``status, step, epoch, train_loss, eval_loss, learning_rate, sample_idx,
-prompt.messages, golden, predicted, comparison, gpu_memory, timestamp`` plus ``mode``, ``sample_ms``,
-``memory``, ``notes`` and ``prompt.text/template/tokens``.
+prompt.messages, golden, predicted, comparison, gpu_memory, timestamp`` plus ``mode``,
+``sample_ms`` (wall clock) / ``sample_cpu_ms`` (process CPU time), ``memory``, ``notes`` and
+``prompt.text/template/tokens``.
 
 Prediction modes: ``"teacher_forced"`` (default: one forward pass over prompt + golden answer, argmax at
 each golden position) and ``"generate"`` (greedy, ``max_new_tokens``, stops at EOS). The sample runs in
@@ -563,7 +564,7 @@ class SamplesPlugin:
         if not monitor.is_main:
             return None
         self.last_step = step  # even when skipped below, so a broken setup is not retried every step
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model, tokenizer = monitor.model, monitor.tokenizer
         if model is None or tokenizer is None:
             missing = " and ".join(n for n, v in (("model", model), ("tokenizer", tokenizer)) if v is None)
@@ -584,6 +585,7 @@ class SamplesPlugin:
                 pred_ids = predict_generate(model, tokenizer, sample.prompt_ids, self.config.max_new_tokens, window)
         record = self._record(monitor, step, sample, pred_ids, tokenizer)
         record["sample_ms"] = (time.perf_counter() - t0) * 1000.0
+        record["sample_cpu_ms"] = (time.process_time() - c0) * 1000.0  # CPU time: robust on a busy machine
         self._write(monitor, record)
         self._last_record = record
         self.taken += 1
