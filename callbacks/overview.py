@@ -41,6 +41,8 @@ class ChartDef:
     y_title: str
     traces: tuple[tuple[str, TraceSpec], ...]
     log_toggle: bool = False
+    y_format: str = ""
+    """plotly tickformat of the y axis (learning rates read best in scientific notation)."""
 
 
 CHARTS: tuple[ChartDef, ...] = (
@@ -48,7 +50,7 @@ CHARTS: tuple[ChartDef, ...] = (
              ((series_key("train", "loss"), TraceSpec("train loss", TRAIN_COLOUR)),
               (series_key("eval", "eval_loss"), TraceSpec("eval loss", EVAL_COLOUR, markers=True))), log_toggle=True),
     ChartDef(ids.OVERVIEW_LR_GRAPH, "Learning rate", "learning rate",
-             ((series_key("train", "learning_rate"), TraceSpec("learning rate", LR_COLOUR)),)),
+             ((series_key("train", "learning_rate"), TraceSpec("learning rate", LR_COLOUR)),), y_format=".1e"),
     ChartDef(ids.OVERVIEW_GRAD_GRAPH, "Gradient norm", "grad norm",
              ((series_key("train", "grad_norm"), TraceSpec("grad norm", GRAD_COLOUR)),)),
 )
@@ -165,7 +167,7 @@ def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any]) -> tupl
         return empty_figure(chart.title, "no values logged yet"), {"view": dict(view), "sent": sent, "downsampled": False, "extended": 0}
     fig = build_series_figure(specs, points, title=chart.title, y_title=chart.y_title,
                               log_y=bool(view.get("log_y")) and chart.log_toggle, uirevision=uirev,
-                              x_range=x_range, note=note)
+                              x_range=x_range, note=note, y_format=chart.y_format)
     return fig, {"view": dict(view), "sent": sent, "downsampled": downsampled, "extended": 0}
 
 

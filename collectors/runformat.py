@@ -334,13 +334,14 @@ def parse_lines(chunk: bytes, known_kinds: Iterable[str] | None = KNOWN_KINDS) -
     """Decode a chunk made only of complete lines. Pure: the core of the tailer, tested on bytes."""
     out = ReadResult()
     kinds = None if known_kinds is None else frozenset(known_kinds)
-    lines = [raw for raw in chunk.split(b"\n") if raw.strip()]
-    fast = _parse_all_at_once(lines)
+    fast = _parse_all_at_once(chunk)
     if fast is not None:
         for obj in fast:
             _keep(obj, kinds, out)
         return out
-    for raw in lines:
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue
         if not raw.strip():
             continue
         try:
@@ -367,20 +368,21 @@ def _keep(obj: Any, kinds: frozenset[str] | None, out: ReadResult) -> None:
 _TOKEN_BYTES = (b'"NaN"', b'Infinity"')
 
 
-def _parse_all_at_once(lines: list[bytes]) -> list[Any] | None:
-    """Parse many lines as one JSON array (5-10x faster than line by line); None if any line is bad.
+def _parse_all_at_once(chunk: bytes) -> list[Any] | None:
+    """Parse a chunk of clean lines as one JSON array (5-10x faster than line by line), else None.
 
-    Large histories (200,000 steps) open in well under a second this way; a chunk with a malformed line
-    falls back to the line-by-line path, which isolates and counts it.
+    Large histories (200,000 steps) open in well under a second this way. "Clean" means no blank lines;
+    a chunk with a blank or malformed line falls back to the line-by-line path, which skips and counts it.
     """
-    if _orjson is None or len(lines) < 2:
+    body = chunk.rstrip(b"\n")
+    if _orjson is None or not body or b"\n\n" in body or body[:1].isspace():
         return None
-    body = b",".join(lines)
+    n_lines = body.count(b"\n") + 1
     try:
-        objs = _orjson.loads(b"[" + body + b"]")
+        objs = _orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
     except ValueError:
         return None
-    if len(objs) != len(lines):  # a line held two values ("1,2"): only the slow path can count it right
+    if len(objs) != n_lines:  # a line held two values ("1,2"): only the slow path can count it right
         return None
     if any(tok in body for tok in _TOKEN_BYTES):
         objs = decode_value(objs)

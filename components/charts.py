@@ -79,7 +79,7 @@ def build_nonfinite_trace(name: str, pts: TracePoints) -> dict[str, Any]:
 
 def build_series_figure(specs: Sequence[TraceSpec], points: Sequence[TracePoints], *, title: str, y_title: str,
                         log_y: bool = False, uirevision: str = "", x_range: Sequence[float] | None = None,
-                        note: str | None = None) -> dict[str, Any]:
+                        note: str | None = None, y_format: str = "") -> dict[str, Any]:
     """A line chart of several series sharing the step axis, plus one non-finite marker trace per series.
 
     Trace order is fixed (series first, then their non-finite markers) so incremental updates can
@@ -96,7 +96,7 @@ def build_series_figure(specs: Sequence[TraceSpec], points: Sequence[TracePoints
         "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
         "xaxis": xaxis,
         "yaxis": {"title": {"text": y_title}, "type": "log" if log_y else "linear", "showgrid": True,
-                  "gridcolor": "#eee", "exponentformat": "e" if log_y else "none"},
+                  "gridcolor": "#eee", "exponentformat": "e" if log_y else "none", "tickformat": y_format},
         "legend": {"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
         "hovermode": "x unified",
         "uirevision": uirevision,
