@@ -159,3 +159,10 @@ def test_patched_script_runs_and_produces_the_run_dir(tmp_path: Path) -> None:
     assert len([r for r in rf.read_new(paths.metrics, 0).records if r["kind"] == "train"]) == 6
     detail, problem = rf.read_json(paths.detail)  # default every 50 steps; the final sample is taken at the end
     assert problem is None and detail["step"] == 6 and detail["comparison"]["summary"].startswith("Accuracy:")
+
+
+def test_app_py_dispatches_enable(tmp_path: Path) -> None:
+    script = copy_fixture(tmp_path, "train_custom_loop.py")
+    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "enable", str(script)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "no transformers Trainer found" in proc.stderr and "Traceback" not in proc.stderr

@@ -13,8 +13,8 @@ from collectors import runformat as rf
 
 pytestmark = pytest.mark.integration
 
-MAX_STEPS = 320
-"""The demo task starts being learned after ~180 steps (batch 16, lr 3e-3)."""
+MAX_STEPS = 600
+"""The demo task starts being learned after ~200 steps (batch 16, lr 3e-3); by 600 accuracy has clearly risen."""
 DOCUMENTED = {"status", "step", "epoch", "train_loss", "eval_loss", "learning_rate", "sample_idx", "prompt",
               "golden", "predicted", "comparison", "gpu_memory", "timestamp", "mode", "sample_ms"}
 
@@ -45,13 +45,13 @@ def test_teacher_forced_accuracy_rises_and_files_hold_documented_fields(tmp_path
     from collectors.samples import SamplesConfig
 
     # dataset=None: the plugin learns Trainer's eval dataset at the first evaluation (step 20, which runs
-    # after that step's on_step_end), so steps 5..20 are skipped with one warning.
-    cfg = SamplesConfig(update_frequency=5, num_samples=8, seed=1)
-    cb, _ = train(tmp_path, MAX_STEPS, cfg, eval_steps=20, n_train=4000)
+    # after that step's on_step_end), so steps 10 and 20 are skipped with one warning.
+    cfg = SamplesConfig(update_frequency=10, num_samples=8, seed=1)
+    cb, _ = train(tmp_path, MAX_STEPS, cfg, eval_steps=20, logging_steps=10, n_train=4000)
     paths = rf.RunPaths.of(tmp_path / "run")
     hist = rf.read_new(paths.samples, 0).records
     steps = [r["step"] for r in hist]
-    assert steps == list(range(25, MAX_STEPS + 1, 5)), steps
+    assert steps == list(range(30, MAX_STEPS + 1, 10)), steps
     for rec in hist:
         assert DOCUMENTED <= set(rec), DOCUMENTED - set(rec)
         assert rec["kind"] == "sample" and rec["mode"] == "teacher_forced"

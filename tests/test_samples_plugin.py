@@ -292,3 +292,20 @@ def test_missing_model_or_tokenizer_warns_once(tmp_path: Path, demo: Any) -> Non
 def test_detail_file_is_valid_json_for_browsers(tmp_path: Path, demo: Any) -> None:
     mon, _, _ = run_plugin(tmp_path, demo, [CHAT], steps=1)
     json.loads(mon.paths.detail.read_text(encoding="utf-8"))  # strict parser: no NaN, valid UTF-8
+
+
+@pytest.mark.parametrize(("argv", "ok"), [
+    pytest.param(["--base-dir", "x"], True, id="default-on"),
+    pytest.param(["--base-dir", "x", "--samples-every", "0"], True, id="off"),
+    pytest.param(["--base-dir", "x", "--samples-every", "-1"], False, id="negative"),
+    pytest.param(["--base-dir", "x", "--samples-mode", "beam"], False, id="bad-mode"),
+])
+def test_demo_samples_flags(argv: list[str], ok: bool) -> None:
+    from collectors.demo import DEMO_SAMPLES_EVERY, parse_args
+
+    if ok:
+        args = parse_args(argv)
+        assert args.samples_every in (0, DEMO_SAMPLES_EVERY) and args.samples_mode == "teacher_forced"
+    else:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
