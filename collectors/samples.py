@@ -35,8 +35,8 @@ Documented fallbacks for awkward input (each reported once with the sample's ind
 * bytes that are not UTF-8 (and lone surrogates) are decoded with U+FFFD replacement, noted in ``notes``;
 * empty texts: an empty golden answer is compared as it is (``Accuracy: n/a``), an empty plain text is
   skipped;
-* prompts longer than the model's context (``n_positions`` / ``max_position_embeddings``): the model
-  input keeps the golden answer and the end of the prompt, noted in ``notes``; the record always stores
+* prompts longer than the model's context (``n_positions`` / ``max_position_embeddings``) or than
+  ``max_input_tokens``: the model input keeps the golden answer and the end of the prompt, noted in ``notes``; the record always stores
   the full prompt messages (the dashboard truncates only what it displays).
 
 Example:
@@ -61,6 +61,7 @@ DEFAULT_UPDATE_FREQUENCY = 50
 DEFAULT_NUM_SAMPLES = 8
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_SEED = 0
+DEFAULT_MAX_INPUT_TOKENS = 2048
 MODE_TEACHER_FORCED = "teacher_forced"
 MODE_GENERATE = "generate"
 MODES = (MODE_TEACHER_FORCED, MODE_GENERATE)
@@ -99,6 +100,8 @@ class SamplesConfig:
             ``"alignment"`` or ``"positional"`` (see :mod:`collectors.alignment`).
         sample_at_end: also take a sample when the training finishes, unless that step was sampled
             (default True).
+        max_input_tokens: most tokens fed to the model per sample (default 2048), so one sample stays
+            cheap; longer inputs keep the golden answer and the end of the prompt (noted in ``notes``).
 
     Raises:
         ValueError: for a setting outside its allowed values (the message lists them).
@@ -112,9 +115,10 @@ class SamplesConfig:
     seed: int = DEFAULT_SEED
     compare: str = COMPARE_AUTO
     sample_at_end: bool = True
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
 
     def __post_init__(self) -> None:
-        for name in ("update_frequency", "max_new_tokens", "num_samples"):
+        for name in ("update_frequency", "max_new_tokens", "num_samples", "max_input_tokens"):
             val = getattr(self, name)
             if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
                 raise ValueError(f"SamplesConfig({name}=...) must be a positive integer; got {val!r}")
@@ -574,7 +578,8 @@ class SamplesPlugin:
             return None
         if not self._resolve_dataset(monitor):
             return None
-        window = context_window(model, tokenizer)
+        declared = context_window(model, tokenizer)
+        window = min(declared, self.config.max_input_tokens) if declared else self.config.max_input_tokens
         sample = self._next_sample(monitor, tokenizer, window)
         if sample is None:
             return None
@@ -644,6 +649,10 @@ class SamplesPlugin:
                 except SampleError as exc:
                     prep = str(exc)
                     monitor.guard.warn_once(f"samples: sample {idx}", f"samples: sample {idx} skipped: {exc}")
+                except Exception as exc:  # noqa: BLE001 - e.g. a chat template that rejects this chat's roles
+                    prep = f"{type(exc).__name__}: {exc}"
+                    monitor.guard.warn_once(f"samples: sample {idx}",
+                                            f"samples: sample {idx} skipped: preparing it failed ({prep})")
                 self._prepared[idx] = prep
             if isinstance(prep, PreparedSample):
                 return prep

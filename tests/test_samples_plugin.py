@@ -309,3 +309,17 @@ def test_demo_samples_flags(argv: list[str], ok: bool) -> None:
     else:
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+def test_max_input_tokens_caps_the_model_input(tmp_path: Path, demo: Any) -> None:
+    _, _, hist = run_plugin(tmp_path, demo, [CHAT], steps=1, max_input_tokens=8)
+    rec = hist[0]
+    assert any("(context 8)" in n for n in rec["notes"]) and rec["comparison"]["total"] > 0
+
+
+def test_a_chat_template_that_fails_skips_the_sample(tmp_path: Path, demo: Any) -> None:
+    tok = copy.deepcopy(demo.tokenizer)
+    tok.chat_template = "{{ raise_exception('roles must alternate') }}"
+    mon, plugin, hist = run_plugin(tmp_path, demo, [CHAT], tokenizer=tok, steps=2)
+    assert hist == [] and any("roles must alternate" in m for m in mon.guard.reported.values())
+    assert rf.read_json(mon.paths.status)[0]["state"] == "finished"
