@@ -18,14 +18,14 @@ from typing import Sequence
 import dash
 from dash import Dash
 
-from callbacks import overview, runs, shell
+from callbacks import overview, runs, samples, shell
 from components.layout import build_shell
 from services.context import attach_store
 from services.runstore import RunStore
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
-PAGE_MODULES = (overview, runs)
+PAGE_MODULES = (overview, samples, runs)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
 
@@ -91,6 +91,10 @@ def start_demo(base: Path, steps: int) -> tuple[subprocess.Popen, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["enable"]:  # `python app.py enable train.py [--undo]` (issue 4)
+        from collectors.enable import main as enable_main
+
+        return enable_main(argv[1:])
     args = parse_args(argv)
     if args.demo:
         proc, run_dir = start_demo(args.base_dir, args.demo_steps)

@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "create_experiment_directory": "collectors.experiments.layout",
     "ResultsParser": "collectors.experiments.results",
     "ResultsAggregator": "collectors.experiments.results",
+    # samples (issue 4)
+    "SamplesConfig": "collectors.samples",
+    "SamplesPlugin": "collectors.samples",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

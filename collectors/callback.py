@@ -32,6 +32,8 @@ class MonitorCallback(TrainerCallback):
         plugins: extra features (anomaly rules, samples, spectral metrics); default none.
         tokens_per_step: tokens per optimizer step for tokens/s; default ``None`` (samples/s is
             derived from the TrainingArguments).
+        samples: live golden-vs-predicted samples (issue 4): ``True`` for the defaults, a
+            :class:`collectors.samples.SamplesConfig`, or a list/dataset of samples; default ``None`` (off).
 
     Example:
         >>> trainer = Trainer(model=model, args=args, train_dataset=ds)           # doctest: +SKIP
@@ -39,11 +41,17 @@ class MonitorCallback(TrainerCallback):
     """
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
-                 tokens_per_step: float | None = None) -> None:
+                 tokens_per_step: float | None = None, samples: Any = None) -> None:
         if base_dir is not None and not str(base_dir).strip():
             raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
         self.base_dir = base_dir
         self.plugins = list(plugins)
+        # --- samples (issue 4): golden vs predicted every N steps -------------------------------------
+        if samples is not None and samples is not False:
+            from collectors.samples import SamplesPlugin, as_config
+
+            self.plugins.append(SamplesPlugin(as_config(samples)))
+        # --- end samples ---------------------------------------------------------------------------------
         self.tokens_per_step = tokens_per_step
         self.monitor: Monitor | None = None
 
@@ -97,6 +105,7 @@ class MonitorCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:
             self.monitor.trainer_control = control  # type: ignore[attr-defined]
+            self.monitor.trainer_kwargs = kwargs  # type: ignore[attr-defined]  # eval_dataloader appears after the first eval
             self.monitor.step_end(state.global_step)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

@@ -28,6 +28,8 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ("<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>")
 DEFAULT_SEQ_LEN = 64
 DEFAULT_MAX_STEPS = 400
+DEMO_SAMPLES_EVERY = 25
+"""The demo samples every 25 steps (not the library's 50) so a 400-step demo shows 16 samples."""
 
 
 def make_sample(rng: random.Random) -> list[dict[str, str]]:
@@ -159,10 +161,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--no-monitor", action="store_true", help="train without MonitorCallback (for benchmarks)")
+    # --- samples (issue 4) ---
+    p.add_argument("--samples-every", type=int, default=DEMO_SAMPLES_EVERY,
+                   help="golden-vs-predicted sample every N steps; 0 turns samples off (default %(default)s)")
+    p.add_argument("--samples-mode", choices=("teacher_forced", "generate"), default="teacher_forced",
+                   help="how samples predict (default %(default)s)")
+    # --- end samples ---
     args = p.parse_args(argv)
     for name in ("max_steps", "logging_steps", "eval_steps"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
+    if args.samples_every < 0:
+        p.error(f"--samples-every must be 0 (off) or a positive integer; got {args.samples_every}")
     if not args.lr > 0:
         p.error(f"--lr must be positive; got {args.lr}")
     return args
@@ -182,7 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Path(args.base_dir)
     targs = training_arguments(str(base / "hf_output"), args.max_steps, logging_steps=args.logging_steps,
                                eval_steps=args.eval_steps, lr=args.lr, seed=args.seed)
-    callbacks = [] if args.no_monitor else [MonitorCallback(base_dir=base)]
+    samples = None
+    if args.samples_every:  # issue 4: samples on by default; the eval set is passed so they start at once
+        from collectors.samples import SamplesConfig
+
+        samples = SamplesConfig(update_frequency=args.samples_every, mode=args.samples_mode, dataset=setup.eval)
+    callbacks = [] if args.no_monitor else [MonitorCallback(base_dir=base, samples=samples)]
     trainer = Trainer(model=setup.model, args=targs, train_dataset=setup.train, eval_dataset=setup.eval,
                       processing_class=setup.tokenizer, callbacks=callbacks)
     trainer.train()

@@ -31,6 +31,20 @@ OVERVIEW_CARD_TYPE = "overview-card"
 # ---------------------------------------------------------------- snapshots page (issue 3)
 
 # ---------------------------------------------------------------- samples page (issue 4)
+SAMPLES_MESSAGE = "samples-message"
+SAMPLES_CARDS = "samples-cards"
+SAMPLES_HISTORY_LABEL = "samples-history-label"
+SAMPLES_SLIDER = "samples-slider"
+SAMPLES_FOLLOW = "samples-follow"
+SAMPLES_PROMPT = "samples-prompt"
+SAMPLES_GOLDEN = "samples-golden"
+SAMPLES_PREDICTED = "samples-predicted"
+SAMPLES_STATS = "samples-stats"
+SAMPLES_NOTES = "samples-notes"
+SAMPLES_ACCURACY_GRAPH = "samples-accuracy-graph"
+SAMPLES_STATE = "samples-state"
+SAMPLES_CARD_TYPE = "samples-card"
+"""Pattern-matching type of the Samples page's metric cards."""
 
 # ---------------------------------------------------------------- svd page (issue 5)
 
