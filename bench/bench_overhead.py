@@ -83,7 +83,7 @@ def main() -> int:
                 rates[k].append(rate)
                 print(f"round {r}  {k:<12} {rate:7.2f} steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nmedian steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    print("\nmedian steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     print(f"ratio trainboard/bare  = {med['trainboard'] / med['bare']:.3f}  (goal >= 0.98)")
     print(f"ratio tensorboard/bare = {med['tensorboard'] / med['bare']:.3f}")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
 import subprocess
 import sys
 import tempfile

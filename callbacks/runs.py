@@ -21,7 +21,7 @@ from collectors.sources import CheckpointRow, RunSource, RunSummary, SourceCatal
 from components import ids
 from components.format import DASH, fmt_ago, fmt_int, fmt_sig
 from components.messages import build_problem, build_waiting
-from components.runs import (ALIGN_WALL, CompareRun, build_checkpoints_panel, build_compare_figure, build_config_diff,
+from components.runs import (CompareRun, build_checkpoints_panel, build_compare_figure, build_config_diff,
                              build_results_table, build_runs_layout, fmt_duration, run_start)
 from services.context import store_for
 

@@ -24,10 +24,11 @@ import argparse
 import ast
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from collectors import runformat as rf
 
 BACKUP_SUFFIX = ".backup"
 MARK_BEGIN = "# >>> trainboard (added by `python app.py enable`; undo with `python app.py enable --undo`) >>>"
@@ -209,19 +210,8 @@ def plan_patch(source: str, filename: str = "train.py") -> PatchPlan:
 
 
 def _write_atomic(path: Path, text: str, mode: int | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with rf.atomic_write(path, mode=mode) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def _read(path: Path) -> str:

@@ -31,6 +31,7 @@ and no JSON parser (a browser's included) ever fails on them.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
@@ -38,7 +39,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 try:  # orjson is several times faster; the standard library is the fallback inside minimal trainings.
     import orjson as _orjson
@@ -286,27 +287,34 @@ def make_record(kind: RecordKind | str, **fields: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- writing
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
-    """Write ``obj`` as JSON to ``path`` so a reader sees the old file or the new one, never a mix.
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Open a binary file whose content replaces ``path`` only if the ``with`` block completes.
 
     The data goes to a temporary file in the same directory (same filesystem, so the rename is atomic),
-    then ``os.replace`` puts it in place. ``fsync`` adds durability across power loss at a cost per
-    write; the status file does without it because the next log step rewrites it anyway.
+    then ``os.replace`` puts it in place: a reader sees the old file or the new one, never a mix, and an
+    exception (or a kill) leaves at most a ``.tmp-`` file that readers ignore. The writer's pid in the
+    temporary name lets cleanup tell a killed writer's leftover from a write in progress.
+
+    Args:
+        path: the file to replace; its directory is created.
+        fsync: flush to disk before the rename (durability across power loss; default False).
+        mode: permission bits for the new file (e.g. to keep a script executable); default None.
 
     Raises:
         OSError: when the directory cannot be created or written (callers inside training catch it).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = dumps(obj)
-    # The writer's pid in the name lets cleanup tell a killed writer's leftover from a write in progress.
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -314,6 +322,17 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = F
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
+
+    ``fsync`` costs a disk flush per write; the status file does without it because the next log step
+    rewrites it anyway.
+    """
+    data = dumps(obj)
+    with atomic_write(path, fsync=fsync) as fh:
+        fh.write(data)
 
 
 def read_json(path: str | os.PathLike[str]) -> tuple[Any | None, str | None]:

@@ -3,9 +3,7 @@ real TensorBoard event dirs, live (re-read on change) and cheap when unchanged."
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest

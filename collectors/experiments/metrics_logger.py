@@ -12,7 +12,6 @@ import math
 import os
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Mapping
 
 from collectors import runformat as rf

@@ -171,18 +171,8 @@ def _save(fig: Any, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.set_facecolor(DARK_RC["figure.facecolor"])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{rf.TMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fig.savefig(fh, format="png", facecolor=DARK_RC["figure.facecolor"])
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    with rf.atomic_write(path) as fh:
+        fig.savefig(fh, format="png", facecolor=DARK_RC["figure.facecolor"])
     return path
 
 
