@@ -13,6 +13,13 @@ from collectors.monitor import Monitor, MonitorPlugin
 # name -> module that defines it; imported on first access so heavy dependencies load only when used.
 _LAZY: dict[str, str] = {
     "MonitorCallback": "collectors.callback",
+    # issue 3: anomaly detection and snapshots
+    "AdvancedAnomalyDetector": "collectors.anomaly.detector",
+    "AnomalyDetectionHook": "collectors.anomaly.detector",
+    "profiler_registry": "collectors.anomaly.detector",
+    "Alert": "collectors.anomaly.rules",
+    "AnomalyConfig": "collectors.anomaly.rules",
+    "AnomalyPlugin": "collectors.anomaly.plugin",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]
