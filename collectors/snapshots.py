@@ -551,7 +551,7 @@ def training_is_live(status: Mapping[str, Any] | None, now: float, *, host: str 
 def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIND_MANUAL, reason: str | None = None,
                              step: int | None = None, metadata: Mapping[str, Any] | None = None,
                              min_free_gb: float = 0.0, now: float | None = None, source_dirs: Sequence[Path] | None = None,
-                             ) -> SnapshotResult:
+                             pinned: bool = False) -> SnapshotResult:
     """A snapshot whose ``model/`` is a copy of the run's latest ``checkpoint-*`` (or the newest at/before
     ``step``); skipped, with the reason, when there is no checkpoint yet."""
     now = time.time() if now is None else now
@@ -575,4 +575,5 @@ def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIN
                                   loss=status.get("train_loss"), accuracy=latest.get("eval_accuracy"),
                                   triggers=[reason or kind], loss_history=[], best_loss=None, best_loss_step=None)
     return create_snapshot(run_dir, kind=kind, reason=reason, metadata=metadata, status=status,
-                           write_model=lambda d: copy_tree_linked(cp_path, d), min_free_gb=min_free_gb, now=now)
+                           write_model=lambda d: copy_tree_linked(cp_path, d), pinned=pinned, min_free_gb=min_free_gb,
+                           now=now)

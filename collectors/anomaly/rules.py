@@ -946,3 +946,37 @@ class RuleEngine:
     def loss_history(self) -> list[float]:
         """The losses of the Smart Monitor window, oldest first (``metadata.json``'s ``loss_history``)."""
         return list(self.losses)[-self.config.smart.loss_window:]
+
+
+# --------------------------------------------------------------------------- snapshot policy
+
+SNAPSHOT_PRIORITY = (Rule.LOSS_SPIKE.value, Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """One snapshot to save now: its reason (``loss_spike_37.8pct``), every trigger's reason, pinned or not."""
+
+    reason: str
+    triggers: tuple[str, ...]
+    pinned: bool
+    best_model: bool
+
+
+def plan_snapshots(alerts: Sequence[Alert], step: int, last_anomaly_save_step: int | None,
+                   min_steps_between_saves: int) -> list[SnapshotPlan]:
+    """Which snapshots the alerts of one step call for (pure).
+
+    Anomaly triggers (loss spike, divergence, accuracy drop) give at most one snapshot, named after the
+    highest-priority trigger and listing all of them, and only ``min_steps_between_saves`` after the
+    previous anomaly snapshot. A new best model always gives its own pinned snapshot.
+    """
+    plans: list[SnapshotPlan] = []
+    triggers = sorted((a for a in alerts if a.rule in SNAPSHOT_TRIGGER_RULES),
+                      key=lambda a: SNAPSHOT_PRIORITY.index(a.rule))
+    if triggers and (last_anomaly_save_step is None or step - last_anomaly_save_step >= min_steps_between_saves):
+        plans.append(SnapshotPlan(triggers[0].reason, tuple(a.reason for a in triggers), False, False))
+    for a in alerts:
+        if a.rule == BEST_MODEL_RULE:
+            plans.append(SnapshotPlan(a.reason, (a.reason,), True, True))
+    return plans
