@@ -97,7 +97,9 @@ class AlertActions:
         meta = self.metadata(reason if kind == snap.KIND_ANOMALY else "manual", triggers, step, now)
         min_free = self.config.snapshots.min_free_gb
         if write_model is None:
-            res = snap.snapshot_from_checkpoint(self.paths.root, kind=kind, reason=reason, step=step, metadata=meta,
+            # an anomaly copies the checkpoint at/before its step (the weights just before it); manual: the latest
+            at = step if kind == snap.KIND_ANOMALY else None
+            res = snap.snapshot_from_checkpoint(self.paths.root, kind=kind, reason=reason, step=at, metadata=meta,
                                                 min_free_gb=min_free, now=now, pinned=pinned)
         else:
             res = snap.create_snapshot(self.paths.root, kind=kind, reason=reason, metadata=meta, status=status,

@@ -108,6 +108,8 @@ class AnomalyPlugin:
         if not monitor.is_main:
             return
         self.actions = AlertActions(monitor.paths.root, self.engine, source="collector", guard=monitor.guard)
+        # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
+        monitor.extra_status["anomaly"] = {"enabled": True}
         if self._pending_state:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
         snap.clean_stale_temps(monitor.paths.root)

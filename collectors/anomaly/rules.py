@@ -816,7 +816,7 @@ class RuleEngine:
         """Apply every rule that has the data it needs; returns the alerts (possibly none)."""
         c = self.config
         step = obs.step
-        self.step = step
+        self.step = max(self.step, step)  # eval records may arrive after later train steps
         results: list[RuleResult] = []
         if obs.loss is not None:
             results.append(non_finite("loss", obs.loss, step))
