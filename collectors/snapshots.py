@@ -92,6 +92,8 @@ class SnapshotInfo:
     size_bytes: int | None
     metadata: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    mtime: float = 0.0
+    """When it was completed (orders snapshots named within the same second)."""
 
     def to_row(self) -> dict[str, Any]:
         """Plain data for a table (the dashboard's history)."""
@@ -285,7 +287,19 @@ def read_snapshot(path: Path, *, with_size: bool = True) -> SnapshotInfo | None:
         reason=str(meta.get("reason") or (rest if kind == KIND_ANOMALY else "manual")),
         step=int(step) if step is not None else None, loss=num("loss"), accuracy=num("accuracy"),
         pinned=(path / rf.SNAPSHOT_PIN).is_file(), size_bytes=dir_size(path) if with_size else None,
-        metadata=meta, problem=problem)
+        metadata=meta, problem=problem, mtime=_mtime(path / rf.SNAPSHOT_METADATA))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def order_key(info: SnapshotInfo) -> tuple[str, float, str]:
+    """Newest-last ordering: name timestamp, then completion time (``_2`` after the first of a second)."""
+    return (info.timestamp, info.mtime, info.name)
 
 
 def list_snapshots(run_dir: str | os.PathLike[str], *, with_size: bool = True) -> list[SnapshotInfo]:
@@ -303,7 +317,7 @@ def list_snapshots(run_dir: str | os.PathLike[str], *, with_size: bool = True) -
         info = read_snapshot(Path(e.path), with_size=with_size)
         if info is not None:
             out.append(info)
-    out.sort(key=lambda i: (i.timestamp, i.name), reverse=True)
+    out.sort(key=order_key, reverse=True)
     return out
 
 
@@ -350,8 +364,7 @@ def delete_snapshot(run_dir: str | os.PathLike[str], name: Any) -> None:
 def plan_prune(infos: Iterable[SnapshotInfo], keep_last: int, max_age_days: float | None, now: float) -> list[str]:
     """Names to remove (pure): unpinned anomaly snapshots beyond the newest ``keep_last`` (0 keeps all)
     or older than ``max_age_days``. Manual and pinned snapshots are never pruned."""
-    candidates = sorted((i for i in infos if i.kind == KIND_ANOMALY and not i.pinned),
-                        key=lambda i: (i.timestamp, i.name), reverse=True)
+    candidates = sorted((i for i in infos if i.kind == KIND_ANOMALY and not i.pinned), key=order_key, reverse=True)
     out = []
     for rank, info in enumerate(candidates):
         too_many = keep_last > 0 and rank >= keep_last
