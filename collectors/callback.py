@@ -15,6 +15,15 @@ from collectors import runformat as rf
 from collectors.monitor import Monitor, MonitorPlugin, classify
 
 
+def history_entry(state: TrainerState, logs: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of this log call as Trainer recorded them in ``log_history`` (which can hold more than
+    ``logs``, e.g. ``total_flos``), falling back to ``logs`` when the last entry is not this call's."""
+    last = state.log_history[-1] if state.log_history else None
+    if isinstance(last, dict) and last.get("step") == state.global_step and all(k in last for k in logs):
+        return {k: v for k, v in last.items() if k != "step"}
+    return dict(logs)
+
+
 class MonitorCallback(TrainerCallback):
     """Streams a Trainer's logs to a Trainboard run directory.
 
@@ -76,8 +85,8 @@ class MonitorCallback(TrainerCallback):
         if not logs:
             return
         mon = self._ensure(args, state, **kwargs)
-        record = rf.make_record(classify(logs), step=state.global_step, time=time.time(), **logs)
-        mon.write_record(record)
+        mon.write_record(rf.make_record(classify(logs), step=state.global_step, time=time.time(),
+                                        **history_entry(state, logs)))
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:

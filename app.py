@@ -1,0 +1,106 @@
+"""Trainboard's entry point: ``python app.py --base-dir DIR`` serves the live dashboard on 127.0.0.1:8081.
+
+``create_app()`` builds the Dash app (pages, callbacks, the live run store); ``main()`` parses the
+command line. Nothing imports this module.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import dash
+from dash import Dash
+
+from callbacks import overview, shell
+from components.layout import build_shell
+from services.context import attach_store
+from services.runstore import RunStore
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8081
+PAGE_MODULES = (overview,)
+"""Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
+
+
+def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False) -> Dash:
+    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down)."""
+    import diskcache
+
+    cache = diskcache.Cache(tempfile.mkdtemp(prefix="trainboard-cache-"))
+    app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
+               suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
+    store = RunStore(base_dir, poll=poll)
+    attach_store(app, store)
+    for module in PAGE_MODULES:
+        module.register(app)
+    shell.register(app)
+    nav = [(p["name"], p["path"]) for p in sorted(dash.page_registry.values(), key=lambda p: p.get("order") or 0)]
+    app.layout = build_shell(nav, str(store.base), dash.page_container)
+    return app
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Trainboard: a live local dashboard for PyTorch / Transformers training. It watches a run "
+                    "directory written by collectors.MonitorCallback or collectors.Monitor (or a folder of them).")
+    p.add_argument("--base-dir", default=None,
+                   help="run directory to watch, or a folder whose subfolders are runs (default: ./runs)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default %(default)s: this machine only; other hosts need a token)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (default %(default)s)")
+    p.add_argument("--poll", action="store_true",
+                   help="watch files by polling instead of inotify (network filesystems, some containers)")
+    p.add_argument("--demo", action="store_true",
+                   help="start the demo training (tiny GPT-2 on CPU) in a subprocess writing a fresh run under "
+                        "--base-dir, and serve the dashboard on it")
+    p.add_argument("--demo-steps", type=int, default=3000, help="optimizer steps of the demo training (default %(default)s)")
+    p.add_argument("--debug", action="store_true", help="Dash debug mode (reloader off): for developing Trainboard")
+    args = p.parse_args(argv)
+    if not 0 < args.port < 65536:
+        p.error(f"--port must be between 1 and 65535; got {args.port}")
+    if args.demo_steps <= 0:
+        p.error(f"--demo-steps must be a positive integer; got {args.demo_steps}")
+    base = Path(args.base_dir or "runs").expanduser()
+    if base.exists() and not base.is_dir():
+        p.error(f"--base-dir {str(base)!r} is a file, not a directory")
+    if args.base_dir is not None and not base.exists() and not args.demo:
+        p.error(f"--base-dir {str(base)!r} does not exist (create it, or start a training that writes there)")
+    args.base_dir = base
+    return args
+
+
+def start_demo(base: Path, steps: int) -> tuple[subprocess.Popen, Path]:
+    """Start the demo training in a subprocess writing ``base/demo-<time>``; it is stopped at exit."""
+    run_dir = base / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log = open(run_dir / "demo_training.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "collectors.demo", "--base-dir", str(run_dir), "--max-steps",
+                             str(steps)], cwd=Path(__file__).resolve().parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    atexit.register(lambda: proc.poll() is None and proc.terminate())
+    return proc, run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.demo:
+        proc, run_dir = start_demo(args.base_dir, args.demo_steps)
+        print(f"Demo training started (pid {proc.pid}) writing {run_dir}")
+    args.base_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(args.base_dir, poll=args.poll)
+    print(f"Trainboard watching {args.base_dir.resolve()} on http://{args.host}:{args.port}", flush=True)
+    app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Callbacks, one module per page, each with ``register(app)``: thin wrappers over pure functions."""

@@ -1,0 +1,305 @@
+"""Overview page: live metric cards and the loss, learning-rate and grad-norm charts.
+
+The browser ticks every second; :func:`update_overview` answers with ``PreventUpdate`` when the run's
+version has not changed (no re-render), extends the charts with only the new points (``Patch``) when it
+has, and re-renders a chart in full only when the view changes (run, log-y, zoom) or a downsampled
+chart has grown enough to be re-chosen. Zooming re-fetches full detail for the visible range.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import dash
+import numpy as np
+from dash import Dash, Input, Output, Patch, State, ctx, no_update
+from dash.exceptions import PreventUpdate
+
+from components import ids
+from components.cards import CardData, build_card_grid
+from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, TRAIN_COLOUR, TraceSpec, build_series_figure,
+                               empty_figure, to_trace_points)
+from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
+from components.layout import build_overview_layout
+from components.messages import build_problem, build_waiting
+from services.context import store_for
+from services.downsample import MAX_POINTS, downsample_indices, select_range
+from services.runstore import RunData, series_key
+
+STALE_AFTER_S = 30.0
+"""A training that has written nothing for this long is marked stale on the page."""
+REDRAW_AFTER_EXTEND = MAX_POINTS // 5
+"""A downsampled chart is re-chosen after this many raw points were appended to it."""
+
+
+@dataclass(frozen=True)
+class ChartDef:
+    graph_id: str
+    title: str
+    y_title: str
+    traces: tuple[tuple[str, TraceSpec], ...]
+    log_toggle: bool = False
+    y_format: str = ""
+    """plotly tickformat of the y axis (learning rates read best in scientific notation)."""
+
+
+CHARTS: tuple[ChartDef, ...] = (
+    ChartDef(ids.OVERVIEW_LOSS_GRAPH, "Loss", "loss",
+             ((series_key("train", "loss"), TraceSpec("train loss", TRAIN_COLOUR)),
+              (series_key("eval", "eval_loss"), TraceSpec("eval loss", EVAL_COLOUR, markers=True))), log_toggle=True),
+    ChartDef(ids.OVERVIEW_LR_GRAPH, "Learning rate", "learning rate",
+             ((series_key("train", "learning_rate"), TraceSpec("learning rate", LR_COLOUR)),), y_format=".1e"),
+    ChartDef(ids.OVERVIEW_GRAD_GRAPH, "Gradient norm", "grad norm",
+             ((series_key("train", "grad_norm"), TraceSpec("grad norm", GRAD_COLOUR)),)),
+)
+
+
+# ------------------------------------------------------------------------------------------ cards
+def effective_status(run: RunData) -> dict[str, Any]:
+    """The status document, or one derived from the metrics when no status file exists (e.g. a
+    MetricsLogger run), so cards show what is known instead of dashes."""
+    if run.status:
+        return run.status
+    def last(key: str) -> float | None:
+        s = run.series.get(key)
+        return s.values[-1] if s is not None and len(s) else None
+    steps = [s.steps[-1] for s in run.series.values() if len(s)]
+    return {"state": None, "step": int(max(steps)) if steps else None, "train_loss": last("train/loss"),
+            "eval_loss": last("eval/eval_loss"), "learning_rate": last("train/learning_rate"),
+            "grad_norm": last("train/grad_norm"), "epoch": last("train/epoch"), "updated_at": run.last_update()}
+
+
+def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
+    """The Overview cards for a status document (pure)."""
+    thr = status.get("throughput") or {}
+    mem = status.get("memory") or {}
+    cfg = status.get("config") or {}
+    state = status.get("state")
+    if thr.get("tokens_per_second"):
+        tput, tnote = fmt_rate(thr["tokens_per_second"], "tokens"), fmt_rate(thr.get("steps_per_second"), "steps")
+    elif thr.get("samples_per_second"):
+        tput, tnote = fmt_rate(thr["samples_per_second"], "samples"), fmt_rate(thr.get("steps_per_second"), "steps")
+    else:
+        tput, tnote = fmt_rate(thr.get("steps_per_second"), "steps"), None
+    cuda = mem.get("cuda_allocated_gb")
+    mem_note = f"CUDA {fmt_gb(cuda)} (peak {fmt_gb(mem.get('cuda_peak_gb'))})" if cuda is not None else "process RSS"
+    max_steps = cfg.get("max_steps")
+    loss = status.get("train_loss")
+    bad_loss = isinstance(loss, float) and not math.isfinite(loss)
+    return [
+        CardData("train_loss", "Train loss", fmt_sig(loss), tone="bad" if bad_loss else None),
+        CardData("eval_loss", "Eval loss", fmt_sig(status.get("eval_loss"))),
+        CardData("step", "Step", fmt_int(status.get("step")),
+                 note=f"of {fmt_int(max_steps)}" if isinstance(max_steps, int) and max_steps > 0 else None),
+        CardData("epoch", "Epoch", fmt_epoch(status.get("epoch"))),
+        CardData("learning_rate", "Learning rate", fmt_sci(status.get("learning_rate"))),
+        CardData("grad_norm", "Grad norm", fmt_sig(status.get("grad_norm"))),
+        CardData("memory", "Memory", fmt_gb(mem.get("rss_gb") if cuda is None else cuda), note=mem_note),
+        CardData("throughput", "Throughput", tput, note=tnote),
+        CardData("state", "State", str(state) if state else "unknown",
+                 note=status.get("error") or None,
+                 tone={"crashed": "bad", "finished": "good"}.get(str(state))),
+    ]
+
+
+def skipped_note(bad: int, unknown: int) -> str:
+    """The line under the charts that says how many lines were skipped, so nothing is silently lost."""
+    parts = []
+    if bad:
+        parts.append(f"{bad} malformed line{'s' if bad != 1 else ''} skipped in metrics.jsonl")
+    if unknown:
+        parts.append(f"{unknown} line{'s' if unknown != 1 else ''} of unknown kind or newer format skipped")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ charts
+def parse_relayout(relayout: Mapping[str, Any] | None) -> tuple[bool, list[float] | None]:
+    """(changed, x_range) from a graph's relayoutData: a zoom gives a range, autorange/reset gives None."""
+    if not relayout:
+        return False, None
+    if "xaxis.range[0]" in relayout and "xaxis.range[1]" in relayout:
+        return True, [float(relayout["xaxis.range[0]"]), float(relayout["xaxis.range[1]"])]
+    if isinstance(relayout.get("xaxis.range"), (list, tuple)) and len(relayout["xaxis.range"]) == 2:
+        return True, [float(v) for v in relayout["xaxis.range"]]
+    if relayout.get("xaxis.autorange") or relayout.get("autosize") is None and "xaxis.autorange" in relayout:
+        return True, None
+    return False, None
+
+
+def series_lengths(run: RunData, chart: ChartDef) -> dict[str, int]:
+    return {key: len(run.series[key]) if key in run.series else 0 for key, _ in chart.traces}
+
+
+def plan_chart(prev: Mapping[str, Any] | None, lengths: Mapping[str, int], view: Mapping[str, Any]) -> str:
+    """Decide how one chart changes: ``"full"`` re-render, ``"extend"`` with new points, or ``"none"`` (pure)."""
+    if prev is None or prev.get("view") != dict(view):
+        return "full"
+    sent = prev.get("sent", {})
+    if any(lengths.get(k, 0) < sent.get(k, 0) for k in lengths):
+        return "full"  # the file was truncated or replaced
+    if all(lengths.get(k, 0) == sent.get(k, 0) for k in lengths):
+        return "none"
+    grown = sum(lengths.get(k, 0) - sent.get(k, 0) for k in lengths) + prev.get("extended", 0)
+    if prev.get("downsampled") and grown > REDRAW_AFTER_EXTEND:
+        return "full"
+    return "extend"
+
+
+def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full figure for one chart plus its state (points sent per series, downsampled or not)."""
+    x_range = view.get("range")
+    specs, points, sent, downsampled = [], [], {}, False
+    for key, spec in chart.traces:
+        s = run.series.get(key)
+        x, y = s.arrays() if s is not None else (np.empty(0), np.empty(0))
+        sl = select_range(x, *(x_range or (None, None)))
+        xs, ys = x[sl], y[sl]
+        idx = downsample_indices(xs, ys, MAX_POINTS)
+        downsampled = downsampled or len(idx) < len(xs)
+        specs.append(spec)
+        points.append(to_trace_points(xs[idx], ys[idx]))
+        sent[key] = len(s) if s is not None else 0
+    note = f"downsampled to ≤{MAX_POINTS:,} points per series (MinMaxLTTB); zoom in for full detail" if downsampled else None
+    uirev = f"{run.run_id}|{view.get('log_y')}"
+    if not any(sent.values()):
+        return empty_figure(chart.title, "no values logged yet"), {"view": dict(view), "sent": sent, "downsampled": False, "extended": 0}
+    fig = build_series_figure(specs, points, title=chart.title, y_title=chart.y_title,
+                              log_y=bool(view.get("log_y")) and chart.log_toggle, uirevision=uirev,
+                              x_range=x_range, note=note, y_format=chart.y_format)
+    return fig, {"view": dict(view), "sent": sent, "downsampled": downsampled, "extended": 0}
+
+
+def extend_chart(run: RunData, chart: ChartDef, prev: Mapping[str, Any]) -> tuple[Patch, dict[str, Any]]:
+    """A Patch appending only the points logged since the last update, and the new state."""
+    patch = Patch()
+    sent = dict(prev.get("sent", {}))
+    n_traces = len(chart.traces)
+    added = 0
+    for i, (key, _spec) in enumerate(chart.traces):
+        s = run.series.get(key)
+        start = sent.get(key, 0)
+        if s is None or len(s) <= start:
+            continue
+        last_finite = next((v for v in reversed(s.values[:start]) if math.isfinite(v)), None) if start else None
+        pts = to_trace_points(s.steps[start:], s.values[start:], last_finite)
+        patch["data"][i]["x"].extend(pts.x)
+        patch["data"][i]["y"].extend(pts.y)
+        patch["data"][i]["customdata"].extend(pts.text)
+        if pts.bad_x:
+            patch["data"][n_traces + i]["x"].extend(pts.bad_x)
+            patch["data"][n_traces + i]["y"].extend(pts.bad_y)
+            patch["data"][n_traces + i]["customdata"].extend(pts.bad_text)
+            patch["data"][n_traces + i]["showlegend"] = True
+        added += len(s) - start
+        sent[key] = len(s)
+    state = {**prev, "sent": sent, "extended": prev.get("extended", 0) + added}
+    return patch, state
+
+
+def update_charts(run: RunData, prev_state: Mapping[str, Any] | None, log_y: bool,
+                  ranges: Mapping[str, list[float] | None]) -> tuple[list[Any], dict[str, Any]]:
+    """For each chart: a full figure, a Patch, or ``no_update``; plus the new combined state."""
+    prev_charts = (prev_state or {}).get("charts", {}) if (prev_state or {}).get("run") == run.run_id else {}
+    outputs: list[Any] = []
+    charts_state: dict[str, Any] = {}
+    for chart in CHARTS:
+        view = {"log_y": log_y and chart.log_toggle, "range": ranges.get(chart.graph_id)}
+        prev = prev_charts.get(chart.graph_id)
+        plan = plan_chart(prev, series_lengths(run, chart), view)
+        if plan == "full":
+            fig, st = render_chart(run, chart, view)
+            outputs.append(fig)
+        elif plan == "extend":
+            fig, st = extend_chart(run, chart, prev or {})
+            outputs.append(fig)
+        else:
+            st = dict(prev or {})
+            outputs.append(no_update)
+        charts_state[chart.graph_id] = st
+    return outputs, {"run": run.run_id, "version": run.version, "charts": charts_state}
+
+
+def current_ranges(prev_state: Mapping[str, Any] | None, run_id: str, triggered: str | None,
+                   relayouts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, list[float] | None]:
+    """The zoom range of each chart: kept from the state, replaced by the chart the person just zoomed."""
+    ranges: dict[str, list[float] | None] = {}
+    same_run = (prev_state or {}).get("run") == run_id
+    for chart in CHARTS:
+        prev = ((prev_state or {}).get("charts", {}).get(chart.graph_id) or {}) if same_run else {}
+        ranges[chart.graph_id] = (prev.get("view") or {}).get("range")
+        if triggered == chart.graph_id:
+            changed, rng = parse_relayout(relayouts.get(chart.graph_id))
+            if changed:
+                ranges[chart.graph_id] = rng
+    return ranges
+
+
+# ------------------------------------------------------------------------------------------ register
+def layout(**_query: Any) -> Any:
+    return build_overview_layout()
+
+
+def register(app: Dash) -> None:
+    store = store_for(app)
+    dash.register_page("overview", path="/", name="Overview", title="Trainboard · Overview", layout=layout, order=0)
+
+    @app.callback(
+        Output(ids.OVERVIEW_CARDS, "children"), Output(ids.OVERVIEW_MESSAGE, "children"),
+        Output(ids.OVERVIEW_UPDATED_AT, "data"), Output(ids.OVERVIEW_SKIPPED, "children"),
+        Output(ids.OVERVIEW_LOSS_GRAPH, "figure"), Output(ids.OVERVIEW_LR_GRAPH, "figure"),
+        Output(ids.OVERVIEW_GRAD_GRAPH, "figure"), Output(ids.OVERVIEW_CHART_STATE, "data"),
+        Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"), Input(ids.OVERVIEW_LOG_Y, "value"),
+        Input(ids.OVERVIEW_LOSS_GRAPH, "relayoutData"), Input(ids.OVERVIEW_LR_GRAPH, "relayoutData"),
+        Input(ids.OVERVIEW_GRAD_GRAPH, "relayoutData"), State(ids.OVERVIEW_CHART_STATE, "data"),
+    )
+    def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, prev_state):
+        run = store.get(run_id)
+        triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
+        if run is None or (not run.series and run.status is None):
+            if prev_state == {"waiting": str(store.base), "run": run_id}:
+                raise PreventUpdate
+            detail = store.watch_problem or ("Start a training with MonitorCallback or Monitor writing here, "
+                                             "or pick a run above." if run_id is None else None)
+            if run is not None and run.status_problem:
+                detail = run.status_problem
+            empty = [empty_figure(c.title, "no data yet") for c in CHARTS]
+            return ([], build_waiting(str(store.base if run is None else run.paths.root), detail), None, "",
+                    *empty, {"waiting": str(store.base), "run": run_id})
+        ranges = current_ranges(prev_state, run.run_id, triggered, {
+            ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl, ids.OVERVIEW_GRAD_GRAPH: grad_rl})
+        unchanged = (prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
+        if unchanged and triggered == ids.SHELL_TICK:
+            raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
+        figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges)
+        if unchanged:
+            return (no_update, no_update, no_update, no_update, *figs, state)
+        status = effective_status(run)
+        message = build_problem(run.status_problem, "Charts keep updating from metrics.jsonl.") if run.status_problem else None
+        updated = {"t": status.get("updated_at"), "state": status.get("state"), "now": time.time()}
+        return (build_card_grid(overview_cards(status)), message, updated,
+                skipped_note(run.bad_lines, run.unknown_lines), *figs, state)
+
+    app.clientside_callback(
+        f"""
+        function(n, data) {{
+            if (!data || !data.t) {{ return ["never", "updated__value", "cards"]; }}
+            const age = Math.max(0, Date.now() / 1000 - data.t);
+            let txt;
+            if (age < 90) {{ txt = Math.round(age) + " s ago"; }}
+            else if (age < 5400) {{ txt = Math.round(age / 60) + " min ago"; }}
+            else {{ txt = (age / 3600).toFixed(1) + " h ago"; }}
+            const live = data.state === "training" || data.state === "evaluating" || !data.state;
+            const stale = live && age > {STALE_AFTER_S};
+            if (stale) {{ txt += " — stale: no new data"; }}
+            if (data.state === "finished") {{ txt += " (finished)"; }}
+            if (data.state === "crashed") {{ txt += " (crashed)"; }}
+            return [txt, stale ? "updated__value updated--stale" : "updated__value",
+                    stale ? "cards cards--stale" : "cards"];
+        }}
+        """,
+        Output(ids.OVERVIEW_UPDATED, "children"), Output(ids.OVERVIEW_UPDATED, "className"),
+        Output(ids.OVERVIEW_CARDS, "className"),
+        Input(ids.SHELL_TICK, "n_intervals"), Input(ids.OVERVIEW_UPDATED_AT, "data"),
+    )

@@ -1,0 +1,38 @@
+"""Metric cards: a label, a value with its unit, and an optional note (e.g. "stale")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dash import html
+
+from components import ids
+
+
+@dataclass(frozen=True)
+class CardData:
+    """One card's content. ``metric`` names it in the pattern-matching ID; ``stale`` greys it out."""
+
+    metric: str
+    label: str
+    value: str
+    note: str | None = None
+    stale: bool = False
+    tone: str | None = None
+    """Optional modifier class suffix: ``"bad"`` (NaN/crashed), ``"good"`` (finished)."""
+
+
+def build_metric_card(card: CardData) -> html.Div:
+    classes = ["card"]
+    if card.stale:
+        classes.append("card--stale")
+    if card.tone:
+        classes.append(f"card--{card.tone}")
+    children = [html.Div(card.label, className="card__label"),
+                html.Div(card.value, className="card__value", id={"type": ids.OVERVIEW_CARD_TYPE, "metric": card.metric})]
+    if card.note:
+        children.append(html.Div(card.note, className="card__note"))
+    return html.Div(children, className=" ".join(classes))
+
+
+def build_card_grid(cards: list[CardData]) -> list[html.Div]:
+    return [build_metric_card(c) for c in cards]

@@ -1,0 +1,62 @@
+"""The app shell every page sits in: nav bar, run picker, the shared 1 s tick, and the page container."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from dash import dcc, html
+
+from components import ids
+
+TICK_MS = 1000
+"""Browser poll interval; each tick costs one cheap version check per visible page."""
+
+
+def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:
+    """Links to every page, ``items`` as (name, path)."""
+    return html.Nav([dcc.Link(name, href=path, className="nav__link") for name, path in items],
+                    className="nav__links", id=ids.SHELL_NAV)
+
+
+def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_container: Any) -> html.Div:
+    """The whole app frame. ``page_container`` is Dash's ``dash.page_container``."""
+    header = html.Header([
+        html.Div([html.Span("Trainboard", className="brand__name"),
+                  html.Span(base_path, className="brand__path", id=ids.SHELL_BASE_PATH, title=base_path)],
+                 className="brand"),
+        build_nav(nav_items),
+        html.Div([html.Label("Run", htmlFor=ids.SHELL_RUN_PICKER, className="picker__label"),
+                  dcc.Dropdown(id=ids.SHELL_RUN_PICKER, options=[], value=None, clearable=False,
+                               placeholder="no run yet", className="picker__dropdown", persistence=True,
+                               persistence_type="session"),
+                  html.Span(id=ids.SHELL_RUN_HINT, className="picker__hint")],
+                 className="picker"),
+    ], className="header")
+    return html.Div([
+        dcc.Location(id=ids.SHELL_URL),
+        dcc.Interval(id=ids.SHELL_TICK, interval=TICK_MS, n_intervals=0),
+        header,
+        html.Main(page_container, className="main"),
+    ], className="shell")
+
+
+def build_overview_layout() -> html.Div:
+    """The Overview page: state message, metric cards, loss chart with log-y toggle, LR and grad-norm charts."""
+    graph_cfg = {"displaylogo": False, "responsive": True}
+    return html.Div([
+        html.Div(id=ids.OVERVIEW_MESSAGE),
+        html.Div(id=ids.OVERVIEW_CARDS, className="cards"),
+        html.Div([html.Span("Updated ", className="updated__label"),
+                  html.Span("never", id=ids.OVERVIEW_UPDATED, className="updated__value")],
+                 className="updated"),
+        dcc.Store(id=ids.OVERVIEW_UPDATED_AT, data=None),
+        dcc.Store(id=ids.OVERVIEW_CHART_STATE, data=None),
+        html.Div([
+            html.Div([dcc.Checklist(id=ids.OVERVIEW_LOG_Y, options=[{"label": " log-scale loss", "value": "log"}],
+                                    value=[], className="chart__toggle"),
+                      dcc.Graph(id=ids.OVERVIEW_LOSS_GRAPH, config=graph_cfg, className="chart__graph")],
+                     className="chart chart--wide"),
+            html.Div(dcc.Graph(id=ids.OVERVIEW_LR_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
+            html.Div(dcc.Graph(id=ids.OVERVIEW_GRAD_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
+        ], className="charts"),
+        html.Div(id=ids.OVERVIEW_SKIPPED, className="skipped"),
+    ], className="page page--overview")
