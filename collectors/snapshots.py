@@ -590,3 +590,52 @@ def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIN
     return create_snapshot(run_dir, kind=kind, reason=reason, metadata=metadata, status=status,
                            write_model=lambda d: copy_tree_linked(cp_path, d), pinned=pinned, min_free_gb=min_free_gb,
                            now=now)
+
+
+SNAPSHOT_NOW_WAIT_S = 60.0
+"""How long "Snapshot now" waits for a live training (or the standalone monitor) to answer its request."""
+
+
+def snapshot_now(run_dir: str | os.PathLike[str], *, wait_s: float = SNAPSHOT_NOW_WAIT_S,
+                 progress: Callable[[str], Any] = lambda _msg: None, poll_s: float = 0.25) -> dict[str, Any]:
+    """Take a manual snapshot of a run, by whoever can: used by the dashboard's "Snapshot now".
+
+    A live training whose collector runs the anomaly plugin, or a standalone Smart Monitor, gets a
+    request in ``control/`` and answers at its next step/poll (live weights / checkpoint copy). When
+    neither is running — or neither answers within ``wait_s`` — the request is taken back and the
+    latest ``checkpoint-*`` is copied here. Returns the result document (``ok``, ``name``, ``error``,
+    ``handled_by``); never raises for an expected failure (no checkpoint, disk full).
+    """
+    from collectors.smart_monitor import monitor_running
+
+    root = Path(run_dir)
+    status, _ = rf.read_json(rf.RunPaths.of(root).status)
+    collector = (isinstance(status, dict) and isinstance(status.get("anomaly"), dict)
+                 and bool(status["anomaly"].get("enabled")) and training_is_live(status, time.time()))
+    watcher = monitor_running(root)
+    if collector or watcher is not None:
+        req = request_snapshot(root)
+        who = "the training" if collector else f"the Smart Monitor (pid {watcher})"
+        progress(f"Requested; waiting for {who} to save at its next step...")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            res = read_result(root, req["id"])
+            if res is not None:
+                return res
+            time.sleep(poll_s)
+        if claim_request(root) is None:  # taken by the other side just now: give it a little longer
+            progress(f"{who} took the request; waiting for it to finish...")
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end:
+                res = read_result(root, req["id"])
+                if res is not None:
+                    return res
+                time.sleep(poll_s)
+            return {"id": req["id"], "ok": False, "name": "", "skipped": False, "handled_by": "dashboard",
+                    "error": f"{who} took the request but gave no result within {2 * wait_s:.0f} s"}
+        progress(f"{who} did not answer within {wait_s:.0f} s; copying the latest checkpoint instead...")
+    else:
+        req = {"id": secrets.token_hex(8)}
+        progress("No live training or Smart Monitor: copying the latest checkpoint...")
+    res = snapshot_from_checkpoint(root)
+    return write_result(root, req, res, handled_by="dashboard")
