@@ -78,26 +78,31 @@ def register(app: Dash) -> None:
                        layout=layout, order=11)
 
     @app.callback(Output(ids.SNAPSHOTS_TABLE, "data"), Output(ids.SNAPSHOTS_MESSAGE, "children"),
-                  Output(ids.SNAPSHOTS_STATE, "data"),
+                  Output(ids.SNAPSHOTS_STATE, "data"), Output(ids.SNAPSHOTS_TABLE, "selected_rows"),
                   Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"),
-                  Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SNAPSHOTS_STATE, "data"))
-    def update_table(_n, run_id, _refresh, prev):
+                  Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SNAPSHOTS_STATE, "data"),
+                  State(ids.SNAPSHOTS_SELECTED, "data"))
+    def update_table(_n, run_id, _refresh, prev, selected):
         run = store.get(run_id)
         if run is None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
-            return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}
+            return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, []
         rows = [i.to_row() for i in snap.list_snapshots(run.paths.root)]
         state = {"run": run_id, "sig": listing_signature(rows)}
         if prev == state:
             raise PreventUpdate
         message = None if rows else html_hint(run.paths.snapshots_dir)
-        return table_rows(rows), message, state
+        # selection follows the snapshot's name, not its row number, as rows come and go
+        return table_rows(rows), message, state, [i for i, r in enumerate(rows) if r["name"] == selected][:1]
 
     @app.callback(Output(ids.SNAPSHOTS_SELECTED, "data"), Input(ids.SNAPSHOTS_TABLE, "selected_rows"),
-                  State(ids.SNAPSHOTS_TABLE, "data"))
-    def select(selected, data):
-        return selected_name(data, selected)
+                  State(ids.SNAPSHOTS_TABLE, "data"), State(ids.SNAPSHOTS_SELECTED, "data"))
+    def select(selected, data, current):
+        name = selected_name(data, selected)
+        if name == current:
+            raise PreventUpdate
+        return name
 
     @app.callback(Output(ids.SNAPSHOTS_DETAIL, "children"), Input(ids.SNAPSHOTS_SELECTED, "data"),
                   Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SHELL_RUN_PICKER, "value"))
@@ -106,29 +111,27 @@ def register(app: Dash) -> None:
         return snapshot_detail(run.paths.root, name) if run is not None else build_detail(None, None, None)
 
     @app.callback(Output(ids.SNAPSHOTS_ACTION_MESSAGE, "children"), Output(ids.SNAPSHOTS_REFRESH, "data"),
-                  Output(ids.SNAPSHOTS_TABLE, "selected_rows"),
+                  Output(ids.SNAPSHOTS_SELECTED, "data", allow_duplicate=True),
                   Input(ids.SNAPSHOTS_PIN_BUTTON, "n_clicks"), Input(ids.SNAPSHOTS_UNPIN_BUTTON, "n_clicks"),
                   Input(ids.SNAPSHOTS_DELETE_CONFIRM, "submit_n_clicks"),
                   State(ids.SNAPSHOTS_SELECTED, "data"), State(ids.SHELL_RUN_PICKER, "value"),
-                  State(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SNAPSHOTS_TABLE, "selected_rows"),
-                  prevent_initial_call=True)
-    def act(_pin, _unpin, _delete, name, run_id, refresh, selected):
+                  State(ids.SNAPSHOTS_REFRESH, "data"), prevent_initial_call=True)
+    def act(_pin, _unpin, _delete, name, run_id, refresh):
         action = {ids.SNAPSHOTS_PIN_BUTTON: "pin", ids.SNAPSHOTS_UNPIN_BUTTON: "unpin",
                   ids.SNAPSHOTS_DELETE_CONFIRM: "delete"}.get(ctx.triggered_id)
         if action is None or not ctx.triggered[0].get("value"):
             raise PreventUpdate
         run = store.get(run_id)
         if run is None:
-            return build_problem("No run selected."), refresh, selected
+            return build_problem("No run selected."), refresh, name
         msg, ok = apply_action(run.paths.root, name, action)
         out = msg if ok else build_problem(msg)
-        return out, (refresh or 0) + 1, ([] if ok and action == "delete" else selected)
+        return out, (refresh or 0) + 1, (None if ok and action == "delete" else name)
 
     @app.callback(Output(ids.SNAPSHOTS_NOW_RESULT, "children"),
                   Input(ids.SNAPSHOTS_NOW_BUTTON, "n_clicks"), State(ids.SHELL_RUN_PICKER, "value"),
                   background=True, prevent_initial_call=True,
-                  running=[(Output(ids.SNAPSHOTS_NOW_BUTTON, "disabled"), True, False),
-                           (Output(ids.SNAPSHOTS_NOW_RESULT, "children"), "", "")],
+                  running=[(Output(ids.SNAPSHOTS_NOW_BUTTON, "disabled"), True, False)],
                   progress=[Output(ids.SNAPSHOTS_NOW_PROGRESS, "children")])
     def snapshot_now(set_progress, n_clicks, run_id):
         if not n_clicks:

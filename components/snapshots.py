@@ -32,7 +32,7 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({"name": r["name"], "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])),
                     "reason": r.get("reason") or "", "step": r.get("step") if r.get("step") is not None else "–",
                     "loss": fmt_sig(r.get("loss")), "size": fmt_size(r.get("size_bytes")),
-                    "pinned": "📌 pinned" if r.get("pinned") else "", "id": r["name"]})
+                    "pinned": "pinned" if r.get("pinned") else "", "id": r["name"]})
     return out
 
 
