@@ -27,6 +27,13 @@ _LAZY: dict[str, str] = {
     # samples (issue 4)
     "SamplesConfig": "collectors.samples",
     "SamplesPlugin": "collectors.samples",
+    # issue 3: anomaly detection and snapshots
+    "AdvancedAnomalyDetector": "collectors.anomaly.detector",
+    "AnomalyDetectionHook": "collectors.anomaly.detector",
+    "profiler_registry": "collectors.anomaly.detector",
+    "Alert": "collectors.anomaly.rules",
+    "AnomalyConfig": "collectors.anomaly.rules",
+    "AnomalyPlugin": "collectors.anomaly.plugin",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

@@ -73,6 +73,20 @@ CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 """Prefix of every temporary file or directory; readers and listings ignore names that start with it."""
+# issue 3: snapshots, the snapshot-now result, and the standalone Smart Monitor's files
+SNAPSHOT_RESULT_FILE = f"{CONTROL_DIR}/snapshot_result.json"
+SMART_MONITOR_LOCK = f"{CONTROL_DIR}/smart_monitor.lock"
+SMART_MONITOR_STATE = f"{CONTROL_DIR}/smart_monitor_state.json"
+SMART_MONITOR_LOG = LOGS_DIR + "/smart_monitor_{date}.log"
+"""``date`` is YYYYMMDD (local time), one log file per day as the Smart Monitor guide has it."""
+SNAPSHOT_MODEL_DIR = "model"
+SNAPSHOT_METADATA = "metadata.json"
+SNAPSHOT_STATUS = "training_status.json"
+SNAPSHOT_PIN = "pinned.json"
+ANOMALY_SNAPSHOT_PREFIX = "anomaly_"
+MANUAL_SNAPSHOT_PREFIX = "manual_"
+HF_TRAINER_STATE = "trainer_state.json"
+HF_CHECKPOINT_PREFIX = "checkpoint-"
 
 NAN_TOKEN = "NaN"
 POS_INF_TOKEN = "Infinity"
@@ -198,6 +212,22 @@ class RunPaths:
         """The checkpoint file of ``step`` (``checkpoints/checkpoint_step_<N>.pt``)."""
         return self.checkpoints_dir / checkpoint_name(step)
 
+    @property
+    def snapshot_result(self) -> Path:
+        return self.root / SNAPSHOT_RESULT_FILE
+
+    @property
+    def smart_monitor_lock(self) -> Path:
+        return self.root / SMART_MONITOR_LOCK
+
+    @property
+    def smart_monitor_state(self) -> Path:
+        return self.root / SMART_MONITOR_STATE
+
+    def smart_monitor_log(self, date: str) -> Path:
+        """The Smart Monitor's log of one day (``date`` as YYYYMMDD)."""
+        return self.root / SMART_MONITOR_LOG.format(date=date)
+
 
 def checkpoint_name(step: int) -> str:
     """File name of the checkpoint of ``step``."""
@@ -210,6 +240,7 @@ def checkpoint_step(name: str) -> int | None:
         return None
     digits = name[len(CHECKPOINT_PREFIX): -len(CHECKPOINT_SUFFIX)]
     return int(digits) if digits.isdigit() else None
+
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:

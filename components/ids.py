@@ -27,8 +27,31 @@ OVERVIEW_CARD_TYPE = "overview-card"
 """Pattern-matching type of the metric cards: ``{"type": OVERVIEW_CARD_TYPE, "metric": "train_loss"}``."""
 
 # ---------------------------------------------------------------- alerts page (issue 3)
+ALERTS_MESSAGE = "alerts-message"
+ALERTS_SUMMARY = "alerts-summary"
+ALERTS_FEED = "alerts-feed"
+ALERTS_CATEGORY_FILTER = "alerts-category-filter"
+ALERTS_SEVERITY_FILTER = "alerts-severity-filter"
+ALERTS_STATE = "alerts-state"
+ALERTS_THRESHOLDS_MESSAGE = "alerts-thresholds-message"
+ALERTS_THRESHOLD_TYPE = "alerts-threshold"
+"""Pattern-matching type of the threshold sliders: ``{"type": ALERTS_THRESHOLD_TYPE, "key": "smart.loss_spike_threshold"}``."""
 
 # ---------------------------------------------------------------- snapshots page (issue 3)
+SNAPSHOTS_MESSAGE = "snapshots-message"
+SNAPSHOTS_TABLE = "snapshots-table"
+SNAPSHOTS_STATE = "snapshots-state"
+SNAPSHOTS_DETAIL = "snapshots-detail"
+SNAPSHOTS_SELECTED = "snapshots-selected"
+SNAPSHOTS_NOW_BUTTON = "snapshots-now-button"
+SNAPSHOTS_NOW_PROGRESS = "snapshots-now-progress"
+SNAPSHOTS_NOW_RESULT = "snapshots-now-result"
+SNAPSHOTS_PIN_BUTTON = "snapshots-pin-button"
+SNAPSHOTS_UNPIN_BUTTON = "snapshots-unpin-button"
+SNAPSHOTS_DELETE_CONFIRM = "snapshots-delete-confirm"
+SNAPSHOTS_DELETE_BUTTON = "snapshots-delete-button"
+SNAPSHOTS_ACTION_MESSAGE = "snapshots-action-message"
+SNAPSHOTS_REFRESH = "snapshots-refresh"
 
 # ---------------------------------------------------------------- samples page (issue 4)
 SAMPLES_MESSAGE = "samples-message"
