@@ -18,24 +18,28 @@ from typing import Sequence
 import dash
 from dash import Dash
 
-from callbacks import overview, shell, svd
+from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
 from services.context import attach_store
 from services.runstore import RunStore
+from services.security import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, install_token_guard
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
-PAGE_MODULES = (overview, svd)
+PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
 
-def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False) -> Dash:
-    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down)."""
+def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None) -> Dash:
+    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down); with ``token``,
+    every request must carry it (see services.security)."""
     import diskcache
 
     cache = diskcache.Cache(tempfile.mkdtemp(prefix="trainboard-cache-"))
     app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
+    if token:
+        install_token_guard(app.server, token)
     store = RunStore(base_dir, poll=poll)
     attach_store(app, store)
     for module in PAGE_MODULES:
@@ -63,7 +67,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "--base-dir, and serve the dashboard on it")
     p.add_argument("--demo-steps", type=int, default=3000, help="optimizer steps of the demo training (default %(default)s)")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (reloader off): for developing Trainboard")
+    p.add_argument("--token", default=None,
+                   help=f"access token every request must carry (required when --host is not loopback; default: "
+                        f"${TOKEN_ENV}); open the dashboard once with ?token=...")
     args = p.parse_args(argv)
+    args.token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.token is not None and len(args.token) < MIN_TOKEN_CHARS:
+        p.error(f"--token must have at least {MIN_TOKEN_CHARS} characters")
+    if not is_loopback(args.host) and not args.token:
+        p.error(f"--host {args.host} lets other machines reach the dashboard (which can delete snapshots): "
+                f"set a token with --token or ${TOKEN_ENV}")
     if not 0 < args.port < 65536:
         p.error(f"--port must be between 1 and 65535; got {args.port}")
     if args.demo_steps <= 0:
@@ -91,12 +104,16 @@ def start_demo(base: Path, steps: int) -> tuple[subprocess.Popen, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["enable"]:  # `python app.py enable train.py [--undo]` (issue 4)
+        from collectors.enable import main as enable_main
+
+        return enable_main(argv[1:])
     args = parse_args(argv)
     if args.demo:
         proc, run_dir = start_demo(args.base_dir, args.demo_steps)
         print(f"Demo training started (pid {proc.pid}) writing {run_dir}")
     args.base_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(args.base_dir, poll=args.poll)
+    app = create_app(args.base_dir, poll=args.poll, token=args.token)
     print(f"Trainboard watching {args.base_dir.resolve()} on http://{args.host}:{args.port}", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     return 0

@@ -19,11 +19,15 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.cards import CardData, build_card_grid
-from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, TRAIN_COLOUR, TraceSpec, build_series_figure,
+from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COLOUR, TRAIN_COLOUR, TraceSpec, build_series_figure,
                                empty_figure, to_trace_points)
 from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
 from components.layout import build_overview_layout
 from components.messages import build_problem, build_waiting
+from callbacks.alerts import feed_for
+from collectors.snapshots import list_snapshots
+from components.alerts import build_alert_marker_traces
+from services.alerts import marker_points
 from services.context import store_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from services.runstore import RunData, series_key
@@ -147,8 +151,31 @@ def plan_chart(prev: Mapping[str, Any] | None, lengths: Mapping[str, int], view:
     return "extend"
 
 
-def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Full figure for one chart plus its state (points sent per series, downsampled or not)."""
+def loss_markers(run: RunData, alerts: Sequence[Mapping[str, Any]], snapshots: Sequence[Mapping[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """Alert markers (one trace per severity, shared colours) and snapshot markers on the train-loss curve."""
+    s = run.series.get(series_key("train", "loss"))
+    if s is None or not len(s):
+        return []
+    x, y = s.arrays()
+    traces = build_alert_marker_traces(marker_points(alerts, x, y))
+    snaps = marker_points([{"step": sn.get("step"), "severity": "snapshot",
+                            "message": f"snapshot {sn.get('name')} ({sn.get('reason')})"} for sn in snapshots], x, y)
+    if "snapshot" in snaps:
+        xs, ys, texts = snaps["snapshot"]
+        traces.append({"type": "scatter", "mode": "markers", "name": "snapshots", "x": xs, "y": ys, "customdata": texts,
+                       "hovertemplate": "step %{x}<br>%{customdata}<extra></extra>",
+                       "marker": {"color": SNAPSHOT_COLOUR, "symbol": "star", "size": 13, "line": {"width": 1, "color": "#333"}}})
+    return traces
+
+
+def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any],
+                 markers: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full figure for one chart plus its state (points sent per series, downsampled or not).
+
+    ``markers`` (alert and snapshot traces) go after the series and non-finite traces, so the indices
+    that incremental updates address stay the same.
+    """
     x_range = view.get("range")
     specs, points, sent, downsampled = [], [], {}, False
     for key, spec in chart.traces:
@@ -168,6 +195,7 @@ def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any]) -> tupl
     fig = build_series_figure(specs, points, title=chart.title, y_title=chart.y_title,
                               log_y=bool(view.get("log_y")) and chart.log_toggle, uirevision=uirev,
                               x_range=x_range, note=note, y_format=chart.y_format)
+    fig["data"].extend(markers)
     return fig, {"view": dict(view), "sent": sent, "downsampled": downsampled, "extended": 0}
 
 
@@ -199,17 +227,23 @@ def extend_chart(run: RunData, chart: ChartDef, prev: Mapping[str, Any]) -> tupl
 
 
 def update_charts(run: RunData, prev_state: Mapping[str, Any] | None, log_y: bool,
-                  ranges: Mapping[str, list[float] | None]) -> tuple[list[Any], dict[str, Any]]:
-    """For each chart: a full figure, a Patch, or ``no_update``; plus the new combined state."""
+                  ranges: Mapping[str, list[float] | None], markers: Sequence[dict[str, Any]] = (),
+                  markers_key: str = "") -> tuple[list[Any], dict[str, Any]]:
+    """For each chart: a full figure, a Patch, or ``no_update``; plus the new combined state.
+
+    ``markers`` belong to the loss chart; a new ``markers_key`` (alerts or snapshots changed) re-renders it.
+    """
     prev_charts = (prev_state or {}).get("charts", {}) if (prev_state or {}).get("run") == run.run_id else {}
     outputs: list[Any] = []
     charts_state: dict[str, Any] = {}
     for chart in CHARTS:
         view = {"log_y": log_y and chart.log_toggle, "range": ranges.get(chart.graph_id)}
+        if chart.log_toggle:
+            view["markers"] = markers_key
         prev = prev_charts.get(chart.graph_id)
         plan = plan_chart(prev, series_lengths(run, chart), view)
         if plan == "full":
-            fig, st = render_chart(run, chart, view)
+            fig, st = render_chart(run, chart, view, markers if chart.log_toggle else ())
             outputs.append(fig)
         elif plan == "extend":
             fig, st = extend_chart(run, chart, prev or {})
@@ -243,6 +277,7 @@ def layout(**_query: Any) -> Any:
 
 def register(app: Dash) -> None:
     store = store_for(app)
+    feed = feed_for(app)
     dash.register_page("overview", path="/", name="Overview", title="Trainboard · Overview", layout=layout, order=0)
 
     @app.callback(
@@ -269,10 +304,16 @@ def register(app: Dash) -> None:
                     *empty, {"waiting": str(store.base), "run": run_id})
         ranges = current_ranges(prev_state, run.run_id, triggered, {
             ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl, ids.OVERVIEW_GRAD_GRAPH: grad_rl})
-        unchanged = (prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
+        alerts_view = feed.poll(run.paths.root)
+        unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
+                     and prev_state.get("alerts_version") == alerts_view.version)
         if unchanged and triggered == ids.SHELL_TICK:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
-        figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges)
+        snaps = [sn.to_row() for sn in list_snapshots(run.paths.root, with_size=False)]
+        markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}"
+        figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
+                                    loss_markers(run, alerts_view.alerts, snaps), markers_key)
+        state["alerts_version"] = alerts_view.version
         if unchanged:
             return (no_update, no_update, no_update, no_update, *figs, state)
         status = effective_status(run)

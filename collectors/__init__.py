@@ -13,6 +13,27 @@ from collectors.monitor import Monitor, MonitorPlugin
 # name -> module that defines it; imported on first access so heavy dependencies load only when used.
 _LAZY: dict[str, str] = {
     "MonitorCallback": "collectors.callback",
+    # experiments (issue 6)
+    "CheckpointManager": "collectors.experiments.checkpoints",
+    "capture_rng_state": "collectors.experiments.checkpoints",
+    "restore_rng_state": "collectors.experiments.checkpoints",
+    "MetricsLogger": "collectors.experiments.metrics_logger",
+    "VisualizationManager": "collectors.experiments.visualization",
+    "ConfigTracker": "collectors.experiments.config_tracker",
+    "generate_experiment_id": "collectors.experiments.layout",
+    "create_experiment_directory": "collectors.experiments.layout",
+    "ResultsParser": "collectors.experiments.results",
+    "ResultsAggregator": "collectors.experiments.results",
+    # samples (issue 4)
+    "SamplesConfig": "collectors.samples",
+    "SamplesPlugin": "collectors.samples",
+    # issue 3: anomaly detection and snapshots
+    "AdvancedAnomalyDetector": "collectors.anomaly.detector",
+    "AnomalyDetectionHook": "collectors.anomaly.detector",
+    "profiler_registry": "collectors.anomaly.detector",
+    "Alert": "collectors.anomaly.rules",
+    "AnomalyConfig": "collectors.anomaly.rules",
+    "AnomalyPlugin": "collectors.anomaly.plugin",
     # issue 5: spectral (SVD) monitor
     "SVDMonitor": "collectors.svd_monitor",
     "SVDMetrics": "collectors.svd_monitor",

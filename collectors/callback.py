@@ -32,6 +32,10 @@ class MonitorCallback(TrainerCallback):
         plugins: extra features (anomaly rules, samples, spectral metrics); default none.
         tokens_per_step: tokens per optimizer step for tokens/s; default ``None`` (samples/s is
             derived from the TrainingArguments).
+        samples: live golden-vs-predicted samples (issue 4): ``True`` for the defaults, a
+            :class:`collectors.samples.SamplesConfig`, or a list/dataset of samples; default ``None`` (off).
+        anomaly: anomaly rules, alerts and snapshots: ``True`` (default), ``False``, or an
+            ``AnomalyConfig``/dict of thresholds (see :class:`collectors.monitor.Monitor`).
         spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a ``SpectralConfig``, a
             dict of its fields or a ``SpectralPlugin``; default ``None`` (off). The plugin is ``self.spectral``.
 
@@ -41,11 +45,18 @@ class MonitorCallback(TrainerCallback):
     """
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
-                 tokens_per_step: float | None = None, spectral: Any = None) -> None:
+                 tokens_per_step: float | None = None, samples: Any = None, anomaly: Any = True,
+                 spectral: Any = None) -> None:
         if base_dir is not None and not str(base_dir).strip():
             raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
         self.base_dir = base_dir
         self.plugins = list(plugins)
+        # --- samples (issue 4): golden vs predicted every N steps -------------------------------------
+        if samples is not None and samples is not False:
+            from collectors.samples import SamplesPlugin, as_config
+
+            self.plugins.append(SamplesPlugin(as_config(samples)))
+        # --- end samples ---------------------------------------------------------------------------------
         # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
         self.spectral: Any = None
         if spectral is not None and spectral is not False:
@@ -56,6 +67,11 @@ class MonitorCallback(TrainerCallback):
         # --- end spectral ----------------------------------------------------------------------------
         self.tokens_per_step = tokens_per_step
         self.monitor: Monitor | None = None
+        # issue 3: validated now (a bad value fails at construction), used when the Monitor is created
+        from collectors.anomaly.rules import coerce_config
+
+        coerce_config(anomaly)
+        self.anomaly = anomaly
 
     # ------------------------------------------------------------------ helpers
     def _ensure(self, args: TrainingArguments, state: TrainerState, model: Any = None, **kwargs: Any) -> Monitor:
@@ -64,7 +80,7 @@ class MonitorCallback(TrainerCallback):
             world = max(int(getattr(args, "world_size", 1) or 1), 1)
             per_step = args.per_device_train_batch_size * max(args.gradient_accumulation_steps, 1) * world
             self.monitor = Monitor(base, samples_per_step=per_step, tokens_per_step=self.tokens_per_step,
-                                   plugins=self.plugins, main_process=state.is_world_process_zero,
+                                   plugins=self.plugins, main_process=state.is_world_process_zero, anomaly=self.anomaly,
                                    run_config={"output_dir": args.output_dir, "learning_rate": args.learning_rate,
                                                "per_device_train_batch_size": args.per_device_train_batch_size,
                                                "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -107,6 +123,7 @@ class MonitorCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:
             self.monitor.trainer_control = control  # type: ignore[attr-defined]
+            self.monitor.trainer_kwargs = kwargs  # type: ignore[attr-defined]  # eval_dataloader appears after the first eval
             self.monitor.step_end(state.global_step)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -127,7 +144,7 @@ class MonitorCallback(TrainerCallback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore plugin states saved by :meth:`state_dict`."""
-        for p in self.plugins:
+        for p in (self.monitor.plugins if self.monitor is not None else self.plugins):
             ld = getattr(p, "load_state_dict", None)
             if callable(ld) and type(p).__name__ in state:
                 ld(state[type(p).__name__])

@@ -28,6 +28,10 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ("<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>")
 DEFAULT_SEQ_LEN = 64
 DEFAULT_MAX_STEPS = 400
+DEMO_SAMPLES_EVERY = 25
+"""The demo samples every 25 steps (not the library's 50) so a 400-step demo shows 16 samples."""
+LR_SPIKE_FACTOR = 100.0
+LR_SPIKE_STEPS = 3
 
 
 def make_sample(rng: random.Random) -> list[dict[str, str]]:
@@ -149,6 +153,27 @@ def training_arguments(output_dir: str, max_steps: int, *, logging_steps: int = 
     return TrainingArguments(**kwargs)
 
 
+def lr_spike_callback(start_step: int, n_steps: int = LR_SPIKE_STEPS, factor: float = LR_SPIKE_FACTOR) -> Any:
+    """A fault injector (issue 3): the learning rate × ``factor`` for optimizer steps ``start_step`` ..
+    ``start_step + n_steps - 1``. It wraps the scheduler's lambdas, so Trainer's logged learning rate
+    shows the spike exactly as a misconfigured schedule would."""
+    from transformers import TrainerCallback
+
+    class LRSpikeCallback(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
+            lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+            if not lambdas:
+                raise ValueError("--inject-lr-spike needs a LambdaLR scheduler (the demo's cosine schedule is one)")
+
+            def wrap(fn: Any) -> Any:
+                # the scheduler has stepped s times when optimizer step s + 1 runs
+                return lambda s: fn(s) * (factor if start_step <= s + 1 < start_step + n_steps else 1.0)
+
+            lr_scheduler.lr_lambdas = [wrap(f) for f in lambdas]
+
+    return LRSpikeCallback()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m collectors.demo",
                                 description="Train Trainboard's demo model (tiny GPT-2, CPU) with MonitorCallback on.")
@@ -163,10 +188,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also record per-layer SVD metrics of the attention projections (logs/spectral.jsonl)")
     p.add_argument("--svd-interval", type=int, default=20,
                    help="with --spectral: measure every N optimizer steps (default %(default)s)")
+    # --- samples (issue 4) ---
+    p.add_argument("--samples-every", type=int, default=DEMO_SAMPLES_EVERY,
+                   help="golden-vs-predicted sample every N steps; 0 turns samples off (default %(default)s)")
+    p.add_argument("--samples-mode", choices=("teacher_forced", "generate"), default="teacher_forced",
+                   help="how samples predict (default %(default)s)")
+    # --- end samples ---
+    p.add_argument("--no-anomaly", action="store_true", help="MonitorCallback without anomaly rules/snapshots")
+    p.add_argument("--save-steps", type=int, default=0, help="save checkpoint-* every N steps (default: never)")
+    p.add_argument("--inject-lr-spike", type=int, default=0, metavar="STEP",
+                   help=f"fault injection: learning rate x{LR_SPIKE_FACTOR:g} from optimizer step STEP")
+    p.add_argument("--inject-lr-steps", type=int, default=LR_SPIKE_STEPS,
+                   help="how many steps the injected spike lasts (default %(default)s)")
     args = p.parse_args(argv)
+    for name in ("save_steps", "inject_lr_spike"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be 0 (off) or a positive integer; got {getattr(args, name)}")
+    if args.inject_lr_steps <= 0:
+        p.error(f"--inject-lr-steps must be a positive integer; got {args.inject_lr_steps}")
     for name in ("max_steps", "logging_steps", "eval_steps", "svd_interval"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
+    if args.samples_every < 0:
+        p.error(f"--samples-every must be 0 (off) or a positive integer; got {args.samples_every}")
     if not args.lr > 0:
         p.error(f"--lr must be positive; got {args.lr}")
     return args
@@ -180,15 +224,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from collectors.callback import MonitorCallback
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if "OMP_NUM_THREADS" not in os.environ:  # respect an explicit choice (tests pin 1 thread per process)
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     setup = build_demo(seed=args.seed)
     base = Path(args.base_dir)
     targs = training_arguments(str(base / "hf_output"), args.max_steps, logging_steps=args.logging_steps,
-                               eval_steps=args.eval_steps, lr=args.lr, seed=args.seed)
-    spectral = {"svd_interval": args.svd_interval} if args.spectral else None
+                               eval_steps=args.eval_steps, lr=args.lr, seed=args.seed,
+                               **({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}))
+    samples = None
+    if args.samples_every:  # issue 4: samples on by default; the eval set is passed so they start at once
+        from collectors.samples import SamplesConfig
+
+        samples = SamplesConfig(update_frequency=args.samples_every, mode=args.samples_mode, dataset=setup.eval)
+    spectral = {"svd_interval": args.svd_interval} if args.spectral else None  # issue 5
     if args.no_monitor and args.spectral:
         print("note: --spectral is ignored with --no-monitor", file=sys.stderr)
-    callbacks = [] if args.no_monitor else [MonitorCallback(base_dir=base, spectral=spectral)]
+    callbacks: list[Any] = [] if args.no_monitor else [
+        MonitorCallback(base_dir=base, samples=samples, anomaly=not args.no_anomaly, spectral=spectral)]
+    if args.inject_lr_spike:
+        callbacks.append(lr_spike_callback(args.inject_lr_spike, args.inject_lr_steps))
     trainer = Trainer(model=setup.model, args=targs, train_dataset=setup.train, eval_dataset=setup.eval,
                       processing_class=setup.tokenizer, callbacks=callbacks)
     trainer.train()

@@ -227,13 +227,15 @@ class Monitor:
         plugins: features run at each hook (anomaly rules, samples, spectral metrics); default none.
         run_config: any JSON-able settings to record once in the status file (``config``); default none.
         main_process: write files from this process; default ``None`` means "world rank is 0".
+        anomaly: anomaly rules, alerts and snapshots (:class:`collectors.anomaly.plugin.AnomalyPlugin`):
+            ``True`` (default) with the guides' thresholds, ``False`` off, or an ``AnomalyConfig``/dict.
         spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a
             ``collectors.spectral_collector.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
             default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
             after ``backward()`` so it sees the gradients.
 
     Raises:
-        ValueError: when ``base_dir`` is empty or names an existing file.
+        ValueError: when ``base_dir`` is empty or names an existing file, or ``anomaly`` is invalid.
 
     Example:
         >>> with Monitor(base_dir="runs/exp1") as monitor:          # doctest: +SKIP
@@ -245,7 +247,7 @@ class Monitor:
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
                  run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
-                 spectral: Any = None) -> None:
+                 anomaly: Any = True, spectral: Any = None) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -257,6 +259,12 @@ class Monitor:
         self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
         self.guard = Guard()
         self.plugins: list[MonitorPlugin] = list(plugins)
+        # --- issue 3: anomaly rules and snapshots, on by default (skipped when one is passed in plugins) ---
+        if anomaly is not False and not any(type(p).__name__ == "AnomalyPlugin" for p in self.plugins):
+            from collectors.anomaly.plugin import AnomalyPlugin
+
+            self.plugins.append(AnomalyPlugin(anomaly))
+        # --- end issue 3 ---
         # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
         self.spectral: Any = None
         if spectral is not None and spectral is not False:

@@ -15,12 +15,23 @@ Layout of one run directory (see docs/run-format.md)::
     <run>/snapshots/<name>/             complete snapshots only (built under a temporary name)
     <run>/control/                      requests from the dashboard (snapshot now, thresholds)
 
+An experiment directory (issue 6, ``collectors.experiments``) is a run directory with these additions::
+
+    <run>/config.json                   configuration, git hash, hardware (ConfigTracker)
+    <run>/results.json                  final metrics, best checkpoint, samples (ConfigTracker)
+    <run>/logs/training.log             human-readable copy of metrics.jsonl (MetricsLogger)
+    <run>/checkpoints/checkpoint_step_<N>.pt   one checkpoint per saved step (CheckpointManager)
+    <run>/checkpoints/checkpoint_latest.pt     symlink (or pointer file) to the newest checkpoint
+    <run>/checkpoints/manifest.json     size and CRC-32 of every checkpoint, for verified loading
+    <run>/visualizations/*.png          plots named by step (VisualizationManager)
+
 Non-finite floats (NaN, +Inf, -Inf) are not valid JSON. They are written as the JSON strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and read back as the floats, so they round-trip exactly
 and no JSON parser (a browser's included) ever fails on them.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
@@ -28,7 +39,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 try:  # orjson is several times faster; the standard library is the fallback inside minimal trainings.
     import orjson as _orjson
@@ -51,8 +62,31 @@ SAMPLES_LOG = f"{LOGS_DIR}/samples.jsonl"
 SPECTRAL_LOG = f"{LOGS_DIR}/spectral.jsonl"
 THRESHOLDS_FILE = f"{CONTROL_DIR}/thresholds.json"
 SNAPSHOT_REQUEST_FILE = f"{CONTROL_DIR}/snapshot_request.json"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+CHECKPOINTS_DIR = "checkpoints"
+VISUALIZATIONS_DIR = "visualizations"
+TRAINING_LOG = f"{LOGS_DIR}/training.log"
+CHECKPOINT_PREFIX = "checkpoint_step_"
+CHECKPOINT_SUFFIX = ".pt"
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 """Prefix of every temporary file or directory; readers and listings ignore names that start with it."""
+# issue 3: snapshots, the snapshot-now result, and the standalone Smart Monitor's files
+SNAPSHOT_RESULT_FILE = f"{CONTROL_DIR}/snapshot_result.json"
+SMART_MONITOR_LOCK = f"{CONTROL_DIR}/smart_monitor.lock"
+SMART_MONITOR_STATE = f"{CONTROL_DIR}/smart_monitor_state.json"
+SMART_MONITOR_LOG = LOGS_DIR + "/smart_monitor_{date}.log"
+"""``date`` is YYYYMMDD (local time), one log file per day as the Smart Monitor guide has it."""
+SNAPSHOT_MODEL_DIR = "model"
+SNAPSHOT_METADATA = "metadata.json"
+SNAPSHOT_STATUS = "training_status.json"
+SNAPSHOT_PIN = "pinned.json"
+ANOMALY_SNAPSHOT_PREFIX = "anomaly_"
+MANUAL_SNAPSHOT_PREFIX = "manual_"
+HF_TRAINER_STATE = "trainer_state.json"
+HF_CHECKPOINT_PREFIX = "checkpoint-"
 
 NAN_TOKEN = "NaN"
 POS_INF_TOKEN = "Infinity"
@@ -146,6 +180,68 @@ class RunPaths:
     def snapshot_request(self) -> Path:
         return self.root / SNAPSHOT_REQUEST_FILE
 
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def training_log(self) -> Path:
+        return self.root / TRAINING_LOG
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def visualizations_dir(self) -> Path:
+        return self.root / VISUALIZATIONS_DIR
+
+    @property
+    def checkpoint_latest(self) -> Path:
+        return self.checkpoints_dir / CHECKPOINT_LATEST
+
+    @property
+    def checkpoint_manifest(self) -> Path:
+        return self.checkpoints_dir / CHECKPOINT_MANIFEST
+
+    def checkpoint(self, step: int) -> Path:
+        """The checkpoint file of ``step`` (``checkpoints/checkpoint_step_<N>.pt``)."""
+        return self.checkpoints_dir / checkpoint_name(step)
+
+    @property
+    def snapshot_result(self) -> Path:
+        return self.root / SNAPSHOT_RESULT_FILE
+
+    @property
+    def smart_monitor_lock(self) -> Path:
+        return self.root / SMART_MONITOR_LOCK
+
+    @property
+    def smart_monitor_state(self) -> Path:
+        return self.root / SMART_MONITOR_STATE
+
+    def smart_monitor_log(self, date: str) -> Path:
+        """The Smart Monitor's log of one day (``date`` as YYYYMMDD)."""
+        return self.root / SMART_MONITOR_LOG.format(date=date)
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint of ``step``."""
+    return f"{CHECKPOINT_PREFIX}{int(step)}{CHECKPOINT_SUFFIX}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step encoded in a checkpoint file name, or None when ``name`` is not one (latest, temp, other)."""
+    if not (name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)):
+        return None
+    digits = name[len(CHECKPOINT_PREFIX): -len(CHECKPOINT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` looks like a Trainboard run (it has a status file or a metrics log)."""
@@ -222,26 +318,34 @@ def make_record(kind: RecordKind | str, **fields: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- writing
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
-    """Write ``obj`` as JSON to ``path`` so a reader sees the old file or the new one, never a mix.
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Open a binary file whose content replaces ``path`` only if the ``with`` block completes.
 
     The data goes to a temporary file in the same directory (same filesystem, so the rename is atomic),
-    then ``os.replace`` puts it in place. ``fsync`` adds durability across power loss at a cost per
-    write; the status file does without it because the next log step rewrites it anyway.
+    then ``os.replace`` puts it in place: a reader sees the old file or the new one, never a mix, and an
+    exception (or a kill) leaves at most a ``.tmp-`` file that readers ignore. The writer's pid in the
+    temporary name lets cleanup tell a killed writer's leftover from a write in progress.
+
+    Args:
+        path: the file to replace; its directory is created.
+        fsync: flush to disk before the rename (durability across power loss; default False).
+        mode: permission bits for the new file (e.g. to keep a script executable); default None.
 
     Raises:
         OSError: when the directory cannot be created or written (callers inside training catch it).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = dumps(obj)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -249,6 +353,17 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = F
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
+
+    ``fsync`` costs a disk flush per write; the status file does without it because the next log step
+    rewrites it anyway.
+    """
+    data = dumps(obj)
+    with atomic_write(path, fsync=fsync) as fh:
+        fh.write(data)
 
 
 def read_json(path: str | os.PathLike[str]) -> tuple[Any | None, str | None]:
@@ -299,6 +414,12 @@ class JsonlWriter:
         with self._lock:
             self._fh.write(line)
 
+    def flush(self) -> None:
+        """Push buffered lines to the OS (only needed with ``flush=False``)."""
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
@@ -334,13 +455,14 @@ def parse_lines(chunk: bytes, known_kinds: Iterable[str] | None = KNOWN_KINDS) -
     """Decode a chunk made only of complete lines. Pure: the core of the tailer, tested on bytes."""
     out = ReadResult()
     kinds = None if known_kinds is None else frozenset(known_kinds)
-    lines = [raw for raw in chunk.split(b"\n") if raw.strip()]
-    fast = _parse_all_at_once(lines)
+    fast = _parse_all_at_once(chunk)
     if fast is not None:
         for obj in fast:
             _keep(obj, kinds, out)
         return out
-    for raw in lines:
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue
         if not raw.strip():
             continue
         try:
@@ -367,20 +489,21 @@ def _keep(obj: Any, kinds: frozenset[str] | None, out: ReadResult) -> None:
 _TOKEN_BYTES = (b'"NaN"', b'Infinity"')
 
 
-def _parse_all_at_once(lines: list[bytes]) -> list[Any] | None:
-    """Parse many lines as one JSON array (5-10x faster than line by line); None if any line is bad.
+def _parse_all_at_once(chunk: bytes) -> list[Any] | None:
+    """Parse a chunk of clean lines as one JSON array (5-10x faster than line by line), else None.
 
-    Large histories (200,000 steps) open in well under a second this way; a chunk with a malformed line
-    falls back to the line-by-line path, which isolates and counts it.
+    Large histories (200,000 steps) open in well under a second this way. "Clean" means no blank lines;
+    a chunk with a blank or malformed line falls back to the line-by-line path, which skips and counts it.
     """
-    if _orjson is None or len(lines) < 2:
+    body = chunk.rstrip(b"\n")
+    if _orjson is None or not body or b"\n\n" in body or body[:1].isspace():
         return None
-    body = b",".join(lines)
+    n_lines = body.count(b"\n") + 1
     try:
-        objs = _orjson.loads(b"[" + body + b"]")
+        objs = _orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
     except ValueError:
         return None
-    if len(objs) != len(lines):  # a line held two values ("1,2"): only the slow path can count it right
+    if len(objs) != n_lines:  # a line held two values ("1,2"): only the slow path can count it right
         return None
     if any(tok in body for tok in _TOKEN_BYTES):
         objs = decode_value(objs)

@@ -21,18 +21,19 @@ class CardData:
     """Optional modifier class suffix: ``"bad"`` (NaN/crashed), ``"good"`` (finished)."""
 
 
-def build_metric_card(card: CardData) -> html.Div:
+def build_metric_card(card: CardData, id_type: str = ids.OVERVIEW_CARD_TYPE) -> html.Div:
     classes = ["card"]
     if card.stale:
         classes.append("card--stale")
     if card.tone:
         classes.append(f"card--{card.tone}")
     children = [html.Div(card.label, className="card__label"),
-                html.Div(card.value, className="card__value", id={"type": ids.OVERVIEW_CARD_TYPE, "metric": card.metric})]
+                html.Div(card.value, className="card__value", id={"type": id_type, "metric": card.metric})]
     if card.note:
         children.append(html.Div(card.note, className="card__note"))
     return html.Div(children, className=" ".join(classes))
 
 
-def build_card_grid(cards: list[CardData]) -> list[html.Div]:
-    return [build_metric_card(c) for c in cards]
+def build_card_grid(cards: list[CardData], id_type: str = ids.OVERVIEW_CARD_TYPE) -> list[html.Div]:
+    """Cards of one page; ``id_type`` is the page's pattern-matching card type (Overview by default)."""
+    return [build_metric_card(c, id_type) for c in cards]

@@ -17,6 +17,7 @@ EVAL_COLOUR = "#ff7f0e"
 LR_COLOUR = "#2ca02c"
 GRAD_COLOUR = "#9467bd"
 NONFINITE_COLOUR = "#d62728"
+SNAPSHOT_COLOUR = "#2ca02c"
 HOVER_TEMPLATE = "step %{x}<br>%{customdata}<extra>%{fullData.name}</extra>"
 
 

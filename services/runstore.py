@@ -8,13 +8,15 @@ was read, so an unchanged run costs the browser's poll no re-render.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from array import array
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,15 @@ class Series:
         self.steps.append(step)
         self.values.append(value)
         self.times.append(t)
+
+    def extend(self, steps: array, values: array, times: array, ascending: bool) -> None:
+        """Append columns at once (the fast path for runs of same-shaped records); ``ascending`` says
+        whether ``steps`` itself is sorted (computed once per group by the caller)."""
+        if len(steps) and (not ascending or (self.steps and steps[0] < self.steps[-1])):
+            self.sorted_steps = False
+        self.steps.extend(steps)
+        self.values.extend(values)
+        self.times.extend(times)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -128,26 +139,67 @@ class RunData:
             self.status = doc
         return changed
 
-    def _ingest(self, records: Iterable[dict[str, Any]]) -> None:
-        series = self.series
-        for rec in records:
-            kind = rec.get("kind")
-            if kind not in ("train", "eval"):
+    def _ingest(self, records: list[dict[str, Any]]) -> None:
+        """Append records to the columns, a run of same-shaped records at a time.
+
+        Trainings log the same keys every step, so consecutive records usually share a shape; each such
+        run becomes one ``array('d', ...)`` extension per metric (C speed) instead of a Python loop per
+        value. A run holding something that is not a number falls back to the per-record path.
+        """
+        i, n = 0, len(records)
+        while i < n:
+            first = records[i]
+            shape = (first.get("kind"), tuple(first))
+            j = i + 1
+            while j < n and records[j].get("kind") == shape[0] and tuple(records[j]) == shape[1]:
+                j += 1
+            group = records[i:j]
+            if not self._ingest_group(shape[0], first, group):
+                for rec in group:
+                    self._ingest_one(rec)
+            self.records_read += len(group)
+            i = j
+
+    def _ingest_group(self, kind: Any, first: dict[str, Any], group: list[dict[str, Any]]) -> bool:
+        if kind not in ("train", "eval"):
+            return True
+        try:
+            steps = array("d", map(itemgetter("step"), group))
+            times = array("d", (t if isinstance(t, (int, float)) else math.nan for t in map(itemgetter("time"), group))) \
+                if "time" in first else array("d", [math.nan]) * len(group)
+            columns = {name: array("d", map(itemgetter(name), group)) for name, value in first.items()
+                       if name not in NUMERIC_SKIP and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        except (TypeError, KeyError):
+            return False
+        if any(isinstance(r["step"], bool) for r in (group[0], group[-1])):
+            return False
+        arr = np.frombuffer(steps, dtype=np.float64)
+        ascending = bool(len(arr) < 2 or np.all(arr[1:] >= arr[:-1]))
+        for name, values in columns.items():
+            key = f"{kind}/{name}"
+            s = self.series.get(key)
+            if s is None:
+                s = self.series[key] = Series()
+            s.extend(steps, values, times, ascending)
+        return True
+
+    def _ingest_one(self, rec: dict[str, Any]) -> None:
+        kind = rec.get("kind")
+        if kind not in ("train", "eval"):
+            return
+        step = rec.get("step")
+        if not isinstance(step, (int, float)) or isinstance(step, bool):
+            return
+        t = rec.get("time")
+        t = float(t) if isinstance(t, (int, float)) else math.nan
+        for name, value in rec.items():
+            if name in NUMERIC_SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            step = rec.get("step")
-            if not isinstance(step, (int, float)) or isinstance(step, bool):
-                continue
-            t = rec.get("time")
-            t = float(t) if isinstance(t, (int, float)) else float("nan")
-            for name, value in rec.items():
-                if name in NUMERIC_SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                key = f"{kind}/{name}"
-                s = series.get(key)
-                if s is None:
-                    s = series[key] = Series()
-                s.append(float(step), float(value), t)
-            self.records_read += 1
+            key = f"{kind}/{name}"
+            s = self.series.get(key)
+            if s is None:
+                s = self.series[key] = Series()
+            s.append(float(step), float(value), t)
 
     def series_names(self) -> list[str]:
         return sorted(self.series)

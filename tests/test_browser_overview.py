@@ -51,6 +51,11 @@ def test_overview_shows_cards_and_updates_live(tmp_path, dashboard, page):
                               ".find(t => t.name === 'train loss: NaN/Inf').x")
     assert nan_trace == [25]
 
+    with rf.JsonlWriter(rf.RunPaths.of(run).alerts) as w:  # an alert arrives: a marker on the loss chart
+        w.append(rf.make_record("alert", step=30, rule="loss_spike", category="loss", severity="high",
+                                message="loss_spike_37.8pct", value=1.0, threshold=0.9, metadata={}))
+    page.wait_for_function("() => document.querySelector('#overview-loss-graph .js-plotly-plot').data"
+                           ".some(t => t.name === 'high alerts' && t.x[0] === 30)", timeout=TIMEOUT_MS)
     write_run(run, 20, start=41)  # the training goes on: the page follows without a reload
     card(page, "step").filter(has_text="60").wait_for(timeout=TIMEOUT_MS)
     page.wait_for_function(f"({LOSS_POINTS_JS})() == 60", timeout=TIMEOUT_MS)

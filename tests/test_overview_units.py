@@ -189,3 +189,38 @@ def test_run_picker_pure_functions():
     assert run_options([".", "b"], "base") == [{"label": "base", "value": "."}, {"label": "b", "value": "b"}]
     assert pick_run("b", ["a", "b"], "a") == "b" and pick_run("gone", ["a"], "a") == "a"
     assert run_hint(0) == "no runs yet" and run_hint(2) == "2 runs"
+
+
+def test_ingest_mixed_shapes_strings_and_resumed_steps(tmp_path):
+    paths = rf.RunPaths.of(tmp_path)
+    recs = [rf.make_record("train", step=i, time=1.0, loss=float(i)) for i in range(1, 6)]
+    recs += [rf.make_record("train", step=6, time=1.0, loss="oops"), rf.make_record("train", step=7, time=1.0, loss=True)]
+    recs += [rf.make_record("train", step=i, time=1.0, loss=float(i), extra=1) for i in (3, 4)]  # resumed from step 3
+    with rf.JsonlWriter(paths.metrics) as w:
+        for r in recs:
+            w.append(r)
+    run = RunData(".", tmp_path)
+    run.refresh()
+    s = run.series["train/loss"]
+    assert list(s.steps) == [1, 2, 3, 4, 5, 3, 4] and not s.sorted_steps  # the string and the bool are skipped
+    x, y = s.arrays()
+    assert list(x) == [1, 2, 3, 3, 4, 4, 5] and run.records_read == 9
+    assert list(run.series["train/extra"].steps) == [3, 4]
+
+
+def test_loss_markers_for_alerts_and_snapshots(tmp_path):
+    run = make_run(tmp_path, 50)
+    alerts = [{"step": 20, "severity": "critical", "message": "non-finite loss"},
+              {"step": 33, "severity": "high", "message": "loss spike"}, {"step": "bad", "severity": "low"}]
+    snaps = [{"step": 33, "name": "anomaly_20260101_000000_loss_spike_40.0pct", "reason": "loss_spike_40.0pct"}]
+    traces = ov.loss_markers(run, alerts, snaps)
+    by_name = {t["name"]: t for t in traces}
+    assert set(by_name) == {"critical alerts", "high alerts", "snapshots"}
+    assert by_name["critical alerts"]["x"] == [20] and by_name["critical alerts"]["y"] == [pytest.approx(0.5)]
+    assert by_name["snapshots"]["x"] == [33] and "loss_spike" in by_name["snapshots"]["customdata"][0]
+    outs, state = ov.update_charts(run, None, False, {}, traces, "v1")
+    assert [t["name"] for t in outs[0]["data"]][-3:] == ["critical alerts", "high alerts", "snapshots"]
+    outs, _ = ov.update_charts(run, state, False, {}, traces, "v1")
+    assert outs[0] is no_update
+    outs, _ = ov.update_charts(run, state, False, {}, traces[:1], "v2")  # a new alert: the loss chart is redrawn
+    assert isinstance(outs[0], dict) and outs[1] is no_update

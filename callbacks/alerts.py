@@ -1,0 +1,120 @@
+"""Alerts page: live alert feed with severity colours and filters, summary counts, threshold sliders.
+
+The feed tails ``logs/alerts.jsonl`` (``services.alerts.AlertFeed``) at each tick and re-renders only
+when something new was read or a filter changed. A slider change is validated and written atomically
+to ``control/thresholds.json``; the running detector reloads it within its poll interval.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import ALL, Dash, Input, Output, State, ctx, no_update
+from dash.exceptions import PreventUpdate
+
+from collectors import runformat as rf
+from collectors.anomaly.rules import AnomalyConfig
+from components import ids
+from components.alerts import SLIDERS, build_alerts_layout, build_feed, build_summary
+from components.messages import build_problem, build_waiting
+from services import alerts as svc
+from services.context import store_for
+
+FEED_KEY = "TRAINBOARD_ALERT_FEED"
+
+
+def slider_values(config: AnomalyConfig) -> dict[str, float]:
+    """Current value of every slider's key in ``config`` (pure)."""
+    d = config.to_dict()
+    return {s.key: d[s.section][s.name] for s in SLIDERS}
+
+
+def feed_for(app: Dash) -> svc.AlertFeed:
+    feed = app.server.config.get(FEED_KEY)
+    if feed is None:
+        feed = app.server.config[FEED_KEY] = svc.AlertFeed()
+    return feed
+
+
+def save_threshold(run_root: Any, key: str, value: Any) -> tuple[str, bool]:
+    """Validate and write one slider's value; returns (message, ok). Unchanged values write nothing."""
+    section, name = key.split(".", 1)
+    current, _problem = rf.read_json(rf.RunPaths.of(run_root).thresholds)
+    replaced = ""
+    if current is not None and not isinstance(current, dict):
+        current, replaced = None, " (the old file was not a JSON object and was replaced)"
+    cfg, _ = svc.current_thresholds(run_root)
+    if getattr(getattr(cfg, section), name) == value and current is not None:
+        return "", True
+    doc, error = svc.threshold_update(current, section, name, value)
+    if error:
+        return error, False
+    rf.write_json_atomic(rf.RunPaths.of(run_root).thresholds, doc)
+    return f"Saved {key} = {value:g} to control/thresholds.json{replaced}", True
+
+
+def layout(**_query: Any) -> Any:
+    return build_alerts_layout(slider_values(AnomalyConfig()))
+
+
+def register(app: Dash) -> None:
+    store = store_for(app)
+    feed = feed_for(app)
+    dash.register_page("alerts", path="/alerts", name="Alerts", title="Trainboard · Alerts", layout=layout, order=10)
+
+    @app.callback(Output(ids.ALERTS_SUMMARY, "children"), Output(ids.ALERTS_FEED, "children"),
+                  Output(ids.ALERTS_MESSAGE, "children"), Output(ids.ALERTS_STATE, "data"),
+                  Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"),
+                  Input(ids.ALERTS_SEVERITY_FILTER, "value"), Input(ids.ALERTS_CATEGORY_FILTER, "value"),
+                  State(ids.ALERTS_STATE, "data"))
+    def update_alerts(_n, run_id, severities, categories, prev):
+        run = store.get(run_id)
+        if run is None:
+            if prev == {"waiting": True}:
+                raise PreventUpdate
+            return [], build_feed([], 0), build_waiting(str(store.base), "Alerts appear here once a run exists."), {"waiting": True}
+        view = feed.poll(run.paths.root)
+        state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or []}
+        if prev == state:
+            raise PreventUpdate
+        shown = svc.filter_alerts(view.alerts, categories, severities)
+        message = build_problem(view.problem) if view.problem else None
+        if view.bad_lines:
+            message = build_problem(f"{view.bad_lines} malformed line(s) skipped in logs/alerts.jsonl",
+                                    "The other alerts are shown.")
+        return (build_summary(svc.summarize(view.alerts)), build_feed(svc.newest_first(shown), len(view.alerts)),
+                message, state)
+
+    @app.callback(Output({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
+                  Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children", allow_duplicate=True),
+                  Input(ids.SHELL_RUN_PICKER, "value"), prevent_initial_call="initial_duplicate")
+    def load_thresholds(run_id):
+        run = store.get(run_id)
+        if run is None:
+            return [no_update] * len(SLIDERS), ""
+        cfg, problem = svc.current_thresholds(run.paths.root)
+        values = slider_values(cfg)
+        keys = [o["id"]["key"] for o in ctx.outputs_list[0]]
+        return [values.get(k) for k in keys], (build_problem(problem) if problem else "")
+
+    @app.callback(Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children"),
+                  Input({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
+                  State(ids.SHELL_RUN_PICKER, "value"), prevent_initial_call=True)
+    def write_threshold(values, run_id):
+        trig = ctx.triggered_id
+        if not isinstance(trig, dict) or len(ctx.triggered) != 1:
+            raise PreventUpdate  # several at once = the load above filled them in
+        run = store.get(run_id)
+        if run is None:
+            return build_problem("No run selected: thresholds are saved per run.")
+        keys = [i["id"]["key"] for i in ctx.inputs_list[0]]
+        value = values[keys.index(trig["key"])]
+        if value is None:
+            raise PreventUpdate
+        try:
+            msg, ok = save_threshold(run.paths.root, trig["key"], value)
+        except OSError as exc:
+            return build_problem(f"Could not write control/thresholds.json: {exc.strerror or exc}")
+        if not msg:
+            raise PreventUpdate
+        return msg if ok else build_problem(msg, "The previous thresholds stay in effect.")

@@ -1,0 +1,156 @@
+"""Snapshots page: history table, metadata/status viewer, pin/unpin/delete, and "Snapshot now".
+
+"Snapshot now" is a Dash background callback (DiskcacheManager): it writes the request for a live
+training or Smart Monitor, or copies the latest checkpoint itself when neither runs, shows progress
+while it waits, and shows the outcome — a failure in words, never silently. Every snapshot name from
+the browser goes through :func:`collectors.snapshots.resolve_snapshot` (no path leaves the run dir).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dash
+from dash import Dash, Input, Output, State, ctx
+from dash.exceptions import PreventUpdate
+
+from collectors import runformat as rf
+from collectors import snapshots as snap
+from components import ids
+from components.messages import build_problem, build_waiting
+from components.snapshots import build_detail, build_result, build_snapshots_layout, table_rows
+from services.alerts import run_root_for
+from services.context import store_for
+
+
+def listing_signature(rows: list[dict[str, Any]]) -> list[Any]:
+    """What must change for the table to re-render (pure)."""
+    return [[r["name"], r["pinned"], r["size_bytes"]] for r in rows]
+
+
+def selected_name(data: list[dict[str, Any]] | None, selected: list[int] | None) -> str | None:
+    if not data or not selected or selected[0] >= len(data):
+        return None
+    return data[selected[0]].get("name")
+
+
+def snapshot_detail(run_root: Path, name: str | None) -> Any:
+    if not name:
+        return build_detail(None, None, None)
+    try:
+        path = snap.resolve_snapshot(run_root, name)
+    except snap.SnapshotError as exc:
+        return build_detail(name, None, None, str(exc))
+    meta, p1 = rf.read_json(path / rf.SNAPSHOT_METADATA)
+    status, p2 = rf.read_json(path / rf.SNAPSHOT_STATUS)
+    return build_detail(name, meta, status, p1 or p2)
+
+
+def apply_action(run_root: Path, name: str | None, action: str) -> tuple[str, bool]:
+    """Pin, unpin or delete ``name``; returns (message, ok). Errors are messages, never exceptions."""
+    if not name:
+        return "Select a snapshot first.", False
+    try:
+        if action == "pin":
+            snap.set_pinned(run_root, name, True)
+            return f"Pinned {name}: it will never be pruned or deleted.", True
+        if action == "unpin":
+            snap.set_pinned(run_root, name, False)
+            return f"Unpinned {name}.", True
+        if action == "delete":
+            snap.delete_snapshot(run_root, name)
+            return f"Deleted {name}.", True
+    except snap.SnapshotError as exc:
+        return str(exc), False
+    except OSError as exc:
+        return f"{action} failed: {exc.strerror or exc}", False
+    return f"unknown action {action!r}", False
+
+
+def layout(**_query: Any) -> Any:
+    return build_snapshots_layout()
+
+
+def register(app: Dash) -> None:
+    store = store_for(app)
+    base = Path(store.base)
+    dash.register_page("snapshots", path="/snapshots", name="Snapshots", title="Trainboard · Snapshots",
+                       layout=layout, order=11)
+
+    @app.callback(Output(ids.SNAPSHOTS_TABLE, "data"), Output(ids.SNAPSHOTS_MESSAGE, "children"),
+                  Output(ids.SNAPSHOTS_STATE, "data"), Output(ids.SNAPSHOTS_TABLE, "selected_rows"),
+                  Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"),
+                  Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SNAPSHOTS_STATE, "data"),
+                  State(ids.SNAPSHOTS_SELECTED, "data"))
+    def update_table(_n, run_id, _refresh, prev, selected):
+        run = store.get(run_id)
+        if run is None:
+            if prev == {"waiting": True}:
+                raise PreventUpdate
+            return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, []
+        rows = [i.to_row() for i in snap.list_snapshots(run.paths.root)]
+        state = {"run": run_id, "sig": listing_signature(rows)}
+        if prev == state:
+            raise PreventUpdate
+        message = None if rows else html_hint(run.paths.snapshots_dir)
+        # selection follows the snapshot's name, not its row number, as rows come and go
+        return table_rows(rows), message, state, [i for i, r in enumerate(rows) if r["name"] == selected][:1]
+
+    @app.callback(Output(ids.SNAPSHOTS_SELECTED, "data"), Input(ids.SNAPSHOTS_TABLE, "selected_rows"),
+                  State(ids.SNAPSHOTS_TABLE, "data"), State(ids.SNAPSHOTS_SELECTED, "data"))
+    def select(selected, data, current):
+        name = selected_name(data, selected)
+        if name == current:
+            raise PreventUpdate
+        return name
+
+    @app.callback(Output(ids.SNAPSHOTS_DETAIL, "children"), Input(ids.SNAPSHOTS_SELECTED, "data"),
+                  Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SHELL_RUN_PICKER, "value"))
+    def show_detail(name, _refresh, run_id):
+        run = store.get(run_id)
+        return snapshot_detail(run.paths.root, name) if run is not None else build_detail(None, None, None)
+
+    @app.callback(Output(ids.SNAPSHOTS_ACTION_MESSAGE, "children"), Output(ids.SNAPSHOTS_REFRESH, "data"),
+                  Output(ids.SNAPSHOTS_SELECTED, "data", allow_duplicate=True),
+                  Input(ids.SNAPSHOTS_PIN_BUTTON, "n_clicks"), Input(ids.SNAPSHOTS_UNPIN_BUTTON, "n_clicks"),
+                  Input(ids.SNAPSHOTS_DELETE_CONFIRM, "submit_n_clicks"),
+                  State(ids.SNAPSHOTS_SELECTED, "data"), State(ids.SHELL_RUN_PICKER, "value"),
+                  State(ids.SNAPSHOTS_REFRESH, "data"), prevent_initial_call=True)
+    def act(_pin, _unpin, _delete, name, run_id, refresh):
+        action = {ids.SNAPSHOTS_PIN_BUTTON: "pin", ids.SNAPSHOTS_UNPIN_BUTTON: "unpin",
+                  ids.SNAPSHOTS_DELETE_CONFIRM: "delete"}.get(ctx.triggered_id)
+        if action is None or not ctx.triggered[0].get("value"):
+            raise PreventUpdate
+        run = store.get(run_id)
+        if run is None:
+            return build_problem("No run selected."), refresh, name
+        msg, ok = apply_action(run.paths.root, name, action)
+        out = msg if ok else build_problem(msg)
+        return out, (refresh or 0) + 1, (None if ok and action == "delete" else name)
+
+    @app.callback(Output(ids.SNAPSHOTS_NOW_RESULT, "children"),
+                  Input(ids.SNAPSHOTS_NOW_BUTTON, "n_clicks"), State(ids.SHELL_RUN_PICKER, "value"),
+                  background=True, prevent_initial_call=True,
+                  running=[(Output(ids.SNAPSHOTS_NOW_BUTTON, "disabled"), True, False)],
+                  progress=[Output(ids.SNAPSHOTS_NOW_PROGRESS, "children")])
+    def snapshot_now(set_progress, n_clicks, run_id):
+        if not n_clicks:
+            raise PreventUpdate
+        root = run_root_for(base, run_id)
+        if root is None or not root.is_dir():
+            set_progress("")
+            return build_result({"ok": False, "error": "no run selected (or it is not under the base directory)"})
+        try:
+            res = snap.snapshot_now(root, progress=lambda m: set_progress(m))
+        except Exception as exc:  # noqa: BLE001 - shown to the person instead of a silent failure
+            res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        set_progress("")
+        return build_result(res)
+
+
+def html_hint(snaps_dir: Path) -> Any:
+    from dash import html
+
+    return html.Div(["No snapshots yet in ", html.Code(str(snaps_dir)),
+                     ". They are saved on loss spikes, accuracy drops, divergence and new best models, "
+                     "or with “Snapshot now”."], className="message message--waiting")

@@ -1,0 +1,116 @@
+"""What happens after the rules decided: alerts appended to ``logs/alerts.jsonl`` and the snapshots they
+call for saved, pruned and reported. Shared by the in-training plugin (live weights) and the standalone
+Smart Monitor (copies of ``checkpoint-*``), which differ only in how ``model/`` is written.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from collectors import runformat as rf
+from collectors import snapshots as snap
+from collectors.anomaly.rules import (Alert, AnomalyConfig, Category, Rule, RuleEngine, Severity, SnapshotPlan,
+                                      plan_snapshots)
+from collectors.safety import Guard
+
+ModelWriter = Callable[[SnapshotPlan, int], Callable[[Path], Any] | None]
+"""Given the plan and step, returns the function filling ``model/`` (or None: copy a checkpoint)."""
+
+
+def alert_record(alert: Alert, *, source: str, now: float | None = None) -> dict[str, Any]:
+    """The ``logs/alerts.jsonl`` record of an alert (kind ``alert``)."""
+    fields = alert.to_dict()
+    fields["time"] = time.time() if now is None else now
+    fields["source"] = source
+    return rf.make_record(rf.RecordKind.ALERT, **fields)
+
+
+def snapshot_problem_alert(step: int, result: snap.SnapshotResult, reason: str) -> Alert:
+    """The alert raised when a snapshot was skipped (low disk, no checkpoint) or failed."""
+    word = "skipped" if result.skipped else "failed"
+    return Alert(Rule.SNAPSHOT_SKIPPED.value, Category.SNAPSHOT.value, Severity.HIGH.value, step, None, None,
+                 f"Snapshot for {reason} {word}: {result.error}", {"snapshot_reason": reason, "skipped": result.skipped})
+
+
+class AlertActions:
+    """Writes alerts and saves/prunes snapshots for one run directory.
+
+    Args:
+        run_dir: the run directory (``logs/alerts.jsonl`` and ``snapshots/`` go there).
+        engine: the rule engine (its histories fill ``metadata.json``).
+        source: written in every alert record (``collector`` or ``smart_monitor``).
+        guard: reports file problems once.
+    """
+
+    def __init__(self, run_dir: str | Path, engine: RuleEngine, *, source: str, guard: Guard | None = None) -> None:
+        self.paths = rf.RunPaths.of(run_dir)
+        self.engine = engine
+        self.source = source
+        self.guard = guard or Guard()
+        self.last_anomaly_save_step: int | None = None
+        self.snapshots_saved: list[str] = []
+        self._writer: rf.JsonlWriter | None = None
+
+    @property
+    def config(self) -> AnomalyConfig:
+        return self.engine.config
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        if self._writer is None:
+            self._writer = self.guard.run("opening alerts.jsonl", rf.JsonlWriter, self.paths.alerts)
+            if self._writer is None:
+                return
+        now = time.time()
+        for a in alerts:
+            self.guard.run("appending to alerts.jsonl", self._writer.append, alert_record(a, source=self.source, now=now))
+
+    def metadata(self, plan_reason: str, triggers: Sequence[str], step: int, now: float) -> dict[str, Any]:
+        e = self.engine
+        return snap.build_metadata(timestamp=snap.format_ts(now), reason=plan_reason, step=step, loss=e.latest_loss,
+                                   accuracy=e.latest_accuracy, triggers=triggers, loss_history=e.loss_history(),
+                                   best_loss=e.best_loss, best_loss_step=e.best_loss_step)
+
+    def snapshot_for(self, alerts: Sequence[Alert], step: int, status: Mapping[str, Any],
+                     writer: ModelWriter) -> list[snap.SnapshotResult]:
+        """Save the snapshots ``alerts`` call for; problems become ``snapshot_skipped`` alerts (written)."""
+        cfg = self.config.snapshots
+        if not cfg.enabled:
+            return []
+        results = []
+        for plan in plan_snapshots(alerts, step, self.last_anomaly_save_step, cfg.min_steps_between_saves):
+            res = self.save(plan.reason, list(plan.triggers), step, status, writer(plan, step),
+                            kind=snap.KIND_ANOMALY, pinned=plan.pinned)
+            if res.ok and not plan.best_model:
+                self.last_anomaly_save_step = step
+            results.append(res)
+        if any(r.ok for r in results) and (cfg.keep_last or cfg.max_age_days):
+            self.guard.run("pruning old snapshots", snap.prune_snapshots, self.paths.root, cfg.keep_last, cfg.max_age_days)
+        return results
+
+    def save(self, reason: str, triggers: list[str], step: int, status: Mapping[str, Any],
+             write_model: Callable[[Path], Any] | None, *, kind: str, pinned: bool = False) -> snap.SnapshotResult:
+        """One snapshot: live weights through ``write_model``, or (None) a copy of the checkpoint at/before ``step``."""
+        now = time.time()
+        meta = self.metadata(reason if kind == snap.KIND_ANOMALY else "manual", triggers, step, now)
+        min_free = self.config.snapshots.min_free_gb
+        if write_model is None:
+            # an anomaly copies the checkpoint at/before its step (the weights just before it); manual: the latest
+            at = step if kind == snap.KIND_ANOMALY else None
+            res = snap.snapshot_from_checkpoint(self.paths.root, kind=kind, reason=reason, step=at, metadata=meta,
+                                                min_free_gb=min_free, now=now, pinned=pinned)
+        else:
+            res = snap.create_snapshot(self.paths.root, kind=kind, reason=reason, metadata=meta, status=status,
+                                       write_model=write_model, pinned=pinned, min_free_gb=min_free, now=now)
+        if res.ok:
+            self.snapshots_saved.append(res.name)
+        else:
+            self.write_alerts([snapshot_problem_alert(step, res, reason)])
+        return res
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,247 @@
+"""``AnomalyPlugin``: the anomaly rules and snapshots inside a training (on by default in Monitor/MonitorCallback).
+
+At each metrics record it runs :class:`collectors.anomaly.rules.RuleEngine` (reading the gradient norm
+from the model and the learning rate from the optimizer when the logs lack them), appends alerts to
+``logs/alerts.jsonl``, saves snapshots of the live weights on triggers, and at most once per
+``control_poll_s`` honours ``control/snapshot_request.json`` and reloads ``control/thresholds.json``
+when it changed. Optionally it asks the Trainer to stop on a critical alert. Everything runs through
+the monitor's Guard: a problem here is reported once and the training goes on.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from collectors import runformat as rf
+from collectors import snapshots as snap
+from collectors.anomaly.actions import AlertActions
+from collectors.anomaly.detector import model_grad_norm, optimizer_lr
+from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, Severity, coerce_config
+
+CONTROL_POLL_SECONDS = 1.0
+"""Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
+ACCURACY_KEYS = ("eval_accuracy", "accuracy", "eval_acc", "acc")
+
+
+def save_live_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """Save the live weights as safetensors through the model's own ``save_pretrained`` (a PEFT model
+    saves its adapter only); a plain ``nn.Module`` goes through ``safetensors.torch.save_model``."""
+    save = getattr(model, "save_pretrained", None)
+    if callable(save):
+        save(str(out_dir))
+    else:
+        from safetensors.torch import save_model
+
+        save_model(model, str(out_dir / "model.safetensors"))
+    tok_save = getattr(tokenizer, "save_pretrained", None)
+    if callable(tok_save):
+        tok_save(str(out_dir))
+
+
+def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
+    """The engine's input from one metrics record (pure): train records give loss, grad norm, learning
+    rate (and batch size / accuracy when logged); eval records give accuracy. Summaries give nothing."""
+    kind = record.get("kind")
+    step = record.get("step")
+    if not isinstance(step, int):
+        return None
+    acc = next((record[k] for k in ACCURACY_KEYS if isinstance(record.get(k), (int, float))), None)
+    if kind == rf.RecordKind.TRAIN.value:
+        bs = record.get("batch_size")
+        return Observation(step=step, loss=_num(record.get("loss")), accuracy=acc, grad_norm=_num(record.get("grad_norm")),
+                           learning_rate=_num(record.get("learning_rate")), batch_size=bs if isinstance(bs, int) else None)
+    if kind == rf.RecordKind.EVAL.value and acc is not None:
+        return Observation(step=step, accuracy=acc)
+    return None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+class AnomalyPlugin:
+    """Anomaly rules, alerts and snapshots for :class:`collectors.monitor.Monitor` (a MonitorPlugin).
+
+    Args:
+        config: ``True``/``None`` for the defaults, an :class:`AnomalyConfig`, or a dict of overrides
+            (same shape as ``control/thresholds.json``).
+        control_poll_s: how often control files are checked, in seconds (default 1.0).
+
+    Attributes:
+        engine: the rule engine (``engine.best_loss``, ``engine.best_loss_step``...).
+        alerts_written: number of alerts appended to ``logs/alerts.jsonl``.
+        stop_requested: a critical alert asked to stop (``stop_on_critical``); plain loops may check it.
+
+    Raises:
+        ValueError: invalid ``config`` (the message names the key and the allowed values).
+
+    Example:
+        >>> Monitor("runs/exp1", anomaly=AnomalyConfig.from_dict({"smart": {"loss_spike_threshold": 0.5}}))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: "bool | AnomalyConfig | Mapping[str, Any] | None" = None, *,
+                 control_poll_s: float = CONTROL_POLL_SECONDS) -> None:
+        cfg = coerce_config(config)
+        if cfg is None:
+            raise ValueError("AnomalyPlugin(config=False) makes no sense: leave the plugin out instead")
+        self.base_config = cfg
+        self.engine = RuleEngine(cfg)
+        self.control_poll_s = float(control_poll_s)
+        self.alerts_written = 0
+        self.stop_requested = False
+        self.thresholds_problem: str | None = None
+        self.actions: AlertActions | None = None
+        self._thresholds_sig: tuple[int, int] | None = None
+        self._next_poll = 0.0
+        self._grad_cache: tuple[int, float] | None = None
+        self._want_grad_norm = False
+        self._pending_state: dict[str, Any] | None = None
+
+    @property
+    def config(self) -> AnomalyConfig:
+        return self.engine.config
+
+    # ------------------------------------------------------------------ hooks
+    def on_start(self, monitor: Any) -> None:
+        if not monitor.is_main:
+            return
+        self.actions = AlertActions(monitor.paths.root, self.engine, source="collector", guard=monitor.guard)
+        # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
+        monitor.extra_status["anomaly"] = {"enabled": True}
+        if self._pending_state:
+            self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
+        snap.clean_stale_temps(monitor.paths.root)
+        self._poll_control(monitor, force=True)
+
+    def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
+        if self.actions is None:
+            return
+        obs = observation_from_record(record)
+        if obs is not None:
+            if obs.loss is not None and obs.grad_norm is None:
+                self._want_grad_norm = True
+                obs.grad_norm = self._grad_norm_for(monitor, obs.step)
+            if obs.loss is not None and obs.learning_rate is None and monitor.optimizer is not None:
+                obs.learning_rate = optimizer_lr(monitor.optimizer)
+            alerts = self.engine.observe(obs)
+            if alerts:
+                self._act(monitor, alerts, obs.step)
+        self._poll_control(monitor)
+
+    def on_pre_optimizer_step(self, monitor: Any, step: int) -> None:
+        if self.actions is None or not self._want_grad_norm or monitor.model is None:
+            return
+        args = getattr(monitor, "trainer_args", None)
+        every = getattr(args, "logging_steps", None)
+        if isinstance(every, int) and every > 0 and step % every != 0 and step != 1:
+            return  # only the steps Trainer will log
+        norm = model_grad_norm(monitor.model)
+        if norm is not None:
+            self._grad_cache = (step, norm)
+
+    def on_step_end(self, monitor: Any, step: int) -> None:
+        if self.actions is not None:
+            self._poll_control(monitor, step=step)
+
+    def on_close(self, monitor: Any, state: rf.RunState) -> None:
+        if self.actions is None:
+            return
+        self._poll_control(monitor, force=True)
+        self.actions.close()
+
+    # ------------------------------------------------------------------ internals
+    def _grad_norm_for(self, monitor: Any, step: int) -> float | None:
+        if self._grad_cache is not None and self._grad_cache[0] == step:
+            return self._grad_cache[1]
+        if monitor.model is not None:  # plain loops often log right after backward: grads are there
+            return model_grad_norm(monitor.model)
+        return None
+
+    def _status(self, monitor: Any, source: str) -> dict[str, Any]:
+        from collectors.monitor import process_memory
+
+        now = time.time()
+        doc = monitor.tracker.document(now, process_memory(), monitor.extra_status)
+        doc["snapshot_source"] = {"kind": source}
+        return doc
+
+    def _writer(self, monitor: Any) -> Any:
+        model, tok = monitor.model, monitor.tokenizer
+        if model is None:
+            return None  # no live model (Monitor without watch()): copy the latest checkpoint instead
+        return lambda d: save_live_model(model, tok, d)
+
+    def _act(self, monitor: Any, alerts: list, step: int) -> None:
+        assert self.actions is not None
+        self.actions.write_alerts(alerts)
+        self.alerts_written += len(alerts)
+        writer = self._writer(monitor)
+        self.actions.snapshot_for(alerts, step, self._status(monitor, "live weights" if writer else "checkpoint"),
+                                  lambda plan, s: writer)
+        if self.config.stop_on_critical and any(a.severity == Severity.CRITICAL.value for a in alerts):
+            self.stop_requested = True
+            control = getattr(monitor, "trainer_control", None)
+            if control is not None:
+                control.should_training_stop = True
+
+    def _poll_control(self, monitor: Any, *, step: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_poll:
+            return
+        self._next_poll = now + self.control_poll_s
+        self._reload_thresholds(monitor)
+        if monitor.paths.snapshot_request.exists():
+            self._honour_request(monitor, step if step is not None else monitor.tracker.step)
+
+    def _reload_thresholds(self, monitor: Any) -> None:
+        path = monitor.paths.thresholds
+        try:
+            st = os.stat(path)
+            sig = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            sig = None
+        if sig == self._thresholds_sig:
+            return
+        self._thresholds_sig = sig
+        if sig is None:
+            if self.config != self.base_config:
+                self.engine.set_config(self.base_config)  # file removed: back to the configured values
+            return
+        doc, problem = rf.read_json(path)
+        try:
+            if problem:
+                raise ValueError(problem)
+            cfg = self.base_config.merged(doc)
+        except ValueError as exc:
+            self.thresholds_problem = f"ignored {path}: {exc}"
+            monitor.guard.warn_once("thresholds.json", self.thresholds_problem)
+            return
+        self.thresholds_problem = None
+        self.engine.set_config(cfg)
+
+    def _honour_request(self, monitor: Any, step: int) -> None:
+        assert self.actions is not None
+        req = snap.claim_request(monitor.paths.root)
+        if req is None:
+            return
+        if req.get("id") is None:
+            res = snap.SnapshotResult(False, error=f"malformed snapshot request: {req.get('problem')}")
+        else:
+            writer = self._writer(monitor)
+            res = self.actions.save("manual", ["manual"], step, self._status(monitor, "live weights" if writer else "checkpoint"),
+                                    writer, kind=snap.KIND_MANUAL)
+        snap.write_result(monitor.paths.root, req, res, handled_by="collector")
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine.state_dict(),
+                "last_anomaly_save_step": self.actions.last_anomaly_save_step if self.actions else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.engine.load_state_dict(state.get("engine") or {})
+        self._pending_state = dict(state)
+        if self.actions is not None:
+            self.actions.last_anomaly_save_step = state.get("last_anomaly_save_step")
+

@@ -1,0 +1,982 @@
+"""The anomaly rules: pure functions that decide whether one observation is an anomaly.
+
+One engine serves the in-training collector (:mod:`collectors.anomaly.plugin`), the plain-loop API
+(:class:`collectors.anomaly.detector.AdvancedAnomalyDetector`) and the standalone watcher
+(:mod:`collectors.smart_monitor`). Each rule is a pure function of plain numbers returning a
+:class:`RuleResult` (``fired``, ``alert``); :class:`RuleEngine` keeps the bounded histories the rules
+read and applies them in order. Nothing here does I/O or imports torch, so every rule is unit-tested
+on lists of floats at both sides of its threshold.
+
+Two families of rules, with the defaults the guides name:
+
+* Smart Monitor (snapshot triggers): loss spike, accuracy drop, new best model, divergence, and
+  non-finite loss / gradient norm.
+* Advanced anomaly detection: gradient explosion / vanishing / variance, learning rate out of range
+  or changed suddenly, batch-size impact, convergence plateau / divergence, reward calibration and
+  reward distribution drift.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+# --------------------------------------------------------------------------- names
+
+class Severity(str, enum.Enum):
+    """How urgent an alert is (the dashboard's shared severity table colours these)."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Category(str, enum.Enum):
+    """What an alert is about; the Alerts page filters on it."""
+
+    LOSS = "loss"
+    ACCURACY = "accuracy"
+    GRADIENT = "gradient"
+    LEARNING_RATE = "learning_rate"
+    BATCH_SIZE = "batch_size"
+    CONVERGENCE = "convergence"
+    REWARD = "reward"
+    SNAPSHOT = "snapshot"
+
+
+class Rule(str, enum.Enum):
+    """Every alert type the engine emits (the ``rule`` field of an alert)."""
+
+    LOSS_SPIKE = "loss_spike"
+    ACCURACY_DROP = "accuracy_drop"
+    BEST_MODEL = "best_model"
+    DIVERGENCE = "divergence"
+    NON_FINITE_LOSS = "non_finite_loss"
+    NON_FINITE_GRAD_NORM = "non_finite_grad_norm"
+    GRADIENT_EXPLOSION = "gradient_explosion"
+    GRADIENT_VANISHING = "gradient_vanishing"
+    GRADIENT_VARIANCE = "gradient_variance"
+    LR_TOO_HIGH = "lr_too_high"
+    LR_TOO_LOW = "lr_too_low"
+    LR_SUDDEN_CHANGE = "lr_sudden_change"
+    BATCH_SIZE_IMPACT = "batch_size_impact"
+    CONVERGENCE_PLATEAU = "convergence_plateau"
+    CONVERGENCE_DIVERGENCE = "convergence_divergence"
+    CALIBRATION_POOR = "calibration_poor"
+    CALIBRATION_DRIFT = "calibration_drift"
+    REWARD_DISTRIBUTION_DRIFT = "reward_distribution_drift"
+    SNAPSHOT_SKIPPED = "snapshot_skipped"
+
+
+SNAPSHOT_TRIGGER_RULES = frozenset({Rule.LOSS_SPIKE.value, Rule.ACCURACY_DROP.value, Rule.DIVERGENCE.value})
+"""Anomalies that save a snapshot (limited by ``min_steps_between_saves``)."""
+BEST_MODEL_RULE = Rule.BEST_MODEL.value
+"""The trigger whose snapshots are pinned and never rate-limited."""
+
+LEVEL_RULES = frozenset({
+    Rule.DIVERGENCE.value, Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value,
+    Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value, Rule.GRADIENT_VARIANCE.value,
+    Rule.LR_TOO_HIGH.value, Rule.LR_TOO_LOW.value, Rule.CONVERGENCE_PLATEAU.value,
+    Rule.CONVERGENCE_DIVERGENCE.value, Rule.CALIBRATION_POOR.value, Rule.CALIBRATION_DRIFT.value,
+    Rule.REWARD_DISTRIBUTION_DRIFT.value,
+})
+"""Rules about a lasting condition: alerted when it starts, then every ``ALERT_REPEAT_EVERY`` observations
+while it lasts, so a training stuck at grad norm 50 writes a handful of alerts, not one per step."""
+ALERT_REPEAT_EVERY = 50
+
+# --------------------------------------------------------------------------- defaults (the guides' values)
+
+LOSS_SPIKE_THRESHOLD = 0.3
+ACCURACY_DROP_THRESHOLD = 10.0
+LOSS_WINDOW = 10
+RECENT_COUNT = 5
+"""The recent average is the mean of the last 5 values before the current one."""
+MIN_HISTORY = 3
+"""Values needed before the current one for the spike/drop rules to judge (early noise is not a spike)."""
+BEST_MODEL_IMPROVEMENT = 0.02
+DIVERGENCE_WINDOW = 10
+DIVERGENCE_FRACTION = 0.8
+MIN_STEPS_BETWEEN_SAVES = 500
+
+GRADIENT_EXPLOSION = 10.0
+GRADIENT_VANISHING = 1e-6
+GRADIENT_WINDOW = 100
+GRADIENT_VARIANCE_FACTOR = 1.0
+GRADIENT_VARIANCE_MIN_SAMPLES = 10
+
+LR_CHANGE_THRESHOLD = 0.3
+LR_MIN = 1e-8
+LR_MAX = 1.0
+LR_TREND_POINTS = 3
+"""Learning rates kept to predict the next one (two for the linear trend, plus the current)."""
+
+BATCH_PERFORMANCE_THRESHOLD = 0.1
+BATCH_WINDOW = 20
+BATCH_MIN_BEFORE = 3
+
+PLATEAU_THRESHOLD = 0.001
+PLATEAU_WINDOW = 50
+CONVERGENCE_DIVERGENCE_RATE = -0.1
+
+REWARD_DRIFT_THRESHOLD = 0.1
+CALIBRATION_THRESHOLD = 0.7
+REWARD_WINDOW = 500
+"""Reward values (and prediction/outcome pairs) per comparison window."""
+CALIBRATION_BINS = 10
+CALIBRATION_MIN_PAIRS = 50
+CALIBRATION_HISTORY = 20
+DRIFT_SIGNIFICANCE_Z = 3.0
+"""A reward-mean shift must also be this many standard errors wide, so sampling noise never alerts."""
+
+MIN_SNAPSHOT_FREE_GB = 1.0
+SNAPSHOT_KEEP_LAST = 20
+
+
+# --------------------------------------------------------------------------- records
+
+@dataclass
+class Alert:
+    """One anomaly, as written to ``logs/alerts.jsonl`` and returned by the detector.
+
+    Attributes:
+        rule: the alert type (a :class:`Rule` value, e.g. ``"loss_spike"``).
+        category: what it is about (a :class:`Category` value).
+        severity: ``critical``, ``high``, ``medium`` or ``low``.
+        step: the training step it was seen at.
+        value: the measured value (loss, norm, rate...), ``None`` when not a single number.
+        threshold: the limit it crossed, ``None`` when not a single number.
+        message: one sentence for a person.
+        metadata: the numbers behind the decision (JSON-able).
+        reason: short file-name-safe reason used in snapshot names (``loss_spike_37.8pct``).
+    """
+
+    rule: str
+    category: str
+    severity: str
+    step: int
+    value: float | None
+    threshold: float | None
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = self.rule
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Alert":
+        """Rebuild an alert from a record (extra keys such as ``v``/``kind``/``time`` are ignored)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw.setdefault("metadata", {})
+        for req in ("rule", "category", "severity", "message"):
+            kw.setdefault(req, "")
+        kw.setdefault("step", 0)
+        kw.setdefault("value", None)
+        kw.setdefault("threshold", None)
+        return cls(**kw)
+
+
+class RuleResult(NamedTuple):
+    """What one rule decided: ``fired`` and, when it fired, the alert (unpacks as ``fired, alert``)."""
+
+    fired: bool
+    alert: Alert | None = None
+
+
+NOT_FIRED = RuleResult(False, None)
+
+
+def _fire(rule: Rule, category: Category, severity: Severity, step: int, value: float | None,
+          threshold: float | None, message: str, reason: str = "", **metadata: Any) -> RuleResult:
+    return RuleResult(True, Alert(rule.value, category.value, severity.value, int(step), value, threshold,
+                                  message, dict(metadata), reason or rule.value))
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    m = _mean(values)
+    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / len(values))
+
+
+# --------------------------------------------------------------------------- configuration
+
+def _check(section: str, name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+           integer: bool = False, lo_open: bool = False) -> None:
+    """Raise a ValueError naming ``section.name`` and the allowed range when ``value`` is outside it."""
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{section}.{name} must be {kind}; got {value!r}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ValueError(f"{section}.{name} must be {'>' if lo_open else '>='} {lo}; got {value!r}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{section}.{name} must be <= {hi}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class SmartConfig:
+    """Smart Monitor rules (snapshot triggers).
+
+    Args:
+        loss_spike_threshold: fraction above the recent average that is a spike (default 0.3 = 30 %).
+        accuracy_drop_threshold: percentage points below the recent average that is a drop (default 10).
+        loss_window: losses kept (default 10); the recent average uses the last 5 before the current.
+        best_model_improvement: a new best must be this fraction below the previous best (default 0.02).
+        divergence_window: recent losses whose consecutive changes are checked (default 10).
+        divergence_fraction: share of increases that is divergence (default 0.8).
+    """
+
+    loss_spike_threshold: float = LOSS_SPIKE_THRESHOLD
+    accuracy_drop_threshold: float = ACCURACY_DROP_THRESHOLD
+    loss_window: int = LOSS_WINDOW
+    best_model_improvement: float = BEST_MODEL_IMPROVEMENT
+    divergence_window: int = DIVERGENCE_WINDOW
+    divergence_fraction: float = DIVERGENCE_FRACTION
+
+    def __post_init__(self) -> None:
+        _check("smart", "loss_spike_threshold", self.loss_spike_threshold, 0, 100, lo_open=True)
+        _check("smart", "accuracy_drop_threshold", self.accuracy_drop_threshold, 0, 100, lo_open=True)
+        _check("smart", "loss_window", self.loss_window, 2, 10_000, integer=True)
+        _check("smart", "best_model_improvement", self.best_model_improvement, 0, 1)
+        _check("smart", "divergence_window", self.divergence_window, 3, 10_000, integer=True)
+        _check("smart", "divergence_fraction", self.divergence_fraction, 0, 1, lo_open=True)
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """Gradient-norm rules. Args: explosion_threshold (10.0), vanishing_threshold (1e-6), window_size
+    (100 norms for the variance rule), variance_factor (alert when std > mean × this; 1.0)."""
+
+    explosion_threshold: float = GRADIENT_EXPLOSION
+    vanishing_threshold: float = GRADIENT_VANISHING
+    window_size: int = GRADIENT_WINDOW
+    variance_factor: float = GRADIENT_VARIANCE_FACTOR
+
+    def __post_init__(self) -> None:
+        _check("gradient", "explosion_threshold", self.explosion_threshold, 0, lo_open=True)
+        _check("gradient", "vanishing_threshold", self.vanishing_threshold, 0)
+        _check("gradient", "window_size", self.window_size, 2, 1_000_000, integer=True)
+        _check("gradient", "variance_factor", self.variance_factor, 0, lo_open=True)
+        if self.vanishing_threshold >= self.explosion_threshold:
+            raise ValueError("gradient.vanishing_threshold must be below gradient.explosion_threshold; "
+                             f"got {self.vanishing_threshold!r} >= {self.explosion_threshold!r}")
+
+
+@dataclass(frozen=True)
+class LearningRateConfig:
+    """Learning-rate rules. Args: change_threshold (0.3: a rise above the schedule's trend by more than
+    30 % of its recent peak), min_lr (1e-8), max_lr (1.0)."""
+
+    change_threshold: float = LR_CHANGE_THRESHOLD
+    min_lr: float = LR_MIN
+    max_lr: float = LR_MAX
+
+    def __post_init__(self) -> None:
+        _check("learning_rate", "change_threshold", self.change_threshold, 0, lo_open=True)
+        _check("learning_rate", "min_lr", self.min_lr, 0)
+        _check("learning_rate", "max_lr", self.max_lr, 0, lo_open=True)
+        if self.min_lr >= self.max_lr:
+            raise ValueError(f"learning_rate.min_lr must be below learning_rate.max_lr; got {self.min_lr!r} >= {self.max_lr!r}")
+
+
+@dataclass(frozen=True)
+class BatchSizeConfig:
+    """Batch-size impact. Args: performance_threshold (0.1 = mean loss moved by 10 %), window_size (20
+    losses compared before and after a change)."""
+
+    performance_threshold: float = BATCH_PERFORMANCE_THRESHOLD
+    window_size: int = BATCH_WINDOW
+
+    def __post_init__(self) -> None:
+        _check("batch_size", "performance_threshold", self.performance_threshold, 0, lo_open=True)
+        _check("batch_size", "window_size", self.window_size, 2, 1_000_000, integer=True)
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """Convergence tracking. Args: plateau_threshold (0.001 relative improvement across the window),
+    plateau_window (50 losses), divergence_rate (-0.1: the loss rose by more than 10 %)."""
+
+    plateau_threshold: float = PLATEAU_THRESHOLD
+    plateau_window: int = PLATEAU_WINDOW
+    divergence_rate: float = CONVERGENCE_DIVERGENCE_RATE
+
+    def __post_init__(self) -> None:
+        _check("convergence", "plateau_threshold", self.plateau_threshold, 0, 1)
+        _check("convergence", "plateau_window", self.plateau_window, 4, 1_000_000, integer=True)
+        _check("convergence", "divergence_rate", self.divergence_rate, -100, 0)
+
+
+@dataclass(frozen=True)
+class RewardDriftConfig:
+    """Reward-model rules. Args: drift_threshold (0.1), calibration_threshold (0.7 = 1 − expected
+    calibration error), window_size (500 rewards / prediction pairs per window)."""
+
+    drift_threshold: float = REWARD_DRIFT_THRESHOLD
+    calibration_threshold: float = CALIBRATION_THRESHOLD
+    window_size: int = REWARD_WINDOW
+
+    def __post_init__(self) -> None:
+        _check("reward_drift", "drift_threshold", self.drift_threshold, 0, lo_open=True)
+        _check("reward_drift", "calibration_threshold", self.calibration_threshold, 0, 1)
+        _check("reward_drift", "window_size", self.window_size, 10, 10_000_000, integer=True)
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """When snapshots are saved and kept.
+
+    Args:
+        enabled: save snapshots on triggers (default True).
+        min_steps_between_saves: steps between two anomaly snapshots (default 500; best-model ones are
+            never blocked).
+        keep_last: unpinned anomaly snapshots kept (default 20; 0 keeps all).
+        max_age_days: unpinned anomaly snapshots older than this are removed (default None: no limit).
+        min_free_gb: below this much free disk a snapshot is skipped with an alert (default 1.0).
+    """
+
+    enabled: bool = True
+    min_steps_between_saves: int = MIN_STEPS_BETWEEN_SAVES
+    keep_last: int = SNAPSHOT_KEEP_LAST
+    max_age_days: float | None = None
+    min_free_gb: float = MIN_SNAPSHOT_FREE_GB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"snapshots.enabled must be true or false; got {self.enabled!r}")
+        _check("snapshots", "min_steps_between_saves", self.min_steps_between_saves, 0, integer=True)
+        _check("snapshots", "keep_last", self.keep_last, 0, integer=True)
+        if self.max_age_days is not None:
+            _check("snapshots", "max_age_days", self.max_age_days, 0, lo_open=True)
+        _check("snapshots", "min_free_gb", self.min_free_gb, 0)
+
+
+SECTIONS: dict[str, type] = {
+    "smart": SmartConfig, "gradient": GradientConfig, "learning_rate": LearningRateConfig,
+    "batch_size": BatchSizeConfig, "convergence": ConvergenceConfig, "reward_drift": RewardDriftConfig,
+    "snapshots": SnapshotConfig,
+}
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """Every threshold of the engine, grouped as in the guides; also the shape of ``control/thresholds.json``.
+
+    Args:
+        smart, gradient, learning_rate, batch_size, convergence, reward_drift, snapshots: the sections.
+        stop_on_critical: ask the training to stop on a critical alert (default False).
+
+    Raises:
+        ValueError: from :meth:`from_dict` / the sections, naming the bad key and the allowed values.
+
+    Example:
+        >>> AnomalyConfig.from_dict({"smart": {"loss_spike_threshold": 0.5}}).smart.loss_spike_threshold
+        0.5
+    """
+
+    smart: SmartConfig = field(default_factory=SmartConfig)
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    learning_rate: LearningRateConfig = field(default_factory=LearningRateConfig)
+    batch_size: BatchSizeConfig = field(default_factory=BatchSizeConfig)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+    reward_drift: RewardDriftConfig = field(default_factory=RewardDriftConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    stop_on_critical: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> "AnomalyConfig":
+        """A copy with ``overrides`` (same shape as :meth:`to_dict`, any subset) applied and validated.
+
+        Raises:
+            ValueError: unknown section/key, wrong type or a value out of range (message names it).
+        """
+        if not overrides:
+            return self
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"thresholds must be a JSON object; got {type(overrides).__name__}")
+        changes: dict[str, Any] = {}
+        for key, val in overrides.items():
+            if key in ("v", "updated_at", "updated_by"):
+                continue  # bookkeeping written beside the thresholds
+            if key == "stop_on_critical":
+                if not isinstance(val, bool):
+                    raise ValueError(f"stop_on_critical must be true or false; got {val!r}")
+                changes[key] = val
+                continue
+            cls = SECTIONS.get(key)
+            if cls is None:
+                raise ValueError(f"unknown thresholds section {key!r}; allowed: {', '.join([*SECTIONS, 'stop_on_critical'])}")
+            if not isinstance(val, Mapping):
+                raise ValueError(f"thresholds section {key!r} must be an object; got {val!r}")
+            allowed = {f.name for f in fields(cls)}
+            bad = sorted(set(val) - allowed)
+            if bad:
+                raise ValueError(f"unknown key {key}.{bad[0]}; allowed in {key}: {', '.join(sorted(allowed))}")
+            changes[key] = replace(getattr(self, key), **dict(val))
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "AnomalyConfig":
+        return cls().merged(data)
+
+
+def coerce_config(value: "bool | AnomalyConfig | Mapping[str, Any] | None") -> AnomalyConfig | None:
+    """``True``/``None`` → defaults, ``False`` → None (off), a mapping → validated config.
+
+    Raises:
+        ValueError: for any other type, naming the allowed ones.
+    """
+    if value is False:
+        return None
+    if value is True or value is None:
+        return AnomalyConfig()
+    if isinstance(value, AnomalyConfig):
+        return value
+    if isinstance(value, Mapping):
+        return AnomalyConfig.from_dict(value)
+    raise ValueError(f"anomaly= must be True, False, an AnomalyConfig or a dict; got {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- Smart Monitor rules
+
+def recent_average(history: Sequence[float], count: int = RECENT_COUNT) -> float:
+    """Mean of the last ``count`` values of ``history`` (all of them when shorter)."""
+    tail = history[-count:] if len(history) > count else history
+    return _mean(tail)
+
+
+def loss_spike(history: Sequence[float], current: float, step: int, threshold: float = LOSS_SPIKE_THRESHOLD,
+               min_history: int = MIN_HISTORY) -> RuleResult:
+    """Fires when ``current`` > recent average × (1 + threshold).
+
+    ``history`` holds the finite losses before the current one (oldest first); the recent average is
+    the mean of its last 5. Example: average 0.75, threshold 0.3 → fires above 0.975. The reason is
+    the percent above the average, one decimal: 0.74 → 1.02 gives ``loss_spike_37.8pct``.
+    """
+    if len(history) < min_history or not is_finite_number(current):
+        return NOT_FIRED
+    avg = recent_average(history)
+    limit = avg * (1.0 + threshold)
+    if avg <= 0 or not current > limit:
+        return NOT_FIRED
+    pct = (current / avg - 1.0) * 100.0
+    return _fire(Rule.LOSS_SPIKE, Category.LOSS, Severity.HIGH, step, current, limit,
+                 f"Loss spike: {current:.4g} is {pct:.1f}% above the recent average {avg:.4g} (limit {limit:.4g})",
+                 f"loss_spike_{pct:.1f}pct", recent_average=avg, threshold_fraction=threshold)
+
+
+def accuracy_drop(history: Sequence[float], current: float, step: int, threshold: float = ACCURACY_DROP_THRESHOLD,
+                  min_history: int = 1) -> RuleResult:
+    """Fires when ``current`` < recent average − ``threshold`` (accuracies in percent).
+
+    Example: average 75 %, current 62 % → 13 points below: ``accuracy_drop_13.0pct``.
+    """
+    if len(history) < min_history or not is_finite_number(current):
+        return NOT_FIRED
+    avg = recent_average(history)
+    limit = avg - threshold
+    if not current < limit:
+        return NOT_FIRED
+    drop = avg - current
+    return _fire(Rule.ACCURACY_DROP, Category.ACCURACY, Severity.HIGH, step, current, limit,
+                 f"Accuracy drop: {current:.1f}% is {drop:.1f} points below the recent average {avg:.1f}%",
+                 f"accuracy_drop_{drop:.1f}pct", recent_average=avg, threshold_points=threshold)
+
+
+def accuracy_percent(value: float) -> float:
+    """Accuracy as percent: values in [0, 1] are fractions (× 100), larger values are percent already."""
+    return value * 100.0 if 0.0 <= value <= 1.0 else value
+
+
+def best_model(best: float | None, current: float, step: int, improvement: float = BEST_MODEL_IMPROVEMENT) -> RuleResult:
+    """Fires when ``current`` is a new all-time low more than ``improvement`` (2 %) below ``best``.
+
+    The first loss only sets the best (nothing to compare). Reason: ``best_model_loss_0.6321``.
+    """
+    if best is None or not is_finite_number(current):
+        return NOT_FIRED
+    limit = best * (1.0 - improvement) if best > 0 else best - abs(best) * improvement
+    if not current < limit:
+        return NOT_FIRED
+    return _fire(Rule.BEST_MODEL, Category.LOSS, Severity.LOW, step, current, limit,
+                 f"New best model: loss {current:.4f} (previous best {best:.4f})",
+                 f"best_model_loss_{current:.4f}", previous_best=best)
+
+
+def divergence(window: Sequence[float], step: int, fraction: float = DIVERGENCE_FRACTION,
+               size: int = DIVERGENCE_WINDOW) -> RuleResult:
+    """Fires when ``fraction`` (80 %) or more of the consecutive changes in the last ``size`` losses are rises."""
+    if len(window) < size:
+        return NOT_FIRED
+    vals = list(window)[-size:]
+    rises = sum(1 for a, b in zip(vals, vals[1:]) if b > a)
+    share = rises / (len(vals) - 1)
+    if share < fraction:
+        return NOT_FIRED
+    return _fire(Rule.DIVERGENCE, Category.LOSS, Severity.HIGH, step, share, fraction,
+                 f"Divergence: the loss rose in {rises} of the last {len(vals) - 1} evaluations",
+                 "divergence_detected", rises=rises, changes=len(vals) - 1, losses=vals)
+
+
+def non_finite(name: str, value: Any, step: int) -> RuleResult:
+    """Critical whenever the loss (``name="loss"``) or gradient norm (``"grad_norm"``) is NaN or ±Inf."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isfinite(value):
+        return NOT_FIRED
+    rule = Rule.NON_FINITE_LOSS if name == "loss" else Rule.NON_FINITE_GRAD_NORM
+    cat = Category.LOSS if name == "loss" else Category.GRADIENT
+    return _fire(rule, cat, Severity.CRITICAL, step, value, None, f"Non-finite {name.replace('_', ' ')}: {value}")
+
+
+# --------------------------------------------------------------------------- advanced rules
+
+def gradient_explosion(norm: float, step: int, threshold: float = GRADIENT_EXPLOSION) -> RuleResult:
+    if not is_finite_number(norm) or not norm > threshold:
+        return NOT_FIRED
+    return _fire(Rule.GRADIENT_EXPLOSION, Category.GRADIENT, Severity.CRITICAL, step, norm, threshold,
+                 f"Gradient explosion detected: norm={norm:.4f} > {threshold}")
+
+
+def gradient_vanishing(norm: float, step: int, threshold: float = GRADIENT_VANISHING) -> RuleResult:
+    if not is_finite_number(norm) or not norm < threshold:
+        return NOT_FIRED
+    return _fire(Rule.GRADIENT_VANISHING, Category.GRADIENT, Severity.HIGH, step, norm, threshold,
+                 f"Gradient vanishing detected: norm={norm:.3e} < {threshold:g}")
+
+
+def gradient_variance(norms: Sequence[float], step: int, factor: float = GRADIENT_VARIANCE_FACTOR,
+                      min_samples: int = GRADIENT_VARIANCE_MIN_SAMPLES) -> RuleResult:
+    """Fires when the standard deviation of the recent norms exceeds their mean × ``factor``."""
+    if len(norms) < min_samples:
+        return NOT_FIRED
+    mean, std = _mean(norms), _std(norms)
+    if not std > mean * factor:
+        return NOT_FIRED
+    return _fire(Rule.GRADIENT_VARIANCE, Category.GRADIENT, Severity.MEDIUM, step, std, mean * factor,
+                 f"High gradient variance: std {std:.4g} > mean {mean:.4g} × {factor:g}",
+                 mean=mean, std=std, samples=len(norms))
+
+
+def lr_out_of_range(lr: float, step: int, min_lr: float = LR_MIN, max_lr: float = LR_MAX,
+                    previous: float | None = None) -> RuleResult:
+    """``lr_too_high`` above ``max_lr``; ``lr_too_low`` below ``min_lr`` while not still falling.
+
+    A schedule decaying to 0 passes below ``min_lr`` in its last steps on purpose, so ``lr_too_low``
+    fires only when the rate is held there (``lr >= previous``, or no previous value). An exact 0 is
+    not ``lr_too_low`` either: it is where warmup starts and decay ends (a training stuck at 0 shows up
+    as a convergence plateau).
+    """
+    if not is_finite_number(lr):
+        return NOT_FIRED
+    if lr > max_lr:
+        return _fire(Rule.LR_TOO_HIGH, Category.LEARNING_RATE, Severity.HIGH, step, lr, max_lr,
+                     f"Learning rate {lr:.3e} is above the maximum {max_lr:.1e}")
+    if 0 < lr < min_lr and (previous is None or lr >= previous):
+        return _fire(Rule.LR_TOO_LOW, Category.LEARNING_RATE, Severity.MEDIUM, step, lr, min_lr,
+                     f"Learning rate {lr:.3e} is below the minimum {min_lr:.1e}")
+    return NOT_FIRED
+
+
+def lr_sudden_change(points: Sequence[tuple[int, float]], step: int, lr: float,
+                     threshold: float = LR_CHANGE_THRESHOLD) -> RuleResult:
+    """Fires when the learning rate jumps above what its own schedule predicts.
+
+    ``points`` are the previous ``(step, lr)`` observations (oldest first, at least two). The schedule
+    is predicted two ways: constant (the last value) and the linear trend of the last two points
+    (per step, so irregular logging works). The excess is how far ``lr`` rises above the larger of the
+    two predictions, as a fraction of the schedule's recent peak; it fires above ``threshold``.
+
+    Why this shape: warmup and linear decay follow their linear trend exactly, cosine bends slowly
+    (error of order (π·Δstep/T)² of the peak), and a step decay or the end of warmup only *falls*
+    below a prediction. So none of the usual schedules fires, while an LR multiplied ×100 exceeds
+    any prediction by ~99 % of the new peak. A sudden *fall* never fires (step schedules do that on
+    purpose; a fall to near zero is ``lr_too_low``); warm restarts (cosine with restarts) do fire.
+    """
+    if len(points) < 2 or not is_finite_number(lr):
+        return NOT_FIRED
+    (s0, l0), (s1, l1) = points[-2], points[-1]
+    if not (is_finite_number(l0) and is_finite_number(l1)):
+        return NOT_FIRED
+    slope = (l1 - l0) / (s1 - s0) if s1 != s0 else 0.0
+    predicted = max(l1, l1 + slope * (step - s1))
+    peak = max(abs(v) for _, v in points)
+    scale = peak if peak > 0 else abs(lr)
+    if scale <= 0:
+        return NOT_FIRED
+    excess = (lr - predicted) / scale
+    if not excess > threshold:
+        return NOT_FIRED
+    return _fire(Rule.LR_SUDDEN_CHANGE, Category.LEARNING_RATE, Severity.MEDIUM, step, lr, threshold,
+                 f"Sudden learning-rate change: {l1:.3e} → {lr:.3e} (schedule predicted {predicted:.3e})",
+                 previous_lr=l1, predicted_lr=predicted, relative_excess=excess)
+
+
+def batch_size_impact(before: Sequence[float], after: Sequence[float], old_size: int, new_size: int, step: int,
+                      threshold: float = BATCH_PERFORMANCE_THRESHOLD) -> RuleResult:
+    """Fires when the mean loss after a batch-size change differs from before by more than ``threshold``
+    (relative). A worse loss is ``medium`` severity, a better one ``low`` (worth knowing)."""
+    if len(before) < BATCH_MIN_BEFORE or not after:
+        return NOT_FIRED
+    mb, ma = _mean(before), _mean(after)
+    if mb == 0:
+        return NOT_FIRED
+    change = (ma - mb) / abs(mb)
+    if not abs(change) > threshold:
+        return NOT_FIRED
+    sev = Severity.MEDIUM if change > 0 else Severity.LOW
+    word = "worse" if change > 0 else "better"
+    return _fire(Rule.BATCH_SIZE_IMPACT, Category.BATCH_SIZE, sev, step, change, threshold,
+                 f"Batch size {old_size} → {new_size}: mean loss {mb:.4g} → {ma:.4g} ({change:+.1%}, {word})",
+                 old_batch_size=old_size, new_batch_size=new_size, loss_before=mb, loss_after=ma)
+
+
+def convergence_rate(window: Sequence[float]) -> float:
+    """Relative improvement of the loss across ``window``: (mean of first half − mean of second half) / |first|.
+
+    Positive while the loss falls, about 0 on a plateau, negative when it rises.
+    """
+    half = len(window) // 2
+    first, second = _mean(window[:half]), _mean(window[half:])
+    return (first - second) / abs(first) if first != 0 else 0.0
+
+
+def convergence(window: Sequence[float], step: int, plateau_threshold: float = PLATEAU_THRESHOLD,
+                size: int = PLATEAU_WINDOW, divergence_rate: float = CONVERGENCE_DIVERGENCE_RATE) -> RuleResult:
+    """``convergence_divergence`` when the rate < ``divergence_rate`` (−0.1), ``convergence_plateau`` when
+    it is below ``plateau_threshold`` (not improving) but not diverging. Needs ``size`` losses."""
+    if len(window) < size:
+        return NOT_FIRED
+    vals = list(window)[-size:]
+    rate = convergence_rate(vals)
+    if rate < divergence_rate:
+        return _fire(Rule.CONVERGENCE_DIVERGENCE, Category.CONVERGENCE, Severity.HIGH, step, rate, divergence_rate,
+                     f"Loss increasing: convergence rate {rate:+.3f} over the last {size} values", window=size)
+    if rate < plateau_threshold:
+        return _fire(Rule.CONVERGENCE_PLATEAU, Category.CONVERGENCE, Severity.LOW, step, rate, plateau_threshold,
+                     f"Training plateau: loss improved {rate:+.4%} over the last {size} values", window=size)
+    return NOT_FIRED
+
+
+def calibration_score(predictions: Sequence[float], outcomes: Sequence[float], bins: int = CALIBRATION_BINS) -> float:
+    """1 − expected calibration error of predicted probabilities against 0/1 outcomes (1.0 is perfect)."""
+    n = len(predictions)
+    if n == 0:
+        return 1.0
+    sums = [[0, 0.0, 0.0] for _ in range(bins)]
+    for p, y in zip(predictions, outcomes):
+        b = min(int(p * bins), bins - 1)
+        s = sums[b]
+        s[0] += 1
+        s[1] += p
+        s[2] += y
+    ece = math.fsum(abs(s[1] - s[2]) for s in sums if s[0]) / n
+    return 1.0 - ece
+
+
+def to_probabilities(values: Iterable[float]) -> list[float]:
+    """Predictions as probabilities: values already in [0, 1] stay, anything else is a logit (sigmoid)."""
+    vals = [float(v) for v in values]
+    if all(0.0 <= v <= 1.0 for v in vals):
+        return vals
+    return [1.0 / (1.0 + math.exp(-max(min(v, 60.0), -60.0))) for v in vals]
+
+
+def to_outcomes(rewards: Iterable[float]) -> list[float]:
+    """Rewards as 0/1 outcomes: 0/1 values stay, anything else is 1 when positive."""
+    vals = [float(v) for v in rewards]
+    if all(v in (0.0, 1.0) for v in vals):
+        return vals
+    return [1.0 if v > 0 else 0.0 for v in vals]
+
+
+def calibration_poor(score: float, step: int, threshold: float = CALIBRATION_THRESHOLD, pairs: int = 0) -> RuleResult:
+    if not score < threshold:
+        return NOT_FIRED
+    return _fire(Rule.CALIBRATION_POOR, Category.REWARD, Severity.MEDIUM, step, score, threshold,
+                 f"Poor reward calibration: score {score:.3f} < {threshold}", pairs=pairs)
+
+
+def calibration_drift(scores: Sequence[float], step: int, threshold: float = REWARD_DRIFT_THRESHOLD) -> RuleResult:
+    """Fires when the latest calibration score moved more than ``threshold`` from the mean of the older half."""
+    if len(scores) < 4:
+        return NOT_FIRED
+    older = scores[: len(scores) // 2]
+    trend = scores[-1] - _mean(older)
+    if not abs(trend) > threshold:
+        return NOT_FIRED
+    return _fire(Rule.CALIBRATION_DRIFT, Category.REWARD, Severity.MEDIUM, step, trend, threshold,
+                 f"Calibration drift: score moved {trend:+.3f} (from {_mean(older):.3f} to {scores[-1]:.3f})")
+
+
+def reward_distribution_drift(reference: Sequence[float], recent: Sequence[float], step: int,
+                              threshold: float = REWARD_DRIFT_THRESHOLD, z_min: float = DRIFT_SIGNIFICANCE_Z) -> RuleResult:
+    """Fires when the reward mean shifted by more than ``threshold`` reference standard deviations, and the
+    shift is also ``z_min`` standard errors wide (so sampling noise of a small window never alerts)."""
+    if len(reference) < 2 or len(recent) < 2:
+        return NOT_FIRED
+    m0, m1 = _mean(reference), _mean(recent)
+    s0, s1 = _std(reference), _std(recent)
+    scale = s0 if s0 > 0 else (abs(m0) if m0 != 0 else 1.0)
+    change = abs(m1 - m0) / scale
+    se = math.sqrt(s0 * s0 / len(reference) + s1 * s1 / len(recent))
+    z = abs(m1 - m0) / se if se > 0 else math.inf
+    if not (change > threshold and z > z_min):
+        return NOT_FIRED
+    return _fire(Rule.REWARD_DISTRIBUTION_DRIFT, Category.REWARD, Severity.MEDIUM, step, change, threshold,
+                 f"Reward distribution drift: mean {m0:.4g} → {m1:.4g} ({change:.2f} reference std)",
+                 mean_before=m0, mean_after=m1, std_before=s0, z=z if math.isfinite(z) else None)
+
+
+# --------------------------------------------------------------------------- the engine
+
+@dataclass
+class Observation:
+    """What is known at one step; any field may be missing."""
+
+    step: int
+    loss: float | None = None
+    accuracy: float | None = None
+    grad_norm: float | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    rewards: Sequence[float] | None = None
+    predictions: Sequence[float] | None = None
+
+
+class RuleEngine:
+    """Applies every rule to a stream of observations, keeping the bounded histories they read.
+
+    Pure computation (no I/O, no torch): the collector plugin, the plain-loop detector and the
+    standalone watcher all feed it. Level rules (see :data:`LEVEL_RULES`) are reported when their
+    condition starts and then every :data:`ALERT_REPEAT_EVERY` observations while it lasts.
+
+    Args:
+        config: thresholds; swap it at any time with :meth:`set_config` (live sliders).
+
+    Example:
+        >>> eng = RuleEngine()
+        >>> for s, l in enumerate([0.75] * 5, 1):
+        ...     _ = eng.observe(Observation(step=s, loss=l))
+        >>> [a.reason for a in eng.observe(Observation(step=6, loss=1.02))]
+        ['loss_spike_36.0pct']
+    """
+
+    def __init__(self, config: AnomalyConfig | None = None) -> None:
+        self.config = config or AnomalyConfig()
+        self.best_loss: float | None = None
+        self.best_loss_step: int | None = None
+        self.latest_loss: float | None = None
+        self.latest_accuracy: float | None = None
+        self.step = 0
+        self._alloc()
+        self._active: dict[str, int] = {}
+
+    def _alloc(self, old: "RuleEngine | None" = None) -> None:
+        c = self.config
+        def dq(name: str, size: int) -> deque:
+            prev = getattr(old, name, None) if old is not None else None
+            return deque(prev or (), maxlen=size)
+        self.losses = dq("losses", max(c.smart.loss_window, c.smart.divergence_window))
+        self.accuracies = dq("accuracies", c.smart.loss_window)
+        self.grad_norms = dq("grad_norms", c.gradient.window_size)
+        self.lr_points = dq("lr_points", LR_TREND_POINTS)
+        self.conv_losses = dq("conv_losses", c.convergence.plateau_window)
+        self.batch_losses = dq("batch_losses", c.batch_size.window_size)
+        self.rewards = dq("rewards", 2 * c.reward_drift.window_size)
+        self.pairs = dq("pairs", c.reward_drift.window_size)
+        self.cal_scores = dq("cal_scores", CALIBRATION_HISTORY)
+        self.batch_size: int | None = getattr(old, "batch_size", None)
+        self.batch_change: dict[str, Any] | None = getattr(old, "batch_change", None)
+
+    def set_config(self, config: AnomalyConfig) -> None:
+        """Use new thresholds from the next observation on, keeping the histories (resized)."""
+        old = RuleEngine.__new__(RuleEngine)
+        old.__dict__.update(self.__dict__)
+        self.config = config
+        self._alloc(old)
+
+    # ------------------------------------------------------------------ observe
+    def observe(self, obs: Observation) -> list[Alert]:
+        """Apply every rule that has the data it needs; returns the alerts (possibly none)."""
+        c = self.config
+        step = obs.step
+        self.step = max(self.step, step)  # eval records may arrive after later train steps
+        results: list[RuleResult] = []
+        if obs.loss is not None:
+            results.append(non_finite("loss", obs.loss, step))
+        if obs.grad_norm is not None:
+            results.append(non_finite("grad_norm", obs.grad_norm, step))
+        loss = obs.loss if is_finite_number(obs.loss) else None
+        if loss is not None:
+            hist = list(self.losses)[-(c.smart.loss_window - 1):]
+            results.append(loss_spike(hist, loss, step, c.smart.loss_spike_threshold))
+            results.append(best_model(self.best_loss, loss, step, c.smart.best_model_improvement))
+            self.losses.append(loss)
+            results.append(divergence(list(self.losses), step, c.smart.divergence_fraction, c.smart.divergence_window))
+            self.conv_losses.append(loss)
+            results.append(convergence(list(self.conv_losses), step, c.convergence.plateau_threshold,
+                                       c.convergence.plateau_window, c.convergence.divergence_rate))
+            if self.best_loss is None or loss < self.best_loss:
+                self.best_loss, self.best_loss_step = loss, step
+            self.latest_loss = loss
+        if is_finite_number(obs.accuracy):
+            acc = accuracy_percent(float(obs.accuracy))
+            results.append(accuracy_drop(list(self.accuracies)[-(c.smart.loss_window - 1):], acc, step,
+                                         c.smart.accuracy_drop_threshold))
+            self.accuracies.append(acc)
+            self.latest_accuracy = acc
+        if is_finite_number(obs.grad_norm):
+            g = float(obs.grad_norm)
+            results.append(gradient_explosion(g, step, c.gradient.explosion_threshold))
+            results.append(gradient_vanishing(g, step, c.gradient.vanishing_threshold))
+            self.grad_norms.append(g)
+            results.append(gradient_variance(list(self.grad_norms), step, c.gradient.variance_factor))
+        if is_finite_number(obs.learning_rate):
+            lr = float(obs.learning_rate)
+            prev = self.lr_points[-1][1] if self.lr_points else None
+            results.append(lr_out_of_range(lr, step, c.learning_rate.min_lr, c.learning_rate.max_lr, prev))
+            results.append(lr_sudden_change(list(self.lr_points), step, lr, c.learning_rate.change_threshold))
+            if not self.lr_points or self.lr_points[-1][0] != step:
+                self.lr_points.append((step, lr))
+        if obs.batch_size is not None:
+            results.append(self._batch(int(obs.batch_size), loss, step))
+        elif loss is not None:
+            results.append(self._batch(None, loss, step))
+        if obs.rewards is not None:
+            results.extend(self._rewards(obs.rewards, obs.predictions, step))
+        return self._gate([r.alert for r in results if r.fired and r.alert is not None])
+
+    def _batch(self, size: int | None, loss: float | None, step: int) -> RuleResult:
+        c = self.config.batch_size
+        if size is not None and self.batch_size is not None and size != self.batch_size:
+            self.batch_change = {"old": self.batch_size, "new": size, "before": list(self.batch_losses), "after": []}
+        if size is not None:
+            self.batch_size = size
+        result = NOT_FIRED
+        if self.batch_change is not None and loss is not None:
+            self.batch_change["after"].append(loss)
+            if len(self.batch_change["after"]) >= c.window_size:
+                ch = self.batch_change
+                self.batch_change = None
+                result = batch_size_impact(ch["before"], ch["after"], ch["old"], ch["new"], step, c.performance_threshold)
+        if loss is not None:
+            self.batch_losses.append(loss)
+        return result
+
+    def _rewards(self, rewards: Sequence[float], predictions: Sequence[float] | None, step: int) -> list[RuleResult]:
+        c = self.config.reward_drift
+        vals = [float(v) for v in rewards if is_finite_number(float(v))]
+        out: list[RuleResult] = []
+        if predictions is not None and len(predictions) == len(rewards) and vals:
+            for p, y in zip(to_probabilities(predictions), to_outcomes(rewards)):
+                self.pairs.append((p, y))
+            if len(self.pairs) >= CALIBRATION_MIN_PAIRS:
+                ps, ys = zip(*self.pairs)
+                score = calibration_score(ps, ys)
+                self.cal_scores.append(score)
+                out.append(calibration_poor(score, step, c.calibration_threshold, len(self.pairs)))
+                out.append(calibration_drift(list(self.cal_scores), step, c.drift_threshold))
+        self.rewards.extend(vals)
+        w = c.window_size
+        if len(self.rewards) >= 2 * w:
+            allr = list(self.rewards)
+            out.append(reward_distribution_drift(allr[:w], allr[w:], step, c.drift_threshold))
+        return out
+
+    def _gate(self, alerts: list[Alert]) -> list[Alert]:
+        """Drop repeats of lasting conditions (see :data:`LEVEL_RULES`)."""
+        fired = {a.rule for a in alerts}
+        for rule in list(self._active):
+            if rule not in fired:
+                del self._active[rule]
+        out = []
+        for a in alerts:
+            if a.rule in LEVEL_RULES:
+                seen = self._active.get(a.rule)
+                self._active[a.rule] = 1 if seen is None else seen + 1
+                if seen is not None and seen % ALERT_REPEAT_EVERY != 0:
+                    continue
+                if seen is not None:
+                    a.metadata["repeated_for"] = seen
+            out.append(a)
+        return out
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_loss": self.best_loss, "best_loss_step": self.best_loss_step, "latest_loss": self.latest_loss,
+            "latest_accuracy": self.latest_accuracy, "step": self.step, "losses": list(self.losses),
+            "accuracies": list(self.accuracies), "grad_norms": list(self.grad_norms),
+            "lr_points": [list(p) for p in self.lr_points], "conv_losses": list(self.conv_losses),
+            "batch_losses": list(self.batch_losses), "batch_size": self.batch_size,
+            "active": dict(self._active),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_loss = state.get("best_loss")
+        self.best_loss_step = state.get("best_loss_step")
+        self.latest_loss = state.get("latest_loss")
+        self.latest_accuracy = state.get("latest_accuracy")
+        self.step = int(state.get("step") or 0)
+        for name in ("losses", "accuracies", "grad_norms", "conv_losses", "batch_losses"):
+            d: deque = getattr(self, name)
+            d.clear()
+            d.extend(float(v) for v in state.get(name) or ())
+        self.lr_points.clear()
+        self.lr_points.extend((int(s), float(v)) for s, v in state.get("lr_points") or ())
+        self.batch_size = state.get("batch_size")
+        self._active = {str(k): int(v) for k, v in (state.get("active") or {}).items()}
+
+    def loss_history(self) -> list[float]:
+        """The losses of the Smart Monitor window, oldest first (``metadata.json``'s ``loss_history``)."""
+        return list(self.losses)[-self.config.smart.loss_window:]
+
+
+# --------------------------------------------------------------------------- snapshot policy
+
+SNAPSHOT_PRIORITY = (Rule.LOSS_SPIKE.value, Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """One snapshot to save now: its reason (``loss_spike_37.8pct``), every trigger's reason, pinned or not."""
+
+    reason: str
+    triggers: tuple[str, ...]
+    pinned: bool
+    best_model: bool
+
+
+def plan_snapshots(alerts: Sequence[Alert], step: int, last_anomaly_save_step: int | None,
+                   min_steps_between_saves: int) -> list[SnapshotPlan]:
+    """Which snapshots the alerts of one step call for (pure).
+
+    Anomaly triggers (loss spike, divergence, accuracy drop) give at most one snapshot, named after the
+    highest-priority trigger and listing all of them, and only ``min_steps_between_saves`` after the
+    previous anomaly snapshot. A new best model always gives its own pinned snapshot.
+    """
+    plans: list[SnapshotPlan] = []
+    triggers = sorted((a for a in alerts if a.rule in SNAPSHOT_TRIGGER_RULES),
+                      key=lambda a: SNAPSHOT_PRIORITY.index(a.rule))
+    if triggers and (last_anomaly_save_step is None or step - last_anomaly_save_step >= min_steps_between_saves):
+        plans.append(SnapshotPlan(triggers[0].reason, tuple(a.reason for a in triggers), False, False))
+    for a in alerts:
+        if a.rule == BEST_MODEL_RULE:
+            plans.append(SnapshotPlan(a.reason, (a.reason,), True, True))
+    return plans

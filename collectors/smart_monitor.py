@@ -1,0 +1,507 @@
+"""The standalone Smart Monitor: watches a training you cannot modify and snapshots it on anomalies.
+
+``python -m collectors.smart_monitor --base-dir DIR`` follows either a Trainboard run directory
+(``logs/metrics.jsonl``) or a plain Hugging Face output directory (``trainer_state.json``'s
+``log_history`` and ``checkpoint-*``), runs the same rules as the in-training collector, appends alerts
+to ``logs/alerts.jsonl``, saves ``snapshots/anomaly_*`` as copies of the checkpoint at (or just before)
+the event, honours "Snapshot now" requests and live thresholds from ``control/``, and logs to
+``logs/smart_monitor_YYYYMMDD.log`` (``ALERT`` lines and periodic ``Monitoring: Step N`` lines).
+
+One instance per directory (a lock in ``control/``); SIGTERM/SIGINT stop it cleanly; its state is saved
+after every poll so a restarted monitor continues where it stopped. ``--once`` replays what exists and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from collectors import runformat as rf
+from collectors import snapshots as snap
+from collectors.anomaly.actions import AlertActions
+from collectors.anomaly.plugin import observation_from_record
+from collectors.anomaly.rules import AnomalyConfig, RuleEngine, SmartConfig, SnapshotConfig
+from collectors.safety import Guard
+
+PROG = "python -m collectors.smart_monitor"
+DEFAULT_POLL_INTERVAL = 10.0
+SOURCE_NAME = "smart_monitor"
+STATE_VERSION = 1
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+EXIT_OK, EXIT_LOCKED, EXIT_NOTHING = 0, 3, 4
+
+log = logging.getLogger("trainboard.smart_monitor")
+
+
+# --------------------------------------------------------------------------- the single-instance lock
+
+class AlreadyRunning(RuntimeError):
+    """Another Smart Monitor holds the directory's lock (``pid`` when known)."""
+
+    def __init__(self, base: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        hint = f"; stop it first (kill {pid})" if pid else ""
+        super().__init__(f"another Smart Monitor ({who}) is already watching {base}{hint}")
+        self.pid = pid
+
+
+class DirLock:
+    """An exclusive ``flock`` on ``control/smart_monitor.lock``; the kernel drops it when the process dies
+    (even on kill -9), so a crashed monitor never blocks its restart."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.path = rf.RunPaths.of(base).smart_monitor_lock
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Raises AlreadyRunning when held elsewhere."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise AlreadyRunning(self.base, pid) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        txt = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return None
+    return int(txt) if txt.isdigit() else None
+
+
+def monitor_running(base: str | os.PathLike[str]) -> int | None:
+    """The pid of a Smart Monitor watching ``base`` (0 when running but pid unknown), else ``None``."""
+    path = rf.RunPaths.of(base).smart_monitor_lock
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        return pid or 0
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return None
+
+
+# --------------------------------------------------------------------------- sources
+
+def hf_trainer_states(base: Path) -> list[tuple[int, Path]]:
+    """``trainer_state.json`` files of an HF output dir (its own and each checkpoint's), by global step."""
+    found = []
+    candidates = [base / rf.HF_TRAINER_STATE] + [p / rf.HF_TRAINER_STATE for _, p in snap.find_checkpoints(base)]
+    for path in candidates:
+        doc, _ = rf.read_json(path)
+        if isinstance(doc, dict) and isinstance(doc.get("log_history"), list):
+            step = doc.get("global_step")
+            found.append((step if isinstance(step, int) else 0, path))
+    return sorted(found)
+
+
+def records_from_log_history(history: Sequence[Any], after_train: int, after_eval: int) -> list[dict[str, Any]]:
+    """Trainboard metrics records from Trainer's ``log_history`` entries newer than the cursors (pure)."""
+    from collectors.monitor import classify
+
+    out = []
+    for entry in history:
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+            continue
+        fields = {k: v for k, v in entry.items() if k != "step"}
+        kind = classify(fields)
+        step = entry["step"]
+        if kind == rf.RecordKind.TRAIN and step > after_train or kind == rf.RecordKind.EVAL and step > after_eval:
+            out.append(rf.make_record(kind, step=step, **fields))
+    return out
+
+
+@dataclass
+class Cursor:
+    """Where the monitor is in its source (saved in the state file)."""
+
+    kind: str = ""
+    dev: int = -1
+    inode: int = -1
+    offset: int = 0
+    after_train: int = -1
+    after_eval: int = -1
+
+
+class Source:
+    """New metrics records from a Trainboard run dir or an HF output dir, whichever ``base`` is."""
+
+    def __init__(self, base: Path, cursor: Cursor) -> None:
+        self.base = base
+        self.cursor = cursor
+        self.tailer: rf.JsonlTailer | None = None
+
+    def describe(self) -> str:
+        return {"trainboard": "Trainboard run (logs/metrics.jsonl)", "hf": "Hugging Face output (trainer_state.json)"}.get(
+            self.cursor.kind, "nothing yet (waiting for logs/metrics.jsonl or trainer_state.json)")
+
+    def poll(self) -> list[dict[str, Any]]:
+        if rf.is_run_dir(self.base):
+            return self._poll_trainboard()
+        states = hf_trainer_states(self.base)
+        if states:
+            return self._poll_hf(states[-1][1])
+        return []
+
+    def _poll_trainboard(self) -> list[dict[str, Any]]:
+        c = self.cursor
+        if self.tailer is None:
+            self.tailer = rf.JsonlTailer(rf.RunPaths.of(self.base).metrics)
+            if c.kind == "trainboard":  # resume where a previous run of the monitor stopped
+                self.tailer.state = rf.TailState(dev=c.dev, inode=c.inode, size=c.offset, offset=c.offset)
+        c.kind = "trainboard"
+        records, _reset = self.tailer.poll()
+        st = self.tailer.state
+        c.dev, c.inode, c.offset = st.dev, st.inode, st.offset
+        return records
+
+    def _poll_hf(self, path: Path) -> list[dict[str, Any]]:
+        c = self.cursor
+        c.kind = "hf"
+        doc, _ = rf.read_json(path)
+        history = doc.get("log_history", []) if isinstance(doc, dict) else []
+        recs = records_from_log_history(history, c.after_train, c.after_eval)
+        for r in recs:
+            if r["kind"] == rf.RecordKind.TRAIN.value:
+                c.after_train = max(c.after_train, r["step"])
+            else:
+                c.after_eval = max(c.after_eval, r["step"])
+        return recs
+
+
+# --------------------------------------------------------------------------- logging
+
+class DailyFileHandler(logging.Handler):
+    """Appends to ``logs/smart_monitor_<YYYYMMDD>.log``, switching files when the local date changes."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__()
+        self.paths = rf.RunPaths.of(base)
+        self._date = ""
+        self._fh: Any = None
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            date = time.strftime("%Y%m%d", time.localtime(record.created))
+            if date != self._date or self._fh is None:
+                if self._fh is not None:
+                    self._fh.close()
+                path = self.paths.smart_monitor_log(date)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(path, "a", encoding="utf-8", buffering=1)
+                self._date = date
+            self._fh.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never stop the monitor
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        super().close()
+
+
+# --------------------------------------------------------------------------- the monitor
+
+class SmartMonitor:
+    """Polls a directory, applies the rules, writes alerts and checkpoint-copy snapshots.
+
+    Args:
+        base_dir: the Trainboard run dir or HF output dir to watch (snapshots/logs/control go there).
+        config: the thresholds (``control/thresholds.json`` overrides them live).
+        poll_interval: seconds between polls.
+    """
+
+    def __init__(self, base_dir: Path, config: AnomalyConfig, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        self.base = base_dir
+        self.paths = rf.RunPaths.of(base_dir)
+        self.base_config = config
+        self.poll_interval = poll_interval
+        self.guard = Guard(log)
+        self.engine = RuleEngine(config)
+        self.actions = AlertActions(base_dir, self.engine, source=SOURCE_NAME, guard=self.guard)
+        self.cursor = Cursor()
+        self.alerts = 0
+        self.records = 0
+        self.stop_event = threading.Event()
+        self._thresholds_sig: tuple[int, int] | None = None
+        self._load_state()
+        self.source = Source(base_dir, self.cursor)
+
+    # ------------------------------------------------------------------ state
+    def _load_state(self) -> None:
+        doc, _ = rf.read_json(self.paths.smart_monitor_state)
+        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+            return
+        try:
+            self.engine.load_state_dict(doc.get("engine") or {})
+            self.cursor = Cursor(**(doc.get("cursor") or {}))
+            self.actions.last_anomaly_save_step = doc.get("last_anomaly_save_step")
+            self.alerts = int(doc.get("alerts") or 0)
+            self.records = int(doc.get("records") or 0)
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring unreadable state %s (%s): starting from the beginning", self.paths.smart_monitor_state, exc)
+            self.engine = RuleEngine(self.base_config)
+            self.actions.engine = self.engine
+            self.cursor = Cursor()
+            return
+        log.info("Resuming from saved state: %d records seen, best loss %s", self.records, self.engine.best_loss)
+
+    def save_state(self) -> None:
+        doc = {"version": STATE_VERSION, "engine": self.engine.state_dict(), "cursor": vars(self.cursor),
+               "last_anomaly_save_step": self.actions.last_anomaly_save_step, "alerts": self.alerts,
+               "records": self.records, "saved_at": time.time(), "pid": os.getpid()}
+        self.guard.run("saving the monitor state", rf.write_json_atomic, self.paths.smart_monitor_state, doc)
+
+    # ------------------------------------------------------------------ one poll
+    def poll(self) -> int:
+        """Process every new record, then control files; returns how many records were processed."""
+        self._reload_thresholds()
+        n = 0
+        while True:
+            batch = self.source.poll()
+            if not batch:
+                break
+            for record in batch:
+                self.process(record)
+            n += len(batch)
+            if self.source.cursor.kind == "hf":
+                break  # one trainer_state.json per poll: it was read whole
+        self._honour_request()
+        if n:
+            self.save_state()
+        return n
+
+    def process(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        obs = observation_from_record(record)
+        if obs is None:
+            return
+        alerts = self.engine.observe(obs)
+        if not alerts:
+            return
+        self.alerts += len(alerts)
+        self.actions.write_alerts(alerts)
+        for a in alerts:
+            log.warning("ALERT [%s] %s at step %d: %s", a.severity.upper(), a.reason, a.step, a.message)
+        status, _ = rf.read_json(self.paths.status)
+        for res in self.actions.snapshot_for(alerts, obs.step, status if isinstance(status, dict) else {},
+                                             lambda plan, step: None):
+            if res.ok:
+                log.info("Snapshot saved: %s", res.path)
+            else:
+                log.warning("Snapshot %s: %s", "skipped" if res.skipped else "failed", res.error)
+
+    def heartbeat(self) -> None:
+        e = self.engine
+        best = f"{e.best_loss:.4f} @ step {e.best_loss_step}" if e.best_loss is not None else "-"
+        loss = f"{e.latest_loss:.4f}" if e.latest_loss is not None else "-"
+        log.info("Monitoring: Step %d | loss %s | best %s | records %d | alerts %d | snapshots %d | source: %s",
+                 e.step, loss, best, self.records, self.alerts, len(self.actions.snapshots_saved), self.source.describe())
+
+    def _reload_thresholds(self) -> None:
+        path = self.paths.thresholds
+        try:
+            st = os.stat(path)
+            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            sig = None
+        if sig == self._thresholds_sig:
+            return
+        self._thresholds_sig = sig
+        if sig is None:
+            if self.engine.config != self.base_config:
+                self.engine.set_config(self.base_config)
+                log.info("control/thresholds.json removed: back to the command-line thresholds")
+            return
+        doc, problem = rf.read_json(path)
+        try:
+            if problem:
+                raise ValueError(problem)
+            cfg = self.base_config.merged(doc)
+        except ValueError as exc:
+            log.warning("Ignoring %s: %s (keeping the previous thresholds)", path, exc)
+            return
+        self.engine.set_config(cfg)
+        log.info("Thresholds reloaded from %s: loss spike %.3g, accuracy drop %.3g, min steps between saves %d",
+                 path, cfg.smart.loss_spike_threshold, cfg.smart.accuracy_drop_threshold,
+                 cfg.snapshots.min_steps_between_saves)
+
+    def _honour_request(self) -> None:
+        if not self.paths.snapshot_request.exists():
+            return
+        status, _ = rf.read_json(self.paths.status)
+        collector_on = isinstance(status, dict) and isinstance(status.get("anomaly"), dict) and status["anomaly"].get("enabled")
+        if collector_on and snap.training_is_live(status, time.time()):
+            return  # the training's own collector saves the live weights at its next step
+        req = snap.claim_request(self.base)
+        if req is None:
+            return
+        if req.get("id") is None:
+            res = snap.SnapshotResult(False, error=f"malformed snapshot request: {req.get('problem')}")
+        else:
+            res = self.actions.save("manual", ["manual"], self.engine.step, {}, None, kind=snap.KIND_MANUAL)
+        snap.write_result(self.base, req, res, handled_by=SOURCE_NAME)
+        log.info("Snapshot now: %s", f"saved {res.name}" if res.ok else res.error)
+
+    # ------------------------------------------------------------------ loop
+    def run(self, *, once: bool = False) -> int:
+        removed = snap.clean_stale_temps(self.base)
+        if removed:
+            log.info("Removed %d incomplete snapshot(s) left by a killed process: %s", len(removed), ", ".join(removed))
+        log.info("Smart Monitor watching %s (poll every %gs, loss spike %.3g, accuracy drop %.3g, loss window %d, "
+                 "min %d steps between saves)", self.base, self.poll_interval, self.base_config.smart.loss_spike_threshold,
+                 self.base_config.smart.accuracy_drop_threshold, self.base_config.smart.loss_window,
+                 self.base_config.snapshots.min_steps_between_saves)
+        if once:
+            self.poll()
+            self.heartbeat()
+            self.save_state()
+            if self.source.cursor.kind == "":
+                log.error("nothing to replay in %s: no logs/metrics.jsonl and no trainer_state.json", self.base)
+                return EXIT_NOTHING
+            return EXIT_OK
+        while not self.stop_event.is_set():
+            self.guard.run("polling", self.poll)
+            self.heartbeat()
+            self.stop_event.wait(self.poll_interval)
+        self.save_state()
+        return EXIT_OK
+
+
+# --------------------------------------------------------------------------- command line
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description="Watch a training (Trainboard run dir or Hugging Face output "
+                                "dir) and save snapshots when loss spikes, accuracy drops, a new best model appears "
+                                "or training diverges.")
+    p.add_argument("--base-dir", required=True, help="training directory to watch (snapshots/ and logs/ are written there)")
+    p.add_argument("--loss-spike-threshold", type=float, default=SmartConfig.loss_spike_threshold,
+                   help="fraction above the recent average that is a spike (default %(default)s = 30%%)")
+    p.add_argument("--accuracy-drop-threshold", type=float, default=SmartConfig.accuracy_drop_threshold,
+                   help="accuracy percentage points below the recent average that is a drop (default %(default)s)")
+    p.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL,
+                   help="seconds between checks (default %(default)s)")
+    p.add_argument("--min-steps-between-saves", type=int, default=SnapshotConfig.min_steps_between_saves,
+                   help="minimum steps between two anomaly snapshots; best-model snapshots are never blocked "
+                        "(default %(default)s)")
+    p.add_argument("--loss-window", type=int, default=SmartConfig.loss_window,
+                   help="losses kept for the spike and divergence rules (default %(default)s)")
+    p.add_argument("--once", action="store_true", help="replay the history that exists now, then exit")
+    args = p.parse_args(argv)
+    base = Path(args.base_dir).expanduser()
+    if not base.exists():
+        p.error(f"--base-dir {str(base)!r} does not exist")
+    if not base.is_dir():
+        p.error(f"--base-dir {str(base)!r} is not a directory")
+    if not (args.poll_interval > 0) or args.poll_interval > 86400:
+        p.error(f"--poll-interval must be between 0 and 86400 seconds; got {args.poll_interval}")
+    try:
+        args.config = config_from_args(args)
+    except ValueError as exc:
+        flag = {"smart.loss_spike_threshold": "--loss-spike-threshold", "smart.accuracy_drop_threshold": "--accuracy-drop-threshold",
+                "smart.loss_window": "--loss-window", "snapshots.min_steps_between_saves": "--min-steps-between-saves"}
+        msg = str(exc)
+        for key, name in flag.items():
+            msg = msg.replace(key, name)
+        p.error(msg)
+    args.base = base
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> AnomalyConfig:
+    """The engine configuration for the command-line flags (validated; ValueError names the bad value)."""
+    return AnomalyConfig.from_dict({
+        "smart": {"loss_spike_threshold": args.loss_spike_threshold, "accuracy_drop_threshold": args.accuracy_drop_threshold,
+                  "loss_window": args.loss_window},
+        "snapshots": {"min_steps_between_saves": args.min_steps_between_saves},
+    })
+
+
+def _configure_logging(base: Path) -> list[logging.Handler]:
+    handlers: list[logging.Handler] = [DailyFileHandler(base), logging.StreamHandler(sys.stderr)]
+    handlers[1].setFormatter(logging.Formatter(LOG_FORMAT))
+    for h in handlers:
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    lock = DirLock(args.base)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except OSError as exc:
+        print(f"{PROG}: error: cannot create the lock in {lock.path.parent}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    handlers = _configure_logging(args.base)
+    monitor = SmartMonitor(args.base, args.config, args.poll_interval)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("Stopping (%s)", signal.Signals(signum).name)
+        monitor.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        code = monitor.run(once=args.once)
+        log.info("Smart Monitor stopped: %d records, %d alerts, %d snapshots", monitor.records, monitor.alerts,
+                 len(monitor.actions.snapshots_saved))
+        return code
+    finally:
+        monitor.actions.close()
+        lock.release()
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def iter_log_lines(base: str | os.PathLike[str]) -> Iterator[str]:
+    """Every line of the monitor's daily logs, oldest file first (for tests and the dashboard)."""
+    logs = rf.RunPaths.of(base).logs_dir
+    for path in sorted(logs.glob("smart_monitor_*.log")):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            yield from (line.rstrip("\n") for line in fh)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Snapshots page components (pure builders, issue 3): history table, detail viewer, actions."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping, Sequence
+
+from dash import dash_table, dcc, html
+
+from components import ids
+from components.format import fmt_sig
+
+TABLE_COLUMNS = (("time", "Time"), ("reason", "Reason"), ("step", "Step"), ("loss", "Loss"), ("size", "Size"),
+                 ("pinned", "Pinned"), ("name", "Name"))
+DETAIL_MAX_CHARS = 20_000
+"""A status file can be big (configs): the viewer shows this much and says it cut the rest."""
+
+
+def fmt_size(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "–"
+    for unit, div in (("GB", 1024**3), ("MB", 1024**2), ("kB", 1024)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Display rows for :meth:`collectors.snapshots.SnapshotInfo.to_row` dicts (pure)."""
+    out = []
+    for r in rows:
+        out.append({"name": r["name"], "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])),
+                    "reason": r.get("reason") or "", "step": r.get("step") if r.get("step") is not None else "–",
+                    "loss": fmt_sig(r.get("loss")), "size": fmt_size(r.get("size_bytes")),
+                    "pinned": "pinned" if r.get("pinned") else "", "id": r["name"]})
+    return out
+
+
+def build_snapshots_layout() -> html.Div:
+    return html.Div([
+        html.Div(id=ids.SNAPSHOTS_MESSAGE),
+        html.Div([
+            html.Button("Snapshot now", id=ids.SNAPSHOTS_NOW_BUTTON, className="button button--primary", n_clicks=0),
+            html.Span(id=ids.SNAPSHOTS_NOW_PROGRESS, className="snapshots__progress", role="status"),
+            html.Div(id=ids.SNAPSHOTS_NOW_RESULT, className="snapshots__result", role="status"),
+        ], className="snapshots__actions panel"),
+        html.Div([
+            html.Div([
+                html.H3("History", className="panel__title"),
+                dash_table.DataTable(id=ids.SNAPSHOTS_TABLE, columns=[{"name": n, "id": c} for c, n in TABLE_COLUMNS],
+                                     data=[], row_selectable="single", selected_rows=[], page_size=15,
+                                     sort_action="native", style_table={"overflowX": "auto"},
+                                     style_cell={"fontSize": "13px", "padding": "4px 8px", "textAlign": "left",
+                                                 "maxWidth": "320px", "overflow": "hidden", "textOverflow": "ellipsis"},
+                                     style_header={"fontWeight": "600"}),
+            ], className="panel snapshots__table"),
+            html.Div([
+                html.H3("Selected snapshot", className="panel__title"),
+                html.Div([
+                    html.Button("Pin", id=ids.SNAPSHOTS_PIN_BUTTON, className="button", n_clicks=0),
+                    html.Button("Unpin", id=ids.SNAPSHOTS_UNPIN_BUTTON, className="button", n_clicks=0),
+                    dcc.ConfirmDialogProvider(html.Button("Delete…", id=ids.SNAPSHOTS_DELETE_BUTTON, className="button button--danger"),
+                                              id=ids.SNAPSHOTS_DELETE_CONFIRM,
+                                              message="Delete this snapshot and its weights? This cannot be undone."),
+                ], className="snapshots__buttons"),
+                html.Div(id=ids.SNAPSHOTS_ACTION_MESSAGE, className="snapshots__result", role="status"),
+                html.Div(id=ids.SNAPSHOTS_DETAIL, className="snapshots__detail"),
+            ], className="panel snapshots__side"),
+        ], className="snapshots__grid"),
+        dcc.Store(id=ids.SNAPSHOTS_STATE, data=None),
+        dcc.Store(id=ids.SNAPSHOTS_SELECTED, data=None),
+        dcc.Store(id=ids.SNAPSHOTS_REFRESH, data=0),
+    ], className="page page--snapshots")
+
+
+def _pretty(doc: Any) -> str:
+    text = json.dumps(doc, indent=2, sort_keys=False, default=str)
+    if len(text) > DETAIL_MAX_CHARS:
+        text = text[:DETAIL_MAX_CHARS] + f"\n… ({len(text) - DETAIL_MAX_CHARS:,} more characters not shown)"
+    return text
+
+
+def build_detail(name: str | None, metadata: Any, status: Any, problem: str | None = None) -> html.Div | str:
+    """Metadata and training status of one snapshot, or a hint to select one."""
+    if not name:
+        return html.Div("Select a snapshot in the table to see why it was saved and the training status then.",
+                        className="snapshots__hint")
+    parts: list[Any] = [html.Div(name, className="snapshots__name")]
+    if problem:
+        parts.append(html.Div(problem, className="message message--problem"))
+    parts += [html.H4("metadata.json"), html.Pre(_pretty(metadata), className="snapshots__json"),
+              html.H4("training_status.json"), html.Pre(_pretty(status), className="snapshots__json")]
+    return html.Div(parts)
+
+
+def build_result(result: Mapping[str, Any] | None) -> html.Div | str:
+    """The outcome of "Snapshot now": what was saved, or what went wrong."""
+    if not result:
+        return ""
+    if result.get("ok"):
+        return html.Div(f"Saved {result.get('name')} (by {result.get('handled_by', '?')}).", className="result result--ok")
+    return html.Div(f"Snapshot not saved: {result.get('error') or 'unknown error'}", className="result result--bad",
+                    role="alert")

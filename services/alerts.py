@@ -1,0 +1,161 @@
+"""The dashboard's view of alerts, snapshots and thresholds of a run (issue 3).
+
+``AlertFeed`` tails ``logs/alerts.jsonl`` per run (whole lines only, truncation detected) and keeps the
+most recent alerts; the rest are pure functions the callbacks call: filtering, summary counts, the
+Overview's alert markers, the snapshot table rows, and validated threshold updates.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from collectors import runformat as rf
+from collectors.anomaly.rules import AnomalyConfig, Category, Severity
+
+MAX_ALERTS_KEPT = 5000
+"""Alerts kept per run in memory (the feed shows the newest; counts cover what is kept)."""
+FEED_ROWS = 200
+SEVERITY_ORDER = tuple(s.value for s in Severity)
+CATEGORY_ORDER = tuple(c.value for c in Category)
+
+
+@dataclass
+class AlertsView:
+    """What one poll of a run's alerts gives the page."""
+
+    alerts: list[dict[str, Any]]
+    version: int
+    bad_lines: int
+    problem: str | None = None
+
+
+class _RunAlerts:
+    def __init__(self, path: Path) -> None:
+        self.tailer = rf.JsonlTailer(path, known_kinds=(rf.RecordKind.ALERT.value,))
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS_KEPT)
+        self.version = 0
+
+
+class AlertFeed:
+    """Per-run tailers of ``logs/alerts.jsonl`` (thread-safe; one per app)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[Path, _RunAlerts] = {}
+        self._lock = threading.Lock()
+
+    def poll(self, run_root: Path) -> AlertsView:
+        paths = rf.RunPaths.of(run_root)
+        with self._lock:
+            ra = self._runs.get(paths.alerts)
+            if ra is None:
+                ra = self._runs[paths.alerts] = _RunAlerts(paths.alerts)
+            try:
+                records, reset = ra.tailer.poll()
+            except OSError as exc:
+                return AlertsView(list(ra.alerts), ra.version, ra.tailer.bad_lines, f"cannot read {paths.alerts}: {exc}")
+            if reset:
+                ra.alerts.clear()
+                ra.version += 1
+            if records:
+                ra.alerts.extend(records)
+                ra.version += 1
+            return AlertsView(list(ra.alerts), ra.version, ra.tailer.bad_lines)
+
+
+# --------------------------------------------------------------------------- pure functions
+
+def filter_alerts(alerts: Iterable[Mapping[str, Any]], categories: Sequence[str] | None,
+                  severities: Sequence[str] | None) -> list[Mapping[str, Any]]:
+    """Alerts whose category and severity are selected (an empty/None selection means all)."""
+    cats = set(categories or ())
+    sevs = set(severities or ())
+    return [a for a in alerts if (not cats or a.get("category") in cats) and (not sevs or a.get("severity") in sevs)]
+
+
+def summarize(alerts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """``total_alerts``, ``by_severity`` (every severity, in order) and ``by_category`` counts."""
+    sev: Counter[str] = Counter()
+    cat: Counter[str] = Counter()
+    n = 0
+    for a in alerts:
+        n += 1
+        sev[str(a.get("severity"))] += 1
+        cat[str(a.get("category"))] += 1
+    return {"total_alerts": n, "by_severity": {s: sev.get(s, 0) for s in SEVERITY_ORDER},
+            "by_category": dict(sorted(cat.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+
+def newest_first(alerts: Sequence[Mapping[str, Any]], limit: int = FEED_ROWS) -> list[Mapping[str, Any]]:
+    return list(reversed(alerts[-limit:]))
+
+
+def marker_points(alerts: Iterable[Mapping[str, Any]], steps: Sequence[float], values: Sequence[float]
+                  ) -> dict[str, tuple[list[float], list[float], list[str]]]:
+    """Alert markers for the Overview loss chart, grouped by severity: ``{severity: (xs, ys, texts)}``.
+
+    Each marker sits on the loss curve at the alert's step (the last logged loss at or before it), so
+    it reads as "this happened here". Pure; ``steps`` must be sorted ascending.
+    """
+    import bisect
+
+    out: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    if not len(steps):
+        return out
+    for a in alerts:
+        step = a.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        i = bisect.bisect_right(steps, step) - 1
+        y = values[max(i, 0)]
+        if not (isinstance(y, float) and y == y and abs(y) != float("inf")):
+            continue
+        xs, ys, texts = out.setdefault(str(a.get("severity")), ([], [], []))
+        xs.append(step)
+        ys.append(float(y))
+        texts.append(f"{a.get('severity', '?')}: {a.get('message', a.get('rule', 'alert'))}")
+    return out
+
+
+def threshold_update(current: Mapping[str, Any] | None, section: str, key: str, value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The new ``control/thresholds.json`` document with ``section.key = value``, validated (pure).
+
+    Returns ``(doc, None)`` or ``(None, message)`` naming the problem; other keys already in the file are kept.
+    """
+    doc: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (current or {}).items()}
+    doc.pop("updated_at", None)
+    doc.setdefault(section, {})
+    if not isinstance(doc[section], dict):
+        doc[section] = {}
+    doc[section][key] = value
+    try:
+        AnomalyConfig.from_dict(doc)
+    except ValueError as exc:
+        return None, f"Not saved: {exc}"
+    doc["v"] = rf.SCHEMA_VERSION
+    doc["updated_at"] = time.time()
+    return doc, None
+
+
+def current_thresholds(run_root: Path) -> tuple[AnomalyConfig, str | None]:
+    """The thresholds in effect for a run (defaults + ``control/thresholds.json``), and a problem if the
+    file is unreadable or invalid (then the defaults are shown)."""
+    path = rf.RunPaths.of(run_root).thresholds
+    doc, problem = rf.read_json(path)
+    if doc is None:
+        return AnomalyConfig(), None if not path.exists() else problem
+    try:
+        return AnomalyConfig.from_dict(doc), None
+    except ValueError as exc:
+        return AnomalyConfig(), f"{path} is invalid ({exc}); the training keeps its previous thresholds"
+
+
+def run_root_for(base: Path, run_id: str | None) -> Path | None:
+    """The directory of run ``run_id`` under ``base``, refusing anything outside it (ids come from the browser)."""
+    if run_id is None:
+        return None
+    root = base if run_id == "." else base / run_id
+    return root if rf.is_within(base, root) else None

@@ -1,0 +1,157 @@
+"""Alerts and Snapshots pages in a real headless Chromium against a real ``python app.py`` server:
+snapshot now → a manual snapshot appears; a slider → control/thresholds.json changes and the detector
+uses it; the token guard refuses requests without the token."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from collectors import Monitor, runformat as rf
+from collectors import snapshots as S
+from collectors.anomaly.plugin import AnomalyPlugin
+from tests.conftest import REPO, assert_no_console_errors, free_port, save_screenshot, wait_http
+
+pytestmark = pytest.mark.browser
+TIMEOUT_MS = 60_000
+LOSSES = [2.0, 1.8, 1.6, 1.5, 1.45, 1.44, 1.43, 1.42, 1.41, 1.40, 2.6, 1.5]
+
+
+def make_run(run: Path) -> Path:
+    """A finished run written by a real Monitor (anomaly rules on: alerts + snapshots), plus a checkpoint."""
+    torch = pytest.importorskip("torch")
+    hf = run.parent / "hf_output"
+    (hf / "checkpoint-12").mkdir(parents=True)
+    (hf / "checkpoint-12" / "model.safetensors").write_text("weights-12")
+    model = torch.nn.Linear(4, 2)
+    with Monitor(run, run_config={"output_dir": str(hf)}) as mon:
+        mon.watch(model=model)
+        for i, loss in enumerate(LOSSES, 1):
+            mon.log(i, loss=loss, grad_norm=50.0 if i == 12 else 1.0, learning_rate=1e-3)
+    return hf
+
+
+def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
+    base = tmp_path / "base"
+    run = base / "run-a"
+    hf = make_run(run)
+    srv = dashboard(base)
+
+    # ---- Alerts page: live feed, severity colours, filters, summary
+    page.goto(srv.url + "/alerts", wait_until="load")
+    page.locator("#alerts-feed .alert__rule", has_text="loss_spike").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#alerts-feed .alert__sev.severity--critical").count() >= 1  # gradient explosion
+    assert page.locator("#alerts-summary .badge").first.inner_text().replace("\n", " ").startswith("ALERTS")
+    with rf.JsonlWriter(rf.RunPaths.of(run).alerts) as w:  # a new alert arrives: the feed follows
+        w.append(rf.make_record("alert", rule="lr_too_high", category="learning_rate", severity="high", step=13,
+                                value=2.0, threshold=1.0, message="LR injected by the test", metadata={}, time=time.time()))
+    page.get_by_text("LR injected by the test").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#alerts-severity-filter").click()
+    page.keyboard.type("critical")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#alerts-feed .alert').length === "
+                           "document.querySelectorAll('#alerts-feed .alert__sev.severity--critical').length", timeout=TIMEOUT_MS)
+
+    # ---- threshold slider → control/thresholds.json → the detector uses it
+    slider_input = page.locator('[id=\'{"key":"smart.loss_spike_threshold","type":"alerts-threshold"}\'] input').first
+    slider_input.wait_for(timeout=TIMEOUT_MS)
+    slider_input.fill("0.55")
+    slider_input.press("Tab")  # the typed value is committed when the box loses focus
+    page.get_by_text("Saved smart.loss_spike_threshold = 0.55").wait_for(timeout=TIMEOUT_MS)
+    thumb = page.locator('[id=\'{"key":"gradient.explosion_threshold","type":"alerts-threshold"}\'] [role=slider]')
+    thumb.focus()
+    thumb.press("ArrowRight")  # moving the slider itself (keyboard): 10 → 11
+    page.get_by_text("Saved gradient.explosion_threshold = 11").wait_for(timeout=TIMEOUT_MS)
+    doc = json.loads(rf.RunPaths.of(run).thresholds.read_text())
+    assert doc["smart"]["loss_spike_threshold"] == 0.55 and doc["gradient"]["explosion_threshold"] == 11
+    plugin = AnomalyPlugin(control_poll_s=0)
+    mon = Monitor(run, plugins=[plugin], run_config={"output_dir": str(hf)})  # the training goes on
+    mon.start()
+    assert plugin.config.smart.loss_spike_threshold == 0.55 and plugin.config.gradient.explosion_threshold == 11
+    mon.log(1, loss=1.0, grad_norm=10.5)  # above the old 10, below the new 11: no alert
+    assert plugin.alerts_written == 0
+    mon.close()
+    save_screenshot(page, "alerts.png")
+    assert_no_console_errors(page)
+
+    # ---- Snapshots page: history, viewer, snapshot now
+    page.goto(srv.url + "/snapshots", wait_until="load")
+    page.locator("#snapshots-table td", has_text="loss_spike").first.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#snapshots-table input[type=radio]").first.check()
+    page.locator("#snapshots-detail", has_text="metadata.json").wait_for(timeout=TIMEOUT_MS)
+    n_before = len(S.list_snapshots(run))
+    page.get_by_role("button", name="Snapshot now").click()
+    page.locator("#snapshots-now-result", has_text="Saved manual_").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#snapshots-table td", has_text="manual").first.wait_for(timeout=TIMEOUT_MS)
+    manual = [s for s in S.list_snapshots(run) if s.kind == "manual"]
+    assert len(S.list_snapshots(run)) == n_before + 1 and len(manual) == 1
+    assert (manual[0].path / "model" / "model.safetensors").read_text() == "weights-12"
+    # the selection follows the snapshot (not the row number) while rows are added
+    page.locator("#snapshots-detail .snapshots__name", has_text="loss_spike").wait_for(timeout=TIMEOUT_MS)
+    save_screenshot(page, "snapshots.png")
+    # delete, with confirmation: refused for a pinned best-model snapshot, done for the manual one
+    page.on("dialog", lambda d: d.accept())
+    page.locator("#snapshots-table tr", has_text="best_model").first.locator("input[type=radio]").check()
+    page.get_by_role("button", name="Delete…").click()
+    page.locator("#snapshots-action-message", has_text="is pinned: unpin it before deleting").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#snapshots-table tr", has_text="manual").first.locator("input[type=radio]").check()
+    page.get_by_role("button", name="Delete…").click()
+    page.locator("#snapshots-action-message", has_text="Deleted manual_").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('#snapshots-table').innerText.includes('manual_')",
+                           timeout=TIMEOUT_MS)
+    assert [s for s in S.list_snapshots(run) if s.kind == "manual"] == []
+    assert all(s.pinned for s in S.list_snapshots(run) if s.reason.startswith("best_model"))
+    assert_no_console_errors(page)
+
+
+def test_snapshot_now_failure_is_shown(tmp_path, dashboard, page):
+    run = tmp_path / "base" / "run-b"
+    with Monitor(run, anomaly=False) as mon:  # no checkpoint anywhere: the copy must fail, visibly
+        mon.log(1, loss=1.0)
+    srv = dashboard(tmp_path / "base")
+    page.goto(srv.url + "/snapshots", wait_until="load")
+    page.get_by_text("No snapshots yet").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Snapshot now").click()
+    page.locator("#snapshots-now-result", has_text="Snapshot not saved: no checkpoint").wait_for(timeout=TIMEOUT_MS)
+    assert_no_console_errors(page)
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_token_guard(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    # not loopback and no token: refused at start, with the reason
+    proc = subprocess.run([sys.executable, str(REPO / "app.py"), "--base-dir", str(base), "--host", "0.0.0.0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "set a token with --token" in proc.stderr
+    port = free_port()
+    token = "s3cret-token-42"
+    srv = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--base-dir", str(base), "--port", str(port),
+                            "--token", token], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/?token={token}", proc=srv)
+        assert _get(url + "/")[0] == 401
+        assert _get(url + "/_dash-layout")[0] == 401
+        assert _get(url + "/?token=wrong-token-xx")[0] == 401
+        status, headers = _get(f"{url}/?token={token}")
+        assert status == 200 and "trainboard_token=" in headers.get("Set-Cookie", "")
+        assert _get(url + "/_dash-layout", {"Cookie": f"trainboard_token={token}"})[0] == 200
+        assert _get(url + "/_dash-layout", {"X-Trainboard-Token": token})[0] == 200
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
