@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping

@@ -29,7 +29,7 @@ def fault_run(tmp_path_factory) -> Path:
     """One demo training (60 steps, checkpoints every 20) with the learning rate ×100 at steps 40-42."""
     base = tmp_path_factory.mktemp("fault") / "run"
     proc = subprocess.run([sys.executable, "-m", "collectors.demo", "--base-dir", str(base), "--max-steps", "60",
-                           "--eval-steps", "30", "--logging-steps", "5", "--save-steps", "20",
+                           "--eval-steps", "5", "--logging-steps", "5", "--save-steps", "20",
                            "--inject-lr-spike", "40"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return base

@@ -176,11 +176,12 @@ def test_non_main_process_writes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("record,expected", [
     ({"kind": "train", "step": 3, "loss": 1.0, "grad_norm": 2.0, "learning_rate": 1e-3},
      {"loss": 1.0, "grad_norm": 2.0, "learning_rate": 1e-3, "accuracy": None}),
-    ({"kind": "eval", "step": 3, "eval_loss": 1.0, "eval_accuracy": 0.8}, {"loss": None, "accuracy": 0.8}),
-    ({"kind": "eval", "step": 3, "eval_loss": 1.0}, None),
+    ({"kind": "eval", "step": 3, "eval_loss": 1.0, "eval_accuracy": 0.8}, {"loss": None, "accuracy": 0.8, "eval_loss": 1.0}),
+    ({"kind": "eval", "step": 3, "eval_loss": 1.0}, {"loss": None, "accuracy": None, "eval_loss": 1.0}),
+    ({"kind": "eval", "step": 3, "eval_runtime": 1.0}, None),
     ({"kind": "summary", "step": 3, "train_loss": 1.0}, None),
     ({"kind": "train", "step": "x", "loss": 1.0}, None),
-], ids=["train", "eval-acc", "eval-no-acc", "summary", "bad-step"])
+], ids=["train", "eval-acc", "eval-no-acc", "eval-nothing", "summary", "bad-step"])
 def test_observation_from_record(record: dict, expected: dict | None) -> None:
     obs = observation_from_record(record)
     if expected is None:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from collectors.anomaly import rules as R
-from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine
+from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, SmartConfig
 
 
 # --------------------------------------------------------------------------- Smart Monitor rules
@@ -355,3 +355,45 @@ def test_alert_round_trip() -> None:
     _, a = R.loss_spike([0.74] * 5, 1.02, step=3)
     d = {"v": 1, "kind": "alert", "time": 1.0, **a.to_dict()}
     assert R.Alert.from_dict(d) == a
+
+
+# ---------------------------------------------------------------- which loss "best model" follows
+def _best_steps(engine, observations):
+    fired = []
+    for obs in observations:
+        fired += [a.step for a in engine.observe(obs) if a.rule == "best_model"]
+    return fired
+
+
+FALLING = [Observation(step=s, loss=3.0 - 0.2 * s) for s in range(1, 11)]
+
+
+def test_best_model_on_train_loss_when_the_run_never_evaluates():
+    assert _best_steps(RuleEngine(), FALLING) == list(range(2, 11))
+
+
+def test_best_model_follows_eval_loss_once_the_run_evaluates():
+    eng = RuleEngine()
+    obs = FALLING[:3] + [Observation(step=3, eval_loss=2.0)] + FALLING[3:6] + [Observation(step=6, eval_loss=1.5)] \
+        + FALLING[6:] + [Observation(step=10, eval_loss=1.49)]
+    # train loss before the first eval (steps 2-3), then only evals: 1.5 is >2 % below 2.0, 1.49 is not
+    assert _best_steps(eng, obs) == [2, 3, 6]
+    assert eng.best_loss == 1.49 and eng.best_loss_step == 10
+
+
+def test_best_model_when_the_training_is_known_to_evaluate():
+    eng = RuleEngine()
+    eng.expect_eval = True
+    obs = FALLING + [Observation(step=10, eval_loss=2.0), Observation(step=20, eval_loss=1.0)]
+    assert _best_steps(eng, obs) == [20]
+
+
+@pytest.mark.parametrize("metric,expected", [("loss", list(range(2, 11))), ("eval_loss", [20])], ids=["loss", "eval_loss"])
+def test_best_model_metric_forced(metric, expected):
+    eng = RuleEngine(AnomalyConfig(smart=SmartConfig(best_model_metric=metric)))
+    assert _best_steps(eng, FALLING + [Observation(step=10, eval_loss=2.0), Observation(step=20, eval_loss=1.0)]) == expected
+
+
+def test_best_model_metric_is_validated():
+    with pytest.raises(ValueError, match="best_model_metric must be one of auto, eval_loss, loss"):
+        SmartConfig(best_model_metric="accuracy")

@@ -69,9 +69,15 @@ def test_teacher_forced_accuracy_rises_and_files_hold_documented_fields(tmp_path
     detail, problem = rf.read_json(paths.detail)
     assert problem is None and detail["step"] == MAX_STEPS and detail["status"] == "finished"
     assert DOCUMENTED <= set(detail)
-    plugin = cb.monitor.plugins[-1]
+    plugin = samples_plugin(cb)
     assert plugin.taken == len(hist) and plugin.last_ms is not None and plugin.last_ms < 5000
     assert not cb.monitor.guard.reported.keys() - {"samples: no dataset yet"}, cb.monitor.guard.reported
+
+
+def samples_plugin(cb):
+    from collectors.samples import SamplesPlugin
+
+    return next(p for p in cb.monitor.plugins if isinstance(p, SamplesPlugin))
 
 
 @pytest.mark.timeout(900)
@@ -84,7 +90,7 @@ def test_samples_do_not_change_the_training_rng_stream(tmp_path: Path) -> None:
                                                          dataset=[[{"role": "user", "content": "Repeat apple 2 times."},
                                                                    {"role": "assistant", "content": "apple apple"}]]),
                         **kw)
-    assert cb.monitor.plugins[-1].taken == 6
+    assert samples_plugin(cb).taken == 6
     losses_a = [r["loss"] for r in plain if r["kind"] == "train" and "loss" in r]
     losses_b = [r["loss"] for r in sampled if r["kind"] == "train" and "loss" in r]
     assert len(losses_a) == 12 and losses_a == losses_b  # exact: dropout draws the same random numbers

@@ -69,7 +69,9 @@ class AlertActions:
 
     def metadata(self, plan_reason: str, triggers: Sequence[str], step: int, now: float) -> dict[str, Any]:
         e = self.engine
-        return snap.build_metadata(timestamp=snap.format_ts(now), reason=plan_reason, step=step, loss=e.latest_loss,
+        # a best-model snapshot records the loss that made it best (the eval loss when best follows evals)
+        loss = e.best_loss if plan_reason.startswith("best_model_loss_") else e.latest_loss
+        return snap.build_metadata(timestamp=snap.format_ts(now), reason=plan_reason, step=step, loss=loss,
                                    accuracy=e.latest_accuracy, triggers=triggers, loss_history=e.loss_history(),
                                    best_loss=e.best_loss, best_loss_step=e.best_loss_step)
 

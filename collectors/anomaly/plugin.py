@@ -42,7 +42,8 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
 
 def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
     """The engine's input from one metrics record (pure): train records give loss, grad norm, learning
-    rate (and batch size / accuracy when logged); eval records give accuracy. Summaries give nothing."""
+    rate (and batch size / accuracy when logged); eval records give accuracy and eval loss. Summaries
+    give nothing."""
     kind = record.get("kind")
     step = record.get("step")
     if not isinstance(step, int):
@@ -52,8 +53,10 @@ def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
         bs = record.get("batch_size")
         return Observation(step=step, loss=_num(record.get("loss")), accuracy=acc, grad_norm=_num(record.get("grad_norm")),
                            learning_rate=_num(record.get("learning_rate")), batch_size=bs if isinstance(bs, int) else None)
-    if kind == rf.RecordKind.EVAL.value and acc is not None:
-        return Observation(step=step, accuracy=acc)
+    if kind == rf.RecordKind.EVAL.value:
+        eval_loss = _num(record.get("eval_loss"))
+        if acc is not None or eval_loss is not None:
+            return Observation(step=step, accuracy=acc, eval_loss=eval_loss)
     return None
 
 
@@ -110,6 +113,9 @@ class AnomalyPlugin:
         self.actions = AlertActions(monitor.paths.root, self.engine, source="collector", guard=monitor.guard)
         # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
         monitor.extra_status["anomaly"] = {"enabled": True}
+        targs = getattr(monitor, "trainer_args", None)  # a Trainer that evaluates: best model = best eval loss
+        if targs is not None and str(getattr(targs, "eval_strategy", "no")).split(".")[-1].lower() not in ("no", "none"):
+            self.engine.expect_eval = True
         if self._pending_state:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
         snap.clean_stale_temps(monitor.paths.root)

@@ -97,6 +97,11 @@ RECENT_COUNT = 5
 MIN_HISTORY = 3
 """Values needed before the current one for the spike/drop rules to judge (early noise is not a spike)."""
 BEST_MODEL_IMPROVEMENT = 0.02
+BEST_MODEL_METRICS = ("auto", "eval_loss", "loss")
+"""What "best model" is judged on. ``auto``: the eval loss once the run evaluates (or is known to), the
+train loss otherwise. Validation loss is what Lightning's ModelCheckpoint and Trainer's best-model
+tracking use; a train-loss best fires at nearly every log step early in training, and each firing writes
+a full snapshot, which would slow a real training noticeably."""
 DIVERGENCE_WINDOW = 10
 DIVERGENCE_FRACTION = 0.8
 MIN_STEPS_BETWEEN_SAVES = 500
@@ -239,6 +244,8 @@ class SmartConfig:
         best_model_improvement: a new best must be this fraction below the previous best (default 0.02).
         divergence_window: recent losses whose consecutive changes are checked (default 10).
         divergence_fraction: share of increases that is divergence (default 0.8).
+        best_model_metric: ``"auto"`` (default: eval loss when the run evaluates, else train loss),
+            ``"eval_loss"`` or ``"loss"``.
     """
 
     loss_spike_threshold: float = LOSS_SPIKE_THRESHOLD
@@ -247,8 +254,12 @@ class SmartConfig:
     best_model_improvement: float = BEST_MODEL_IMPROVEMENT
     divergence_window: int = DIVERGENCE_WINDOW
     divergence_fraction: float = DIVERGENCE_FRACTION
+    best_model_metric: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.best_model_metric not in BEST_MODEL_METRICS:
+            raise ValueError(f"smart.best_model_metric must be one of {', '.join(BEST_MODEL_METRICS)}; "
+                             f"got {self.best_model_metric!r}")
         _check("smart", "loss_spike_threshold", self.loss_spike_threshold, 0, 100, lo_open=True)
         _check("smart", "accuracy_drop_threshold", self.accuracy_drop_threshold, 0, 100, lo_open=True)
         _check("smart", "loss_window", self.loss_window, 2, 10_000, integer=True)
@@ -755,6 +766,7 @@ class Observation:
     grad_norm: float | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
+    eval_loss: float | None = None
     rewards: Sequence[float] | None = None
     predictions: Sequence[float] | None = None
 
@@ -784,6 +796,9 @@ class RuleEngine:
         self.latest_loss: float | None = None
         self.latest_accuracy: float | None = None
         self.step = 0
+        self.expect_eval = False
+        """Set by a collector that knows the training evaluates (Trainer with an eval strategy)."""
+        self.seen_eval = False
         self._alloc()
         self._active: dict[str, int] = {}
 
@@ -826,15 +841,16 @@ class RuleEngine:
         if loss is not None:
             hist = list(self.losses)[-(c.smart.loss_window - 1):]
             results.append(loss_spike(hist, loss, step, c.smart.loss_spike_threshold))
-            results.append(best_model(self.best_loss, loss, step, c.smart.best_model_improvement))
+            if not self._best_on_eval(obs):
+                results.append(self._best(loss, step))
             self.losses.append(loss)
             results.append(divergence(list(self.losses), step, c.smart.divergence_fraction, c.smart.divergence_window))
             self.conv_losses.append(loss)
             results.append(convergence(list(self.conv_losses), step, c.convergence.plateau_threshold,
                                        c.convergence.plateau_window, c.convergence.divergence_rate))
-            if self.best_loss is None or loss < self.best_loss:
-                self.best_loss, self.best_loss_step = loss, step
             self.latest_loss = loss
+        if is_finite_number(obs.eval_loss) and self._best_on_eval(obs):
+            results.append(self._best(float(obs.eval_loss), step))
         if is_finite_number(obs.accuracy):
             acc = accuracy_percent(float(obs.accuracy))
             results.append(accuracy_drop(list(self.accuracies)[-(c.smart.loss_window - 1):], acc, step,
@@ -861,6 +877,23 @@ class RuleEngine:
         if obs.rewards is not None:
             results.extend(self._rewards(obs.rewards, obs.predictions, step))
         return self._gate([r.alert for r in results if r.fired and r.alert is not None])
+
+    def _best_on_eval(self, obs: Observation) -> bool:
+        """Whether "best model" follows the eval loss now (see :data:`BEST_MODEL_METRICS`)."""
+        metric = self.config.smart.best_model_metric
+        if metric != "auto":
+            return metric == "eval_loss"
+        if obs.eval_loss is not None and not self.seen_eval:
+            self.seen_eval = True
+            if not self.expect_eval:  # switching from train to eval loss: the first eval sets the baseline
+                self.best_loss = self.best_loss_step = None
+        return self.expect_eval or self.seen_eval
+
+    def _best(self, value: float, step: int) -> RuleResult:
+        result = best_model(self.best_loss, value, step, self.config.smart.best_model_improvement)
+        if self.best_loss is None or value < self.best_loss:
+            self.best_loss, self.best_loss_step = value, step
+        return result
 
     def _batch(self, size: int | None, loss: float | None, step: int) -> RuleResult:
         c = self.config.batch_size
@@ -925,12 +958,13 @@ class RuleEngine:
             "accuracies": list(self.accuracies), "grad_norms": list(self.grad_norms),
             "lr_points": [list(p) for p in self.lr_points], "conv_losses": list(self.conv_losses),
             "batch_losses": list(self.batch_losses), "batch_size": self.batch_size,
-            "active": dict(self._active),
+            "active": dict(self._active), "seen_eval": self.seen_eval,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_loss = state.get("best_loss")
         self.best_loss_step = state.get("best_loss_step")
+        self.seen_eval = bool(state.get("seen_eval", False))
         self.latest_loss = state.get("latest_loss")
         self.latest_accuracy = state.get("latest_accuracy")
         self.step = int(state.get("step") or 0)
