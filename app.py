@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import dash
 from dash import Dash
@@ -46,7 +46,12 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         module.register(app)
     shell.register(app)
     nav = [(p["name"], p["path"]) for p in sorted(dash.page_registry.values(), key=lambda p: p.get("order") or 0)]
-    app.layout = build_shell(nav, str(store.base), dash.page_container)
+
+    def serve_layout() -> Any:  # per page load, so the run picker arrives filled (one round trip fewer)
+        return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store))
+
+    app.layout = serve_layout
+    store.warm()  # read the most recent run now, not when the first browser asks
     return app
 
 

@@ -5,7 +5,7 @@ from dash import Dash, Input, Output, State, no_update
 
 from components import ids
 from services.context import store_for
-from services.runstore import BASE_RUN_ID
+from services.runstore import BASE_RUN_ID, RunStore
 
 
 def run_options(run_ids: list[str], base_name: str) -> list[dict[str, str]]:
@@ -24,6 +24,12 @@ def run_hint(n_runs: int) -> str:
     if n_runs == 0:
         return "no runs yet"
     return "1 run" if n_runs == 1 else f"{n_runs} runs"
+
+
+def picker_state(store: RunStore) -> tuple[list[dict[str, str]], str | None, str]:
+    """Options, selected run and hint of the run picker as the page opens."""
+    run_ids = store.run_ids()
+    return run_options(run_ids, store.base.name), store.default_run(), run_hint(len(run_ids))
 
 
 def register(app: Dash) -> None:

@@ -17,18 +17,20 @@ def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:
                     className="nav__links", id=ids.SHELL_NAV)
 
 
-def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_container: Any) -> html.Div:
-    """The whole app frame. ``page_container`` is Dash's ``dash.page_container``."""
+def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_container: Any,
+                run_options: Sequence[dict[str, str]] = (), run_value: str | None = None, run_hint: str = "") -> html.Div:
+    """The whole app frame. ``page_container`` is Dash's ``dash.page_container``; the run picker starts
+    filled (built per page load) so the page's first callback already knows the run."""
     header = html.Header([
         html.Div([html.Span("Trainboard", className="brand__name"),
                   html.Span(base_path, className="brand__path", id=ids.SHELL_BASE_PATH, title=base_path)],
                  className="brand"),
         build_nav(nav_items),
         html.Div([html.Label("Run", htmlFor=ids.SHELL_RUN_PICKER, className="picker__label"),
-                  dcc.Dropdown(id=ids.SHELL_RUN_PICKER, options=[], value=None, clearable=False,
+                  dcc.Dropdown(id=ids.SHELL_RUN_PICKER, options=list(run_options), value=run_value, clearable=False,
                                placeholder="no run yet", className="picker__dropdown", persistence=True,
                                persistence_type="session"),
-                  html.Span(id=ids.SHELL_RUN_HINT, className="picker__hint")],
+                  html.Span(run_hint, id=ids.SHELL_RUN_HINT, className="picker__hint")],
                  className="picker"),
     ], className="header")
     return html.Div([

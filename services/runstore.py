@@ -326,6 +326,13 @@ class RunStore:
             run.refresh()
         return run
 
+    def warm(self) -> threading.Thread:
+        """Read the most recent run in a background thread, so a large history is parsed before the first
+        page asks for it (a browser that asks sooner just waits on the same run's lock)."""
+        t = threading.Thread(target=lambda: self.get(self.default_run()), name="trainboard-warm", daemon=True)
+        t.start()
+        return t
+
     def default_run(self) -> str | None:
         """The run to show first: the most recently updated one."""
         ids = self.run_ids()
