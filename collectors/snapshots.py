@@ -66,6 +66,8 @@ class SnapshotResult:
         path: its path (None when not saved).
         skipped: it was deliberately not saved (low disk, no checkpoint yet); ``error`` says why.
         error: what went wrong, in words.
+        pending: queued on the background writer (``ok`` means "accepted"; the outcome is recorded
+            when the write finishes, a failure as a ``snapshot_skipped`` alert).
     """
 
     ok: bool
@@ -73,6 +75,7 @@ class SnapshotResult:
     path: Path | None = None
     skipped: bool = False
     error: str | None = None
+    pending: bool = False
 
 
 @dataclass

@@ -195,3 +195,57 @@ def test_config_object_accepted(tmp_path: Path) -> None:
     with Monitor(tmp_path, anomaly=cfg) as mon:
         mon.log(1, loss=1.0, grad_norm=3.0)
     assert [r["rule"] for r in _alerts(tmp_path)] == ["gradient_explosion"]
+
+
+def test_snapshot_is_written_in_background_with_the_weights_of_the_trigger(tmp_path: Path) -> None:
+    """The step that triggers only copies the weights; a slow disk write happens on the snapshot thread,
+    and the snapshot holds the weights of the trigger even though training changes them right after."""
+    import time
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16))
+    real_save = model.save_pretrained
+
+    def slow_save(*a, **k):
+        time.sleep(1.5)
+        return real_save(*a, **k)
+
+    model.save_pretrained = slow_save
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    mon = Monitor(tmp_path, anomaly={"smart": {"best_model_metric": "eval_loss"}}).watch(model)
+    for i, loss in enumerate(LOSSES, 1):
+        mon.log(i, loss=loss)
+    t0 = time.perf_counter()
+    mon.log(len(LOSSES) + 1, loss=3.0)  # a spike: snapshot of the live weights
+    hook_s = time.perf_counter() - t0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the training goes on and changes every weight
+    mon.close()  # waits for the queued write
+    assert hook_s < 1.0, f"the triggering step waited {hook_s:.2f} s for the disk"
+    snaps = [s for s in S.list_snapshots(tmp_path) if s.reason.startswith("loss_spike")]
+    assert len(snaps) == 1
+    loaded = GPT2LMHeadModel.from_pretrained(snaps[0].path / "model")
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()  # still tied
+
+
+def test_background_write_failure_becomes_an_alert(tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16))
+
+    def broken_save(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    model.save_pretrained = broken_save
+    mon = Monitor(tmp_path, anomaly={"smart": {"best_model_metric": "eval_loss"}}).watch(model)
+    for i, loss in enumerate(LOSSES + [3.0], 1):
+        mon.log(i, loss=loss)
+    mon.close()
+    problems = [a for a in _alerts(tmp_path) if a["rule"] == "snapshot_skipped"]
+    assert problems and "No space left" in problems[0]["message"]
+    assert not [s for s in S.list_snapshots(tmp_path)] and not list((tmp_path / "snapshots").glob(".tmp-*"))

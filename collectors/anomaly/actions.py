@@ -4,7 +4,9 @@ Smart Monitor (copies of ``checkpoint-*``), which differ only in how ``model/`` 
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -13,6 +15,16 @@ from collectors import snapshots as snap
 from collectors.anomaly.rules import (Alert, AnomalyConfig, Category, Rule, RuleEngine, Severity, SnapshotPlan,
                                       plan_snapshots)
 from collectors.safety import Guard
+
+class BackgroundWrite:
+    """A model writer that may run on the snapshot thread (its weights were already copied)."""
+
+    def __init__(self, fn: Callable[[Path], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, model_dir: Path) -> Any:
+        return self.fn(model_dir)
+
 
 ModelWriter = Callable[[SnapshotPlan, int], Callable[[Path], Any] | None]
 """Given the plan and step, returns the function filling ``model/`` (or None: copy a checkpoint)."""
@@ -51,6 +63,9 @@ class AlertActions:
         self.last_anomaly_save_step: int | None = None
         self.snapshots_saved: list[str] = []
         self._writer: rf.JsonlWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._open_lock = threading.Lock()
 
     @property
     def config(self) -> AnomalyConfig:
@@ -59,10 +74,11 @@ class AlertActions:
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
             return
-        if self._writer is None:
-            self._writer = self.guard.run("opening alerts.jsonl", rf.JsonlWriter, self.paths.alerts)
+        with self._open_lock:  # the snapshot thread reports failed writes here too
             if self._writer is None:
-                return
+                self._writer = self.guard.run("opening alerts.jsonl", rf.JsonlWriter, self.paths.alerts)
+        if self._writer is None:
+            return
         now = time.time()
         for a in alerts:
             self.guard.run("appending to alerts.jsonl", self._writer.append, alert_record(a, source=self.source, now=now))
@@ -103,16 +119,49 @@ class AlertActions:
             at = step if kind == snap.KIND_ANOMALY else None
             res = snap.snapshot_from_checkpoint(self.paths.root, kind=kind, reason=reason, step=at, metadata=meta,
                                                 min_free_gb=min_free, now=now, pinned=pinned)
+        elif isinstance(write_model, BackgroundWrite):
+            return self._save_in_background(step, reason, dict(kind=kind, reason=reason, metadata=meta, status=status,
+                                                               write_model=write_model, pinned=pinned,
+                                                               min_free_gb=min_free, now=now))
         else:
             res = snap.create_snapshot(self.paths.root, kind=kind, reason=reason, metadata=meta, status=status,
                                        write_model=write_model, pinned=pinned, min_free_gb=min_free, now=now)
+        self._record(step, reason, res)
+        return res
+
+    def _record(self, step: int, reason: str, res: snap.SnapshotResult) -> None:
         if res.ok:
             self.snapshots_saved.append(res.name)
         else:
             self.write_alerts([snapshot_problem_alert(step, res, reason)])
-        return res
+
+    def _save_in_background(self, step: int, reason: str, kwargs: dict[str, Any]) -> snap.SnapshotResult:
+        """Queue one snapshot on the writer thread; returns a result with ``pending=True``.
+
+        At most one snapshot is written while another waits, so at most two CPU copies of the weights
+        exist at once: a third trigger waits for the oldest write to finish (back-pressure)."""
+        if self._pending is not None and not self._pending.done():
+            self._pending.result()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainboard-snapshot")
+
+        def job() -> snap.SnapshotResult:
+            res = snap.create_snapshot(self.paths.root, **kwargs)
+            self._record(step, reason, res)
+            return res
+
+        self._pending = self._pool.submit(job)
+        return snap.SnapshotResult(True, pending=True)
+
+    def flush(self) -> None:
+        """Wait until every queued snapshot is on disk (called at close; tests call it too)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending = None
 
     def close(self) -> None:
+        self.flush()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.actions import AlertActions
+from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, Severity, coerce_config
 
@@ -25,12 +25,17 @@ CONTROL_POLL_SECONDS = 1.0
 ACCURACY_KEYS = ("eval_accuracy", "accuracy", "eval_acc", "acc")
 
 
-def save_live_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
+def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mapping[str, Any] | None = None) -> None:
     """Save the live weights as safetensors through the model's own ``save_pretrained`` (a PEFT model
-    saves its adapter only); a plain ``nn.Module`` goes through ``safetensors.torch.save_model``."""
+    saves its adapter only); a plain ``nn.Module`` goes through ``safetensors.torch.save_model``.
+    ``state_dict`` (a CPU copy taken earlier, see :func:`cpu_state_dict`) is saved instead of the live
+    weights when given."""
     save = getattr(model, "save_pretrained", None)
     if callable(save):
-        save(str(out_dir))
+        if state_dict is not None:
+            save(str(out_dir), state_dict=dict(state_dict))
+        else:
+            save(str(out_dir))
     else:
         from safetensors.torch import save_model
 
@@ -38,6 +43,28 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
     tok_save = getattr(tokenizer, "save_pretrained", None)
     if callable(tok_save):
         tok_save(str(out_dir))
+
+
+def can_save_in_background(model: Any) -> bool:
+    """A Transformers model (not PEFT: its adapter is small and saved at once) can be saved from a CPU
+    copy of its state dict while training goes on."""
+    return callable(getattr(model, "save_pretrained", None)) and not hasattr(model, "peft_config")
+
+
+def cpu_state_dict(model: Any) -> dict[str, Any]:
+    """A CPU copy of the model's weights taken now; tensors that share storage (tied embeddings) stay
+    shared, so the saved files are the ones the live model would give."""
+    import torch
+
+    copies: dict[tuple, Any] = {}
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            if key not in copies:
+                copies[key] = t.detach().to("cpu", copy=True)
+            out[name] = copies[key]
+    return out
 
 
 def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
@@ -173,19 +200,30 @@ class AnomalyPlugin:
         doc["snapshot_source"] = {"kind": source}
         return doc
 
-    def _writer(self, monitor: Any) -> Any:
+    def _writer(self, monitor: Any, *, background: bool = False) -> Any:
+        """The function filling ``model/``; with ``background`` (and a model that allows it) the weights
+        are copied to CPU now and the returned :class:`BackgroundWrite` is run by the writer thread."""
         model, tok = monitor.model, monitor.tokenizer
         if model is None:
             return None  # no live model (Monitor without watch()): copy the latest checkpoint instead
+        if background and self.config.snapshots.background and can_save_in_background(model):
+            state = cpu_state_dict(model)
+            return BackgroundWrite(lambda d: save_live_model(model, tok, d, state_dict=state))
         return lambda d: save_live_model(model, tok, d)
 
     def _act(self, monitor: Any, alerts: list, step: int) -> None:
         assert self.actions is not None
         self.actions.write_alerts(alerts)
         self.alerts_written += len(alerts)
-        writer = self._writer(monitor)
-        self.actions.snapshot_for(alerts, step, self._status(monitor, "live weights" if writer else "checkpoint"),
-                                  lambda plan, s: writer)
+        writers: list[Any] = []
+
+        def writer_for(plan: Any, s: int) -> Any:  # the weights are copied only when a snapshot is planned
+            if not writers:
+                writers.append(self._writer(monitor, background=True))
+            return writers[0]
+
+        source = "live weights" if monitor.model is not None else "checkpoint"
+        self.actions.snapshot_for(alerts, step, self._status(monitor, source), writer_for)
         if self.config.stop_on_critical and any(a.severity == Severity.CRITICAL.value for a in alerts):
             self.stop_requested = True
             control = getattr(monitor, "trainer_control", None)

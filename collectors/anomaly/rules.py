@@ -359,6 +359,9 @@ class SnapshotConfig:
         keep_last: unpinned anomaly snapshots kept (default 20; 0 keeps all).
         max_age_days: unpinned anomaly snapshots older than this are removed (default None: no limit).
         min_free_gb: below this much free disk a snapshot is skipped with an alert (default 1.0).
+        background: write anomaly snapshots of the live weights in a background thread (default True):
+            the training step only copies the weights to CPU memory, as Lightning's async checkpointing
+            does; manual snapshots and PEFT adapters are written at once.
     """
 
     enabled: bool = True
@@ -366,10 +369,12 @@ class SnapshotConfig:
     keep_last: int = SNAPSHOT_KEEP_LAST
     max_age_days: float | None = None
     min_free_gb: float = MIN_SNAPSHOT_FREE_GB
+    background: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"snapshots.enabled must be true or false; got {self.enabled!r}")
+        for name in ("enabled", "background"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"snapshots.{name} must be true or false; got {getattr(self, name)!r}")
         _check("snapshots", "min_steps_between_saves", self.min_steps_between_saves, 0, integer=True)
         _check("snapshots", "keep_last", self.keep_last, 0, integer=True)
         if self.max_age_days is not None:
