@@ -101,11 +101,17 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
         CardData("learning_rate", "Learning rate", fmt_sci(status.get("learning_rate"))),
         CardData("grad_norm", "Grad norm", fmt_sig(status.get("grad_norm"))),
         CardData("memory", "Memory", fmt_gb(mem.get("rss_gb") if cuda is None else cuda), note=mem_note),
-        CardData("throughput", "Throughput", tput, note=tnote),
+        CardData("throughput", "Throughput", split_unit(tput)[0], unit=split_unit(tput)[1], note=tnote),
         CardData("state", "State", str(state) if state else "unknown",
                  note=status.get("error") or None,
                  tone={"crashed": "bad", "finished": "good"}.get(str(state))),
     ]
+
+
+def split_unit(text: str) -> tuple[str, str | None]:
+    """("433", "samples/s") from "433 samples/s"; a value without a unit ("NaN", "—") stays whole."""
+    value, _, unit = text.partition(" ")
+    return (value, unit) if unit else (text, None)
 
 
 def skipped_note(bad: int, unknown: int) -> str:

@@ -19,6 +19,8 @@ class CardData:
     stale: bool = False
     tone: str | None = None
     """Optional modifier class suffix: ``"bad"`` (NaN/crashed), ``"good"`` (finished)."""
+    unit: str | None = None
+    """Shown small after the value (long units such as "samples/s" would wrap at the value's size)."""
 
 
 def build_metric_card(card: CardData, id_type: str = ids.OVERVIEW_CARD_TYPE) -> html.Div:
@@ -27,8 +29,10 @@ def build_metric_card(card: CardData, id_type: str = ids.OVERVIEW_CARD_TYPE) -> 
         classes.append("card--stale")
     if card.tone:
         classes.append(f"card--{card.tone}")
-    children = [html.Div(card.label, className="card__label"),
-                html.Div(card.value, className="card__value", id={"type": id_type, "metric": card.metric})]
+    value = html.Div(card.value, className="card__value", id={"type": id_type, "metric": card.metric})
+    if card.unit:
+        value = html.Div([value, html.Span(card.unit, className="card__unit")], className="card__value-row")
+    children = [html.Div(card.label, className="card__label"), value]
     if card.note:
         children.append(html.Div(card.note, className="card__note"))
     return html.Div(children, className=" ".join(classes))

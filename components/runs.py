@@ -203,9 +203,9 @@ def build_checkpoints_panel(name: str, rows: Sequence[Mapping[str, Any]]) -> htm
     else:
         trs = []
         for r in rows:
-            badges = [html.Span("latest", className="badge badge--latest")] if r.get("is_latest") else []
+            badges = [html.Span("latest", className="ckpt-badge ckpt-badge--latest")] if r.get("is_latest") else []
             if r.get("is_best"):
-                badges.append(html.Span("best", className="badge badge--best"))
+                badges.append(html.Span("best", className="ckpt-badge ckpt-badge--best"))
             trs.append(html.Tr([html.Td(fmt_int(r["step"])), html.Td(r["size"]), html.Td(r["time"]), html.Td(badges),
                                 html.Td(html.Code(r["resume"], className="runs__command"))]))
         body = html.Div(html.Table([html.Thead(html.Tr([html.Th(h) for h in ("step", "size", "saved", "", "resume with")])),

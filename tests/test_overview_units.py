@@ -46,7 +46,8 @@ def test_overview_cards_show_every_metric_with_units():
                            "throughput", "state"]
     assert cards["train_loss"].value == "2.346" and cards["learning_rate"].value == "3.00e-04"
     assert cards["step"].value == "120" and cards["step"].note == "of 1,000"
-    assert cards["memory"].value == "0.50 GB" and cards["throughput"].value == "64 samples/s"
+    assert cards["memory"].value == "0.50 GB"
+    assert (cards["throughput"].value, cards["throughput"].unit) == ("64", "samples/s")
     assert cards["state"].value == "training" and cards["state"].tone is None
 
 
@@ -57,6 +58,12 @@ def test_cards_mark_nan_loss_and_crash_and_cuda():
     assert cards["train_loss"].value == "NaN" and cards["train_loss"].tone == "bad"
     assert cards["state"].tone == "bad" and cards["state"].note == "RuntimeError: x"
     assert cards["memory"].value == "3.00 GB" and "peak 4.00 GB" in cards["memory"].note
+
+
+@pytest.mark.parametrize("text,expected", [("433 samples/s", ("433", "samples/s")), ("NaN", ("NaN", None)),
+                                           ("25.0k tokens/s", ("25.0k", "tokens/s"))], ids=["unit", "special", "kilo"])
+def test_split_unit(text, expected):
+    assert ov.split_unit(text) == expected
 
 
 def test_card_component_carries_pattern_id_and_classes():
