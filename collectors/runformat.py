@@ -366,6 +366,21 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = F
         fh.write(data)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs on this machine: cleanup of ``.tmp-`` files named with a
+    writer's pid leaves a live writer's file alone. In doubt (no permission, odd errors) it says alive,
+    so nothing in progress is ever deleted."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def read_json(path: str | os.PathLike[str]) -> tuple[Any | None, str | None]:
     """Read a whole-file JSON document without ever raising.
 

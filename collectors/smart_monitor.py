@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.actions import AlertActions
+from collectors.anomaly.actions import AlertActions, ThresholdsFile
 from collectors.anomaly.plugin import observation_from_record
 from collectors.anomaly.rules import AnomalyConfig, RuleEngine, SmartConfig, SnapshotConfig
 from collectors.safety import Guard
@@ -258,7 +258,7 @@ class SmartMonitor:
         self.alerts = 0
         self.records = 0
         self.stop_event = threading.Event()
-        self._thresholds_sig: tuple[int, int] | None = None
+        self._thresholds: ThresholdsFile | None = None
         self._load_state()
         self.source = Source(base_dir, self.cursor)
 
@@ -334,32 +334,20 @@ class SmartMonitor:
                  e.step, loss, best, self.records, self.alerts, len(self.actions.snapshots_saved), self.source.describe())
 
     def _reload_thresholds(self) -> None:
-        path = self.paths.thresholds
-        try:
-            st = os.stat(path)
-            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            sig = None
-        if sig == self._thresholds_sig:
-            return
-        self._thresholds_sig = sig
-        if sig is None:
-            if self.engine.config != self.base_config:
-                self.engine.set_config(self.base_config)
-                log.info("control/thresholds.json removed: back to the command-line thresholds")
-            return
-        doc, problem = rf.read_json(path)
-        try:
-            if problem:
-                raise ValueError(problem)
-            cfg = self.base_config.merged(doc)
-        except ValueError as exc:
-            log.warning("Ignoring %s: %s (keeping the previous thresholds)", path, exc)
-            return
-        self.engine.set_config(cfg)
-        log.info("Thresholds reloaded from %s: loss spike %.3g, accuracy drop %.3g, min steps between saves %d",
-                 path, cfg.smart.loss_spike_threshold, cfg.smart.accuracy_drop_threshold,
-                 cfg.snapshots.min_steps_between_saves)
+        if self._thresholds is None:
+            self._thresholds = ThresholdsFile(self.paths.thresholds, self.base_config)
+        change = self._thresholds.poll()
+        if change.kind == "invalid":
+            log.warning("%s (keeping the previous thresholds)", change.problem)
+        elif change.kind == "removed" and self.engine.config != self.base_config:
+            self.engine.set_config(self.base_config)
+            log.info("control/thresholds.json removed: back to the command-line thresholds")
+        elif change.kind == "loaded" and change.config is not None:
+            cfg = change.config
+            self.engine.set_config(cfg)
+            log.info("Thresholds reloaded from %s: loss spike %.3g, accuracy drop %.3g, min steps between saves %d",
+                     self.paths.thresholds, cfg.smart.loss_spike_threshold, cfg.smart.accuracy_drop_threshold,
+                     cfg.snapshots.min_steps_between_saves)
 
     def _honour_request(self) -> None:
         if not self.paths.snapshot_request.exists():

@@ -391,18 +391,6 @@ def prune_snapshots(run_dir: str | os.PathLike[str], keep_last: int, max_age_day
     return removed
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def clean_stale_temps(run_dir: str | os.PathLike[str], now: float | None = None) -> list[str]:
     """Remove temporary snapshot directories left by killed processes; returns their names.
 
@@ -429,7 +417,7 @@ def clean_stale_temps(run_dir: str | os.PathLike[str], now: float | None = None)
             if pid_txt.isdigit() and int(pid_txt) == os.getpid():
                 stale = age > STALE_TEMP_SECONDS
             else:
-                stale = not (pid_txt.isdigit() and pid_alive(int(pid_txt))) or age > STALE_TEMP_SECONDS
+                stale = not (pid_txt.isdigit() and rf.pid_alive(int(pid_txt))) or age > STALE_TEMP_SECONDS
         if stale:
             shutil.rmtree(e.path, ignore_errors=True)
             removed.append(e.name)
@@ -550,7 +538,7 @@ def read_result(run_dir: str | os.PathLike[str], request_id: str | None = None) 
 
 
 def training_is_live(status: Mapping[str, Any] | None, now: float, *, host: str | None = None,
-                     alive: Callable[[int], bool] = pid_alive, stale_s: float = LIVE_STATUS_SECONDS) -> bool:
+                     alive: Callable[[int], bool] = rf.pid_alive, stale_s: float = LIVE_STATUS_SECONDS) -> bool:
     """Pure given ``alive``: the status says training/evaluating, was updated within ``stale_s`` and, on
     this host, its process still exists."""
     if not isinstance(status, Mapping) or status.get("state") not in (rf.RunState.TRAINING.value, rf.RunState.EVALUATING.value):

@@ -4,9 +4,11 @@ Smart Monitor (copies of ``checkpoint-*``), which differ only in how ``model/`` 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -43,6 +45,50 @@ def snapshot_problem_alert(step: int, result: snap.SnapshotResult, reason: str) 
     word = "skipped" if result.skipped else "failed"
     return Alert(Rule.SNAPSHOT_SKIPPED.value, Category.SNAPSHOT.value, Severity.HIGH.value, step, None, None,
                  f"Snapshot for {reason} {word}: {result.error}", {"snapshot_reason": reason, "skipped": result.skipped})
+
+
+@dataclass
+class ThresholdsChange:
+    """What :meth:`ThresholdsFile.poll` found: ``kind`` is ``"unchanged"``, ``"removed"`` (back to the
+    base config), ``"loaded"`` (``config`` is new) or ``"invalid"`` (``problem`` says why; keep the old)."""
+
+    kind: str
+    config: AnomalyConfig | None = None
+    problem: str | None = None
+
+
+class ThresholdsFile:
+    """Follows ``control/thresholds.json`` (written by the dashboard's sliders) by (mtime, size), so a
+    poll costs one ``stat`` when nothing changed. Used by the in-training plugin and the standalone monitor.
+
+    Args:
+        path: the thresholds file.
+        base: the configuration the file's values are merged onto (and returned to when it is removed).
+    """
+
+    def __init__(self, path: Path, base: AnomalyConfig) -> None:
+        self.path = path
+        self.base = base
+        self._sig: tuple[int, int] | None = None
+
+    def poll(self) -> ThresholdsChange:
+        try:
+            st = os.stat(self.path)
+            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            sig = None
+        if sig == self._sig:
+            return ThresholdsChange("unchanged")
+        self._sig = sig
+        if sig is None:
+            return ThresholdsChange("removed", self.base)
+        doc, problem = rf.read_json(self.path)
+        try:
+            if problem:
+                raise ValueError(problem)
+            return ThresholdsChange("loaded", self.base.merged(doc))
+        except ValueError as exc:
+            return ThresholdsChange("invalid", problem=f"ignored {self.path}: {exc}")
 
 
 class AlertActions:

@@ -9,14 +9,13 @@ the monitor's Guard: a problem here is reported once and the training goes on.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.actions import AlertActions, BackgroundWrite
+from collectors.anomaly.actions import AlertActions, BackgroundWrite, ThresholdsFile
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, Severity, coerce_config
 
@@ -123,7 +122,7 @@ class AnomalyPlugin:
         self.stop_requested = False
         self.thresholds_problem: str | None = None
         self.actions: AlertActions | None = None
-        self._thresholds_sig: tuple[int, int] | None = None
+        self._thresholds: ThresholdsFile | None = None
         self._next_poll = 0.0
         self._grad_cache: tuple[int, float] | None = None
         self._want_grad_norm = False
@@ -240,30 +239,17 @@ class AnomalyPlugin:
             self._honour_request(monitor, step if step is not None else monitor.tracker.step)
 
     def _reload_thresholds(self, monitor: Any) -> None:
-        path = monitor.paths.thresholds
-        try:
-            st = os.stat(path)
-            sig = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            sig = None
-        if sig == self._thresholds_sig:
-            return
-        self._thresholds_sig = sig
-        if sig is None:
-            if self.config != self.base_config:
-                self.engine.set_config(self.base_config)  # file removed: back to the configured values
-            return
-        doc, problem = rf.read_json(path)
-        try:
-            if problem:
-                raise ValueError(problem)
-            cfg = self.base_config.merged(doc)
-        except ValueError as exc:
-            self.thresholds_problem = f"ignored {path}: {exc}"
-            monitor.guard.warn_once("thresholds.json", self.thresholds_problem)
-            return
-        self.thresholds_problem = None
-        self.engine.set_config(cfg)
+        if self._thresholds is None or self._thresholds.path != monitor.paths.thresholds:
+            self._thresholds = ThresholdsFile(monitor.paths.thresholds, self.base_config)
+        change = self._thresholds.poll()
+        if change.kind == "invalid":
+            self.thresholds_problem = change.problem
+            monitor.guard.warn_once("thresholds.json", change.problem or "")
+        elif change.kind == "removed" and self.config != self.base_config:
+            self.engine.set_config(self.base_config)  # file removed: back to the configured values
+        elif change.kind == "loaded" and change.config is not None:
+            self.thresholds_problem = None
+            self.engine.set_config(change.config)
 
     def _honour_request(self, monitor: Any, step: int) -> None:
         assert self.actions is not None

@@ -216,17 +216,6 @@ def _tmp_pid(name: str) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
     return True
 
 
@@ -244,7 +233,7 @@ def remove_stale_temps(directory: Path, now: float | None = None) -> list[Path]:
         p = directory / name
         pid = _tmp_pid(name)
         try:
-            stale = (not _pid_alive(pid)) if pid is not None else now - p.lstat().st_mtime > STALE_TMP_SECONDS
+            stale = (not rf.pid_alive(pid)) if pid is not None else now - p.lstat().st_mtime > STALE_TMP_SECONDS
             if stale:
                 p.unlink()
                 removed.append(p)
