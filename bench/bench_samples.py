@@ -45,14 +45,17 @@ def run_once(tmp: Path, steps: int, samples: bool, mode: str, every: int) -> tup
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    plugin = cb.monitor.plugins[-1] if samples else None
+    from collectors.samples import SamplesPlugin
+
+    plugin = next((p for p in cb.monitor.plugins if isinstance(p, SamplesPlugin)), None) if samples else None
     return elapsed, cpu, (plugin.total_ms if plugin else 0.0), (plugin.taken if plugin else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=200, help="training steps per run (default %(default)s)")
-    p.add_argument("--pairs", type=int, default=3, help="interleaved (without, with) pairs (default %(default)s)")
+    p.add_argument("--pairs", type=int, default=6,
+                   help="interleaved pairs, the order alternating so neither side always runs second (default %(default)s)")
     p.add_argument("--every", type=int, default=50, help="samples update_frequency (default %(default)s)")
     p.add_argument("--mode", choices=("teacher_forced", "generate"), default="teacher_forced")
     args = p.parse_args(argv)
@@ -61,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ratios, cpu_ratios, fractions = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-samples-") as d:
         for i in range(args.pairs):
-            base, base_cpu, _, _ = run_once(Path(d) / f"a{i}", args.steps, False, args.mode, args.every)
-            with_s, with_cpu, ms, n = run_once(Path(d) / f"b{i}", args.steps, True, args.mode, args.every)
+            if i % 2 == 0:
+                base, base_cpu, _, _ = run_once(Path(d) / f"a{i}", args.steps, False, args.mode, args.every)
+                with_s, with_cpu, ms, n = run_once(Path(d) / f"b{i}", args.steps, True, args.mode, args.every)
+            else:
+                with_s, with_cpu, ms, n = run_once(Path(d) / f"b{i}", args.steps, True, args.mode, args.every)
+                base, base_cpu, _, _ = run_once(Path(d) / f"a{i}", args.steps, False, args.mode, args.every)
             ratios.append(with_s / base)
             cpu_ratios.append(with_cpu / base_cpu)
             fractions.append(ms / 1000.0 / with_s)
