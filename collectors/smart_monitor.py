@@ -353,8 +353,7 @@ class SmartMonitor:
         if not self.paths.snapshot_request.exists():
             return
         status, _ = rf.read_json(self.paths.status)
-        collector_on = isinstance(status, dict) and isinstance(status.get("anomaly"), dict) and status["anomaly"].get("enabled")
-        if collector_on and snap.training_is_live(status, time.time()):
+        if snap.live_collector_takes_requests(status, time.time()):
             return  # the training's own collector saves the live weights at its next step
         req = snap.claim_request(self.base)
         if req is None:

@@ -583,6 +583,25 @@ def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIN
                            now=now)
 
 
+def live_collector_takes_requests(status: Any, now: float) -> bool:
+    """Whether the training that wrote ``status`` is alive and runs the anomaly plugin, which saves the
+    live weights for a snapshot request at its next step (the plugin announces itself in the status)."""
+    return (isinstance(status, dict) and isinstance(status.get("anomaly"), dict)
+            and bool(status["anomaly"].get("enabled")) and training_is_live(status, now))
+
+
+def wait_for_result(run_dir: str | os.PathLike[str], request_id: str, wait_s: float,
+                    poll_s: float) -> dict[str, Any] | None:
+    """Poll for the result of request ``request_id`` for up to ``wait_s`` seconds; None if none came."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        res = read_result(run_dir, request_id)
+        if res is not None:
+            return res
+        time.sleep(poll_s)
+    return None
+
+
 SNAPSHOT_NOW_WAIT_S = 60.0
 """How long "Snapshot now" waits for a live training (or the standalone monitor) to answer its request."""
 
@@ -601,27 +620,20 @@ def snapshot_now(run_dir: str | os.PathLike[str], *, wait_s: float = SNAPSHOT_NO
 
     root = Path(run_dir)
     status, _ = rf.read_json(rf.RunPaths.of(root).status)
-    collector = (isinstance(status, dict) and isinstance(status.get("anomaly"), dict)
-                 and bool(status["anomaly"].get("enabled")) and training_is_live(status, time.time()))
+    collector = live_collector_takes_requests(status, time.time())
     watcher = monitor_running(root)
     if collector or watcher is not None:
         req = request_snapshot(root)
         who = "the training" if collector else f"the Smart Monitor (pid {watcher})"
         progress(f"Requested; waiting for {who} to save at its next step...")
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            res = read_result(root, req["id"])
-            if res is not None:
-                return res
-            time.sleep(poll_s)
+        res = wait_for_result(root, req["id"], wait_s, poll_s)
+        if res is not None:
+            return res
         if claim_request(root) is None:  # taken by the other side just now: give it a little longer
             progress(f"{who} took the request; waiting for it to finish...")
-            end = time.monotonic() + wait_s
-            while time.monotonic() < end:
-                res = read_result(root, req["id"])
-                if res is not None:
-                    return res
-                time.sleep(poll_s)
+            res = wait_for_result(root, req["id"], wait_s, poll_s)
+            if res is not None:
+                return res
             return {"id": req["id"], "ok": False, "name": "", "skipped": False, "handled_by": "dashboard",
                     "error": f"{who} took the request but gave no result within {2 * wait_s:.0f} s"}
         progress(f"{who} did not answer within {wait_s:.0f} s; copying the latest checkpoint instead...")
