@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import dash
@@ -30,6 +31,7 @@ from components.alerts import build_alert_marker_traces
 from services.alerts import marker_points
 from services.context import store_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
+from collectors.runformat import RunPaths
 from services.runstore import RunData, series_key
 
 STALE_AFTER_S = 30.0
@@ -87,6 +89,7 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
         tput, tnote = fmt_rate(thr["samples_per_second"], "samples"), fmt_rate(thr.get("steps_per_second"), "steps")
     else:
         tput, tnote = fmt_rate(thr.get("steps_per_second"), "steps"), None
+    tput_value, tput_unit = split_unit(tput)
     cuda = mem.get("cuda_allocated_gb")
     mem_note = f"CUDA {fmt_gb(cuda)} (peak {fmt_gb(mem.get('cuda_peak_gb'))})" if cuda is not None else "process RSS"
     max_steps = cfg.get("max_steps")
@@ -101,7 +104,7 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
         CardData("learning_rate", "Learning rate", fmt_sci(status.get("learning_rate"))),
         CardData("grad_norm", "Grad norm", fmt_sig(status.get("grad_norm"))),
         CardData("memory", "Memory", fmt_gb(mem.get("rss_gb") if cuda is None else cuda), note=mem_note),
-        CardData("throughput", "Throughput", split_unit(tput)[0], unit=split_unit(tput)[1], note=tnote),
+        CardData("throughput", "Throughput", tput_value, unit=tput_unit, note=tnote),
         CardData("state", "State", str(state) if state else "unknown",
                  note=status.get("error") or None,
                  tone={"crashed": "bad", "finished": "good"}.get(str(state))),
@@ -276,6 +279,30 @@ def current_ranges(prev_state: Mapping[str, Any] | None, run_id: str, triggered:
     return ranges
 
 
+class SnapshotRows:
+    """Snapshot rows for the loss-chart markers, re-listed only when ``snapshots/`` itself changed.
+
+    Listing reads every snapshot's metadata.json; the Overview asks each time new metrics arrive (about
+    once a second in training), while snapshots appear, vanish or get renamed far more rarely — all of
+    which change the directory's mtime.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[int | None, list[dict[str, Any]]]] = {}
+
+    def __call__(self, paths: RunPaths) -> list[dict[str, Any]]:
+        try:
+            sig: int | None = paths.snapshots_dir.stat().st_mtime_ns
+        except OSError:
+            sig = None
+        hit = self._cache.get(paths.root)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        rows = [sn.to_row() for sn in list_snapshots(paths.root, with_size=False)] if sig is not None else []
+        self._cache[paths.root] = (sig, rows)
+        return rows
+
+
 # ------------------------------------------------------------------------------------------ register
 def layout(**_query: Any) -> Any:
     return build_overview_layout()
@@ -284,6 +311,7 @@ def layout(**_query: Any) -> Any:
 def register(app: Dash) -> None:
     store = store_for(app)
     feed = feed_for(app)
+    snapshot_rows = SnapshotRows()
     dash.register_page("overview", path="/", name="Overview", title="Trainboard · Overview", layout=layout, order=0)
 
     @app.callback(
@@ -315,7 +343,7 @@ def register(app: Dash) -> None:
                      and prev_state.get("alerts_version") == alerts_view.version)
         if unchanged and triggered == ids.SHELL_TICK:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
-        snaps = [sn.to_row() for sn in list_snapshots(run.paths.root, with_size=False)]
+        snaps = snapshot_rows(run.paths)
         markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}"
         figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
                                     loss_markers(run, alerts_view.alerts, snaps), markers_key)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -231,3 +232,22 @@ def test_loss_markers_for_alerts_and_snapshots(tmp_path):
     assert outs[0] is no_update
     outs, _ = ov.update_charts(run, state, False, {}, traces[:1], "v2")  # a new alert: the loss chart is redrawn
     assert isinstance(outs[0], dict) and outs[1] is no_update
+
+
+def test_snapshot_rows_relist_only_when_the_directory_changes(tmp_path, monkeypatch):
+    from collectors import snapshots as S
+
+    paths = rf.RunPaths.of(tmp_path)
+    rows = ov.SnapshotRows()
+    assert rows(paths) == []
+    calls = []
+    real = S.list_snapshots
+    monkeypatch.setattr(ov, "list_snapshots", lambda *a, **k: calls.append(1) or real(*a, **k))
+    (paths.snapshots_dir / "manual_20260101_000000").mkdir(parents=True)
+    rf.write_json_atomic(paths.snapshots_dir / "manual_20260101_000000" / "metadata.json",
+                         {"timestamp": "20260101_000000", "reason": "manual", "step": 3})
+    first = rows(paths)
+    assert [r["step"] for r in first] == [3] and rows(paths) is first and len(calls) == 1
+    os.utime(paths.snapshots_dir, ns=(1, 1))  # the directory changed (a snapshot renamed in or removed)
+    rows(paths)
+    assert len(calls) == 2
