@@ -57,7 +57,13 @@ def test_demo_trains_for_real_and_the_dashboard_shows_it(tmp_path, page):
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc=proc)
         page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-        page.locator(".card").filter(has_text="finished").wait_for(timeout=300_000)
+        try:
+            page.locator(".card").filter(has_text="finished").wait_for(timeout=240_000)
+        except Exception:  # say what the page, the training and the server showed, not just "timeout"
+            logs = [p.read_text(errors="replace")[-3000:] for p in sorted(tmp_path.rglob("*.log"))]
+            statuses = [p.read_text()[:600] for p in (tmp_path / "runs").glob("*/status/training_status.json")]
+            pytest.fail("the Overview never showed 'finished'.\nPage: " + page.inner_text("body")[:800]
+                        + f"\nConsole: {page.console.errors[:5]}\nStatus: {statuses}\nLogs: " + "\n---\n".join(logs))
         runs = rf.discover_runs(tmp_path / "runs")
         assert len(runs) == 1 and runs[0].name.startswith("demo-")
         evals = [r["eval_loss"] for r in rf.iter_records(rf.RunPaths.of(runs[0]).metrics) if r["kind"] == "eval"]

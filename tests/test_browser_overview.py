@@ -77,6 +77,26 @@ def test_overview_waits_then_follows_a_new_run(tmp_path, dashboard, page):
     assert_no_console_errors(page)
 
 
+def test_run_with_status_but_no_metrics_yet_then_first_metrics(tmp_path, dashboard, page):
+    """Every Trainer run writes its status at train begin, a moment before its first metric. A page that
+    opened in that moment must follow on when the metrics come (it froze once: a Patch extended an empty frame)."""
+    run = tmp_path / "base" / "run-a"
+    paths = rf.RunPaths.of(run)
+    rf.write_json_atomic(paths.status, {"v": 1, "state": "training", "step": 0, "updated_at": time.time(),
+                                        "memory": {"rss_gb": 0.4}})
+    srv = dashboard(tmp_path / "base")
+    page.goto(srv.url + "/", wait_until="load")
+    card(page, "state").filter(has_text="training").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#overview-loss-graph").get_by_text("no values logged yet").wait_for(timeout=TIMEOUT_MS)
+    write_run(run, 10)
+    card(page, "step").filter(has_text="10").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function(f"({LOSS_POINTS_JS})() == 10", timeout=TIMEOUT_MS)
+    write_run(run, 10, start=11, state="finished")  # and keeps following with incremental updates
+    card(page, "state").filter(has_text="finished").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function(f"({LOSS_POINTS_JS})() == 20", timeout=TIMEOUT_MS)
+    assert_no_console_errors(page)
+
+
 def test_stale_and_crashed_runs_are_marked(tmp_path, dashboard, page):
     run = tmp_path / "base"
     write_run(run, 10)

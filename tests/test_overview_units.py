@@ -90,7 +90,10 @@ def test_parse_relayout(relayout, expected):
     ({"view": {"log_y": True, "range": None}, "sent": {"a": 3}}, {"a": 5}, "full"),
     ({"view": {"log_y": False, "range": None}, "sent": {"a": 3}, "downsampled": True, "extended": 399}, {"a": 5}, "full"),
     ({"view": {"log_y": False, "range": None}, "sent": {"a": 3}, "downsampled": True, "extended": 10}, {"a": 5}, "extend"),
-], ids=["first", "unchanged", "grown", "truncated", "view-changed", "downsampled-grown-a-lot", "downsampled-grown-little"])
+    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}, "empty": True}, {"a": 0}, "none"),
+    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}, "empty": True}, {"a": 2}, "full"),
+], ids=["first", "unchanged", "grown", "truncated", "view-changed", "downsampled-grown-a-lot", "downsampled-grown-little",
+        "empty-frame-unchanged", "empty-frame-first-points"])
 def test_plan_chart(prev, lengths, expected):
     assert ov.plan_chart(prev, lengths, {"log_y": False, "range": None}) == expected
 
@@ -124,6 +127,29 @@ def test_update_charts_full_then_none_then_extend(tmp_path):
     outs3, state3 = ov.update_charts(run, state2, False, {})
     assert isinstance(outs3[0], Patch) and isinstance(outs3[2], Patch)
     assert state3["charts"]["overview-loss-graph"]["sent"]["train/loss"] == 51
+
+
+def test_first_points_after_an_empty_frame_are_a_full_figure_not_a_patch(tmp_path):
+    """A run whose status exists before its first metric (every Trainer run, for a moment) is first drawn
+    as an empty frame without traces; a Patch extending trace 0 of that frame fails in the browser and,
+    because Dash applies a response all or nothing, froze the whole Overview (issue 2 CI failure)."""
+    paths = rf.RunPaths.of(tmp_path)
+    rf.write_json_atomic(paths.status, {"v": rf.SCHEMA_VERSION, "state": "training", "step": 0})
+    run = RunData(".", tmp_path)
+    run.refresh()
+    outs, state = ov.update_charts(run, None, False, {})
+    assert outs[0]["data"] == []
+    with rf.JsonlWriter(paths.metrics) as w:
+        w.append(rf.make_record("train", step=5, time=5.0, loss=2.0, learning_rate=1e-3, grad_norm=1.0))
+    run.refresh()
+    outs, state = ov.update_charts(run, state, False, {})
+    assert all(isinstance(o, dict) for o in outs), "every chart must be re-drawn whole"
+    assert outs[0]["data"][0]["x"] == [5] and state["charts"]["overview-loss-graph"].get("empty") is None
+    with rf.JsonlWriter(paths.metrics) as w:
+        w.append(rf.make_record("train", step=10, time=10.0, loss=1.0, learning_rate=1e-3, grad_norm=1.0))
+    run.refresh()
+    outs, _ = ov.update_charts(run, state, False, {})
+    assert isinstance(outs[0], Patch)  # now there are traces to extend
 
 
 def test_log_toggle_and_zoom_rerender(tmp_path):
