@@ -413,9 +413,18 @@ def test_multi_gpu_dataparallel_on_cpu() -> None:
     checkpoint_mgr.save_checkpoint(step, model, optimizer, loss_history, config)
     # end guide
 
+    saved = {k: v.clone() for k, v in base.state_dict().items()}
+    with torch.no_grad():
+        for prm in base.parameters():
+            prm.add_(1.0)  # the weights move on after the save
+    # guide: Load works the same way
     checkpoint = checkpoint_mgr.load_latest_checkpoint()
-    assert set(checkpoint["model_state_dict"]) == set(base.state_dict())  # no "module." prefixes
-    # the guide's `model.load_state_dict(...)` on the wrapper needs the unwrapped module (or restore()):
-    model.module.load_state_dict(checkpoint["model_state_dict"])
+    model.load_state_dict(checkpoint['model_state_dict'])
+    # end guide
+    assert set(checkpoint["model_state_dict"]) == set(base.state_dict())  # saved without "module." prefixes
+    assert all(torch.equal(base.state_dict()[k], v) for k, v in saved.items())
+    assert set(model.state_dict()) == {"module." + k for k in saved}  # the wrapper itself is untouched
+    with pytest.raises(RuntimeError, match="Missing key"):  # a wrong dict is still refused loudly
+        model.load_state_dict({"nonsense": torch.zeros(1)})
     CheckpointManager.restore(checkpoint, model)
     assert os.path.basename(checkpoint_mgr.list_checkpoints()[0]["path"]) == "checkpoint_step_1.pt"

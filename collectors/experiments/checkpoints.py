@@ -259,6 +259,42 @@ def unwrap_model(model: Any) -> Any:
     return model
 
 
+def wrapper_prefix(model: Any) -> str:
+    """The key prefix the wrappers around ``model`` add to its state dict (``"module."``, ``"_orig_mod."``,
+    or both nested); ``""`` for a plain module."""
+    import torch
+
+    prefix = ""
+    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    for _ in range(8):
+        if isinstance(model, wrappers):
+            prefix, model = prefix + "module.", model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            prefix, model = prefix + "_orig_mod.", model._orig_mod
+        else:
+            break
+    return prefix
+
+
+def _accept_unwrapped_keys(module: Any, state_dict: dict[str, Any], prefix: str, *_args: Any) -> None:
+    """load_state_dict pre-hook on a wrapper: keys saved unwrapped (as CheckpointManager saves them) get the
+    wrapper's prefix back, so ``wrapped.load_state_dict(checkpoint["model_state_dict"])`` works as the
+    guide's multi-GPU example writes it. Keys that already carry the prefix are left alone."""
+    full = prefix + wrapper_prefix(module)
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if full == prefix or not keys or any(k.startswith(full) for k in keys):
+        return
+    for k in keys:
+        state_dict[full + k[len(prefix):]] = state_dict.pop(k)
+
+
+def let_wrapper_load_unwrapped(model: Any) -> None:
+    """Make a DataParallel / DDP / compiled wrapper accept the unwrapped state dict saved from it (once)."""
+    if wrapper_prefix(model) and not getattr(model, "_trainboard_accepts_unwrapped", False):
+        model.register_load_state_dict_pre_hook(_accept_unwrapped_keys)
+        model._trainboard_accepts_unwrapped = True
+
+
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and CUDA random states, in a form ``torch.load(weights_only=True)`` accepts."""
     import torch
@@ -402,7 +438,8 @@ class CheckpointManager:
                         extra: Mapping[str, Any] | None = None) -> Path | None:
         """Write the checkpoint of ``step`` atomically; return its path, or None when it could not be saved.
 
-        The checkpoint holds ``step``, ``model_state_dict`` (unwrapped from DataParallel/DDP),
+        The checkpoint holds ``step``, ``model_state_dict`` (unwrapped from DataParallel/DDP; the wrapper
+        itself is taught to load those keys, so ``model.load_state_dict(...)`` works on it as well),
         ``optimizer_state_dict``, ``scheduler_state_dict``, ``loss_history``, ``config``, ``metrics``,
         ``rng_state`` (Python, NumPy, torch, CUDA) and ``extra`` (your data-loader position, for instance).
         A full disk or any other failure is reported once as a warning and the training goes on; no
@@ -418,6 +455,7 @@ class CheckpointManager:
             return None
         name = rf.checkpoint_name(step)
         try:
+            let_wrapper_load_unwrapped(model)
             payload = self._payload(step, model, optimizer, loss_history, config, scheduler, metrics, extra)
             final = self._write_atomic(name, payload, metrics)
         except Exception as exc:  # noqa: BLE001 - a checkpoint failure must never stop the training
