@@ -249,3 +249,34 @@ def test_background_write_failure_becomes_an_alert(tmp_path: Path) -> None:
     problems = [a for a in _alerts(tmp_path) if a["rule"] == "snapshot_skipped"]
     assert problems and "No space left" in problems[0]["message"]
     assert not [s for s in S.list_snapshots(tmp_path)] and not list((tmp_path / "snapshots").glob(".tmp-*"))
+
+
+def test_snapshot_saves_print_no_progress_bar_but_other_bars_and_user_hooks_stay():
+    """save_pretrained's "Writing model shards" bar is silenced only inside quiet_progress, in that thread."""
+    import threading
+
+    from transformers.utils import logging as hf_logging
+
+    from collectors.anomaly.plugin import quiet_progress
+
+    seen: list[str] = []
+
+    def user_hook(factory, args, kwargs):
+        seen.append(kwargs.get("desc", ""))
+        return factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(user_hook)
+    try:
+        with quiet_progress():
+            bar = hf_logging.tqdm(range(2), desc="inside")
+            assert isinstance(bar, hf_logging.EmptyTqdm) and list(bar) == [0, 1]
+            other: list[object] = []
+            t = threading.Thread(target=lambda: other.append(hf_logging.tqdm(range(1), desc="other", disable=True)))
+            t.start()
+            t.join()
+            assert not isinstance(other[0], hf_logging.EmptyTqdm)  # another thread keeps its bar
+        outside = hf_logging.tqdm(range(1), desc="outside", disable=True)
+        assert not isinstance(outside, hf_logging.EmptyTqdm)
+        assert "outside" in seen and "inside" not in seen  # the user's hook still runs outside
+    finally:
+        hf_logging.set_tqdm_hook(previous)

@@ -9,9 +9,11 @@ the monitor's Guard: a problem here is reported once and the training goes on.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from collectors import runformat as rf
 from collectors import snapshots as snap
@@ -24,6 +26,53 @@ CONTROL_POLL_SECONDS = 1.0
 ACCURACY_KEYS = ("eval_accuracy", "accuracy", "eval_acc", "acc")
 
 
+_QUIET = threading.local()
+_QUIET_HOOK_LOCK = threading.Lock()
+_chained_hook: Any = None
+
+
+def _quiet_hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """transformers tqdm hook: an empty bar in threads inside :func:`quiet_progress`; everywhere else the
+    hook that was set before ours (if any) or the normal bar."""
+    if getattr(_QUIET, "on", False):
+        from transformers.utils import logging as hf_logging
+
+        return hf_logging.EmptyTqdm(*args, **kwargs)
+    if _chained_hook is not None:
+        return _chained_hook(factory, args, kwargs)
+    return factory(*args, **kwargs)
+
+
+def _install_quiet_hook() -> None:
+    """Put :func:`_quiet_hook` in front of whatever tqdm hook is set now (a hook set later by the user
+    replaces ours; the next snapshot puts it back in front, chaining theirs)."""
+    global _chained_hook
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # recent transformers 5.x; older: bars stay
+    if set_hook is None:
+        return
+    with _QUIET_HOOK_LOCK:
+        previous = set_hook(_quiet_hook)
+        if previous is not _quiet_hook:
+            _chained_hook = previous
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No "Writing model shards" bar from ``save_pretrained`` in this thread: a snapshot saved from a
+    background thread would otherwise print into the middle of the training's own output."""
+    _install_quiet_hook()
+    before = getattr(_QUIET, "on", False)
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = before
+
+
 def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mapping[str, Any] | None = None) -> None:
     """Save the live weights as safetensors through the model's own ``save_pretrained`` (a PEFT model
     saves its adapter only); a plain ``nn.Module`` goes through ``safetensors.torch.save_model``.
@@ -31,10 +80,11 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mappi
     weights when given."""
     save = getattr(model, "save_pretrained", None)
     if callable(save):
-        if state_dict is not None:
-            save(str(out_dir), state_dict=dict(state_dict))
-        else:
-            save(str(out_dir))
+        with quiet_progress():
+            if state_dict is not None:
+                save(str(out_dir), state_dict=dict(state_dict))
+            else:
+                save(str(out_dir))
     else:
         from safetensors.torch import save_model
 
