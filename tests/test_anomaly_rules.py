@@ -69,6 +69,16 @@ def test_best_model_reason_and_first_value() -> None:
     assert not R.best_model(None, 1.0, step=1).fired  # the first loss only sets the best
     fired, alert = R.best_model(0.6589, 0.6321, step=144200)
     assert fired and alert.reason == "best_model_loss_0.6321" and alert.severity == "low"
+    assert alert.message.startswith("New best model: loss 0.6321") and alert.metadata["metric"] == "loss"
+
+
+def test_best_model_on_eval_loss_says_so_in_message_and_metadata() -> None:
+    eng = RuleEngine()
+    eng.expect_eval = True
+    alerts = [a for o in (Observation(step=10, eval_loss=2.0), Observation(step=20, eval_loss=1.0))
+              for a in eng.observe(o) if a.rule == "best_model"]
+    assert len(alerts) == 1 and alerts[0].reason == "best_model_loss_1.0000"
+    assert alerts[0].message.startswith("New best model: eval loss 1.0000") and alerts[0].metadata["metric"] == "eval_loss"
 
 
 @pytest.mark.parametrize("rises,fires", [(7, False), (8, True), (9, True)], ids=["7of9", "8of9", "9of9"])

@@ -521,10 +521,13 @@ def accuracy_percent(value: float) -> float:
     return value * 100.0 if 0.0 <= value <= 1.0 else value
 
 
-def best_model(best: float | None, current: float, step: int, improvement: float = BEST_MODEL_IMPROVEMENT) -> RuleResult:
+def best_model(best: float | None, current: float, step: int, improvement: float = BEST_MODEL_IMPROVEMENT,
+               metric: str = "loss") -> RuleResult:
     """Fires when ``current`` is a new all-time low more than ``improvement`` (2 %) below ``best``.
 
-    The first loss only sets the best (nothing to compare). Reason: ``best_model_loss_0.6321``.
+    The first loss only sets the best (nothing to compare). Reason: ``best_model_loss_0.6321`` whichever
+    loss is followed (the guide's name); the message and ``metadata.metric`` say which (``loss`` or
+    ``eval_loss``).
     """
     if best is None or not is_finite_number(current):
         return NOT_FIRED
@@ -532,8 +535,8 @@ def best_model(best: float | None, current: float, step: int, improvement: float
     if not current < limit:
         return NOT_FIRED
     return _fire(Rule.BEST_MODEL, Category.LOSS, Severity.LOW, step, current, limit,
-                 f"New best model: loss {current:.4f} (previous best {best:.4f})",
-                 f"best_model_loss_{current:.4f}", previous_best=best)
+                 f"New best model: {metric.replace('_', ' ')} {current:.4f} (previous best {best:.4f})",
+                 f"best_model_loss_{current:.4f}", previous_best=best, metric=metric)
 
 
 def divergence(window: Sequence[float], step: int, fraction: float = DIVERGENCE_FRACTION,
@@ -847,7 +850,7 @@ class RuleEngine:
             hist = list(self.losses)[-(c.smart.loss_window - 1):]
             results.append(loss_spike(hist, loss, step, c.smart.loss_spike_threshold))
             if not self._best_on_eval(obs):
-                results.append(self._best(loss, step))
+                results.append(self._best(loss, step, "loss"))
             self.losses.append(loss)
             results.append(divergence(list(self.losses), step, c.smart.divergence_fraction, c.smart.divergence_window))
             self.conv_losses.append(loss)
@@ -855,7 +858,7 @@ class RuleEngine:
                                        c.convergence.plateau_window, c.convergence.divergence_rate))
             self.latest_loss = loss
         if is_finite_number(obs.eval_loss) and self._best_on_eval(obs):
-            results.append(self._best(float(obs.eval_loss), step))
+            results.append(self._best(float(obs.eval_loss), step, "eval_loss"))
         if is_finite_number(obs.accuracy):
             acc = accuracy_percent(float(obs.accuracy))
             results.append(accuracy_drop(list(self.accuracies)[-(c.smart.loss_window - 1):], acc, step,
@@ -894,8 +897,8 @@ class RuleEngine:
                 self.best_loss = self.best_loss_step = None
         return self.expect_eval or self.seen_eval
 
-    def _best(self, value: float, step: int) -> RuleResult:
-        result = best_model(self.best_loss, value, step, self.config.smart.best_model_improvement)
+    def _best(self, value: float, step: int, metric: str) -> RuleResult:
+        result = best_model(self.best_loss, value, step, self.config.smart.best_model_improvement, metric)
         if self.best_loss is None or value < self.best_loss:
             self.best_loss, self.best_loss_step = value, step
         return result
