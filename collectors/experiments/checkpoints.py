@@ -244,36 +244,32 @@ def remove_stale_temps(directory: Path, now: float | None = None) -> list[Path]:
 
 # --------------------------------------------------------------------------- torch helpers
 
-def unwrap_model(model: Any) -> Any:
-    """The module inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers."""
+def _peel(model: Any) -> tuple[str, Any]:
+    """(state-dict key prefix the wrappers add, innermost module) for DataParallel / DDP / ``torch.compile``
+    wrappers, nested or not; ``("", model)`` for a plain module."""
     import torch
 
     wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    for _ in range(8):  # wrappers can nest (compile of DDP); a bound stops a pathological loop
-        if isinstance(model, wrappers):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
-
-
-def wrapper_prefix(model: Any) -> str:
-    """The key prefix the wrappers around ``model`` add to its state dict (``"module."``, ``"_orig_mod."``,
-    or both nested); ``""`` for a plain module."""
-    import torch
-
     prefix = ""
-    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    for _ in range(8):
+    for _ in range(8):  # wrappers can nest (compile of DDP); a bound stops a pathological loop
         if isinstance(model, wrappers):
             prefix, model = prefix + "module.", model.module
         elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             prefix, model = prefix + "_orig_mod.", model._orig_mod
         else:
             break
-    return prefix
+    return prefix, model
+
+
+def unwrap_model(model: Any) -> Any:
+    """The module inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers."""
+    return _peel(model)[1]
+
+
+def wrapper_prefix(model: Any) -> str:
+    """The key prefix the wrappers around ``model`` add to its state dict (``"module."``, ``"_orig_mod."``,
+    or both nested); ``""`` for a plain module."""
+    return _peel(model)[0]
 
 
 def _accept_unwrapped_keys(module: Any, state_dict: dict[str, Any], prefix: str, *_args: Any) -> None:
