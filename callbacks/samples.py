@@ -155,9 +155,13 @@ def register(app: Dash) -> None:
                 raise PreventUpdate
             return (build_waiting(str(store.base), WAITING_DETAIL), [], "no samples yet", 0, {}, 0, [FOLLOW],
                     None, None, None, None, None, build_accuracy_figure({}), key)
+        triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
+        if triggered == ids.SHELL_TICK and prev is None:
+            # the page's first render is still on its way; a tick answered now could land after the person's
+            # first slider move and put the view back on "latest"
+            raise PreventUpdate
         hist = history_for(app, run.paths.root)
         hist.refresh()
-        triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
         follow = FOLLOW in (follow_value or [])
         sel = choose_sample(hist.records, hist.detail, slider, follow, triggered == ids.SAMPLES_SLIDER)
         key = {"run": run.run_id, "version": hist.version, "index": sel.index, "follow": sel.follow}
