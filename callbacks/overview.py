@@ -150,8 +150,8 @@ def plan_chart(prev: Mapping[str, Any] | None, lengths: Mapping[str, int], view:
     if prev is None or prev.get("view") != dict(view):
         return "full"
     sent = prev.get("sent", {})
-    if prev.get("empty") and any(lengths.get(k, 0) > 0 for k in lengths):
-        return "full"  # the browser holds an "empty" frame with no traces: there is nothing to extend
+    if not any(sent.values()) and any(lengths.values()):
+        return "full"  # nothing sent yet means the browser holds an empty frame without traces: nothing to extend
     if any(lengths.get(k, 0) < sent.get(k, 0) for k in lengths):
         return "full"  # the file was truncated or replaced
     if all(lengths.get(k, 0) == sent.get(k, 0) for k in lengths):
@@ -202,8 +202,7 @@ def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any],
     note = f"downsampled to ≤{MAX_POINTS:,} points per series (MinMaxLTTB); zoom in for full detail" if downsampled else None
     uirev = f"{run.run_id}|{view.get('log_y')}"
     if not any(sent.values()):
-        return empty_figure(chart.title, "no values logged yet"), {"view": dict(view), "sent": sent, "downsampled": False,
-                                                                   "extended": 0, "empty": True}
+        return empty_figure(chart.title, "no values logged yet"), {"view": dict(view), "sent": sent, "downsampled": False, "extended": 0}
     fig = build_series_figure(specs, points, title=chart.title, y_title=chart.y_title,
                               log_y=bool(view.get("log_y")) and chart.log_toggle, uirevision=uirev,
                               x_range=x_range, note=note, y_format=chart.y_format)
