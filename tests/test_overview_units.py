@@ -90,8 +90,8 @@ def test_parse_relayout(relayout, expected):
     ({"view": {"log_y": True, "range": None}, "sent": {"a": 3}}, {"a": 5}, "full"),
     ({"view": {"log_y": False, "range": None}, "sent": {"a": 3}, "downsampled": True, "extended": 399}, {"a": 5}, "full"),
     ({"view": {"log_y": False, "range": None}, "sent": {"a": 3}, "downsampled": True, "extended": 10}, {"a": 5}, "extend"),
-    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}, "empty": True}, {"a": 0}, "none"),
-    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}, "empty": True}, {"a": 2}, "full"),
+    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}}, {"a": 0}, "none"),
+    ({"view": {"log_y": False, "range": None}, "sent": {"a": 0}}, {"a": 2}, "full"),
 ], ids=["first", "unchanged", "grown", "truncated", "view-changed", "downsampled-grown-a-lot", "downsampled-grown-little",
         "empty-frame-unchanged", "empty-frame-first-points"])
 def test_plan_chart(prev, lengths, expected):
@@ -144,7 +144,7 @@ def test_first_points_after_an_empty_frame_are_a_full_figure_not_a_patch(tmp_pat
     run.refresh()
     outs, state = ov.update_charts(run, state, False, {})
     assert all(isinstance(o, dict) for o in outs), "every chart must be re-drawn whole"
-    assert outs[0]["data"][0]["x"] == [5] and state["charts"]["overview-loss-graph"].get("empty") is None
+    assert outs[0]["data"][0]["x"] == [5] and state["charts"]["overview-loss-graph"]["sent"]["train/loss"] == 1
     with rf.JsonlWriter(paths.metrics) as w:
         w.append(rf.make_record("train", step=10, time=10.0, loss=1.0, learning_rate=1e-3, grad_norm=1.0))
     run.refresh()
