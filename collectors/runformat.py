@@ -306,8 +306,23 @@ def loads(data: bytes | str) -> Any:
         ValueError: when ``data`` is not valid JSON (``orjson.JSONDecodeError`` is a ValueError).
     """
     if _orjson is not None:
-        return decode_value(_orjson.loads(data))
+        try:
+            return decode_value(_orjson.loads(data))
+        except ValueError:
+            # Python's json (Trainer's trainer_state.json, json.dumps of a NaN metric) writes bare NaN,
+            # Infinity and -Infinity tokens, which orjson rejects; the standard parser accepts them.
+            if not _has_bare_token(data):
+                raise
     return decode_value(_json.loads(data))
+
+
+_BARE_TOKENS = (b"NaN", b"Infinity")
+
+
+def _has_bare_token(data: bytes | str) -> bool:
+    """Cheap pre-check before the slow fallback parse: only text holding a NaN/Infinity token can need it."""
+    raw = data.encode() if isinstance(data, str) else data
+    return any(tok in raw for tok in _BARE_TOKENS)
 
 
 def make_record(kind: RecordKind | str, **fields: Any) -> dict[str, Any]:
@@ -502,6 +517,7 @@ def _keep(obj: Any, kinds: frozenset[str] | None, out: ReadResult) -> None:
 
 
 _TOKEN_BYTES = (b'"NaN"', b'Infinity"')
+"""Quoted tokens in a chunk mean its values need :func:`decode_value`; bare tokens fail the fast path."""
 
 
 def _parse_all_at_once(chunk: bytes) -> list[Any] | None:
@@ -641,3 +657,104 @@ def is_within(base: str | os.PathLike[str], candidate: str | os.PathLike[str]) -
     except (OSError, RuntimeError):
         return False
     return c == b or b in c.parents
+
+
+# --------------------------------------------------------------------------- Hugging Face Trainer layout
+# Trainer's own output dir is read (never written) by the dashboard, the Smart Monitor and the snapshot
+# code; what its files are called and how its log_history maps onto records is known here alone.
+
+def classify(metrics: dict[str, Any]) -> RecordKind:
+    """The record kind of one Trainer ``logs`` dict: eval metrics, the end-of-training summary, or train."""
+    if any(k.startswith("eval_") for k in metrics):
+        return RecordKind.EVAL
+    if "train_runtime" in metrics:
+        return RecordKind.SUMMARY
+    return RecordKind.TRAIN
+
+
+def find_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, dir)`` of every ``checkpoint-<step>`` directory of a Trainer output dir, oldest first.
+
+    Never raises: a missing or unreadable dir has no checkpoints. Temporary names are skipped.
+    """
+    try:
+        entries = list(os.scandir(output_dir))
+    except OSError:
+        return []
+    out = []
+    for e in entries:
+        name = e.name
+        if name.startswith(HF_CHECKPOINT_PREFIX) and name[len(HF_CHECKPOINT_PREFIX):].isdigit():
+            try:
+                if e.is_dir():
+                    out.append((int(name[len(HF_CHECKPOINT_PREFIX):]), Path(e.path)))
+            except OSError:
+                continue
+    return sorted(out)
+
+
+def read_trainer_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """One ``trainer_state.json`` as Trainer writes it (``json.dumps``: bare ``NaN`` tokens included).
+
+    Returns ``(doc, None)`` or ``(None, problem in words)``; a document without a ``log_history`` list is
+    a problem too, since nothing can be shown from it.
+    """
+    doc, problem = read_json(path)
+    if problem is not None:
+        return None, problem
+    if not isinstance(doc, dict) or not isinstance(doc.get("log_history", []), list):
+        return None, f"{path} is not a Trainer state (no log_history list)"
+    return doc, None
+
+
+def trainer_state_files(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every ``trainer_state.json`` of an output dir: its own (written at the end) and each checkpoint's."""
+    root = Path(output_dir)
+    return [root / HF_TRAINER_STATE] + [d / HF_TRAINER_STATE for _, d in find_checkpoints(root)]
+
+
+def newest_trainer_state(output_dir: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, Path | None, list[str]]:
+    """The readable trainer_state.json with the highest ``global_step``, where it is, and the problems met.
+
+    Only the output dir's own file and the last two checkpoints' are read: the newest checkpoint may still
+    be being written, so the one before it is the fallback.
+    """
+    root = Path(output_dir)
+    ckpts = find_checkpoints(root)
+    candidates = [root / HF_TRAINER_STATE] + [d / HF_TRAINER_STATE for _, d in reversed(ckpts[-2:])]
+    best: tuple[dict[str, Any], Path] | None = None
+    problems: list[str] = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        doc, problem = read_trainer_state(path)
+        if doc is None:
+            problems.append(problem or f"{path} is unreadable")
+            continue
+        step = doc.get("global_step") if isinstance(doc.get("global_step"), int) else 0
+        if best is None or step > (best[0].get("global_step") if isinstance(best[0].get("global_step"), int) else 0):
+            best = (doc, path)
+    return (best[0], best[1], problems) if best else (None, None, problems)
+
+
+def records_from_log_history(history: Iterable[Any], *, after_train: int = -1,
+                             after_eval: int = -1) -> tuple[list[dict[str, Any]], int]:
+    """Trainboard records from Trainer's ``log_history`` entries (pure), and how many entries were unusable.
+
+    Entries whose step is not newer than the cursors are left out (a replay's resume point); entries
+    without an integer step are counted, not silently dropped. The end-of-training summary becomes a
+    ``summary`` record.
+    """
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for entry in history:
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            bad += 1
+            continue
+        fields = {k: v for k, v in entry.items() if k != "step"}
+        kind = classify(fields)
+        if kind == RecordKind.EVAL and step <= after_eval or kind != RecordKind.EVAL and step <= after_train:
+            continue
+        out.append(make_record(kind, step=step, **fields))
+    return out, bad

@@ -11,7 +11,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 echo "== installing Python packages (torch pinned to 2.13.0 by constraints.txt) =="
 python3 -m pip install -q -r requirements-dev.txt -c constraints.txt
-python3 -m pip install -q --no-deps -e . -c constraints.txt
 python3 - <<'PY'
 import torch, transformers, dash
 assert torch.__version__.startswith("2.13.0"), f"torch {torch.__version__} was installed instead of 2.13.0"
