@@ -76,7 +76,7 @@ def test_min_steps_between_saves_and_best_never_blocked(tmp_path: Path) -> None:
         for rep in range(2):
             for loss in LOSSES:
                 step += 1
-                mon.log(step, loss=loss - rep * 0.5)
+                mon.log(step, loss=loss - rep * 0.1)  # new bests in the second round
             step += 1
             mon.log(step, loss=3.0)  # spike at steps 11 and 22: 11 apart < 500
     recs = _alerts(tmp_path)
@@ -193,7 +193,9 @@ def test_observation_from_record(record: dict, expected: dict | None) -> None:
 def test_config_object_accepted(tmp_path: Path) -> None:
     cfg = AnomalyConfig.from_dict({"gradient": {"explosion_threshold": 2.0}})
     with Monitor(tmp_path, anomaly=cfg) as mon:
-        mon.log(1, loss=1.0, grad_norm=3.0)
+        for step in range(1, 5):
+            mon.log(step, loss=1.0, grad_norm=1.0)  # the noise gate needs a few norms to compare with
+        mon.log(5, loss=1.0, grad_norm=3.0)
     assert [r["rule"] for r in _alerts(tmp_path)] == ["gradient_explosion"]
 
 

@@ -286,7 +286,7 @@ def test_probabilities_and_outcomes() -> None:
 # --------------------------------------------------------------------------- engine
 
 def test_engine_smart_sequence_spike_best_and_nan_do_not_poison_history() -> None:
-    eng = RuleEngine()
+    eng = RuleEngine(R.guide_config())  # the guide's rules as written: a spike after 4 values
     out = []
     for s, loss in enumerate([1.0, 0.9, 0.8, 0.75, 0.75, 0.75, 0.75, math.nan, 1.02], start=1):
         out += eng.observe(Observation(step=s, loss=loss))
@@ -297,7 +297,7 @@ def test_engine_smart_sequence_spike_best_and_nan_do_not_poison_history() -> Non
 
 
 def test_engine_level_rule_repeats_only_every_n() -> None:
-    eng = RuleEngine()
+    eng = RuleEngine(R.guide_config())  # a norm of 50 from the first step: above the guide's fixed limit
     n = 120
     fired = [s for s in range(1, n + 1) for a in eng.observe(Observation(step=s, grad_norm=50.0))
              if a.rule == "gradient_explosion"]
@@ -307,13 +307,13 @@ def test_engine_level_rule_repeats_only_every_n() -> None:
 
 
 def test_engine_state_dict_round_trip_and_set_config_keeps_history() -> None:
-    eng = RuleEngine()
+    eng = RuleEngine(R.guide_config())
     for s in range(1, 8):
         eng.observe(Observation(step=s, loss=1.0 / s, grad_norm=1.0, learning_rate=1e-3))
-    other = RuleEngine()
+    other = RuleEngine(R.guide_config())
     other.load_state_dict(eng.state_dict())
     assert other.state_dict() == eng.state_dict()
-    eng.set_config(AnomalyConfig.from_dict({"smart": {"loss_spike_threshold": 0.01}}))
+    eng.set_config(AnomalyConfig.from_dict({"smart": {"loss_spike_threshold": 0.01}, "noise": {"enabled": False}}))
     assert list(eng.losses) == list(other.losses)
     avg = R.recent_average(list(eng.losses))
     assert [a.rule for a in eng.observe(Observation(step=9, loss=avg * 1.05))] == ["loss_spike"]

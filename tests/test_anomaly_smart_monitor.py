@@ -112,7 +112,8 @@ def test_live_run_dir_lock_thresholds_request_and_sigterm(tmp_path: Path) -> Non
         assert second.returncode == 3
         assert f"another Smart Monitor (pid {mon.pid}) is already watching" in second.stderr
         # live thresholds: 10 % is a spike from now on
-        rf.write_json_atomic(paths.thresholds, {"smart": {"loss_spike_threshold": 0.05}})
+        # (the noise gate off too: a 10 % rise on this smooth synthetic log is within its noise)
+        rf.write_json_atomic(paths.thresholds, {"smart": {"loss_spike_threshold": 0.05}, "noise": {"enabled": False}})
         _wait_for(lambda: any("Thresholds reloaded" in x for x in iter_log_lines(run)), what="thresholds reload")
         w.append(rf.make_record("train", step=11, loss=1.55))
         _wait_for(lambda: any(a["rule"] == "loss_spike" for a in rf.iter_records(paths.alerts)), what="spike alert")

@@ -87,6 +87,9 @@ LEVEL_RULES = frozenset({
 while it lasts, so a training stuck at grad norm 50 writes a handful of alerts, not one per step."""
 ALERT_REPEAT_EVERY = 50
 
+EVENT_RULES = frozenset({Rule.BEST_MODEL.value, Rule.CONVERGENCE_PLATEAU.value, Rule.GRADIENT_VARIANCE.value})
+"""Informational events, not alerts: shown on a timeline and as chart markers, never counted as alerts."""
+
 # --------------------------------------------------------------------------- defaults (the guides' values)
 
 LOSS_SPIKE_THRESHOLD = 0.3
@@ -135,6 +138,26 @@ CALIBRATION_MIN_PAIRS = 50
 CALIBRATION_HISTORY = 20
 DRIFT_SIGNIFICANCE_Z = 3.0
 """A reward-mean shift must also be this many standard errors wide, so sampling noise never alerts."""
+
+NOISE_WINDOW = 64
+"""Logged values the noise gate learns a metric's level and spread from (median and MAD)."""
+NOISE_K = 6.0
+"""A jump must clear the median by this many robust standard deviations (OLMo-core's 6σ practice)."""
+NOISE_PATIENCE = 3
+"""Consecutive logged values above the gate that make a sustained spike (llm-foundry's patience)."""
+NOISE_EXTREME_FACTOR = 1.0
+"""A single value fires at once when it is also above the window's largest value × (1 + this): beyond
+anything the run's own noise has produced. Smaller outliers must persist for ``patience`` logs."""
+NOISE_SHIFT_K = 4.0
+"""A level shift must clear the median by this many standard errors of the shifted mean."""
+NOISE_WARMUP_LOGS = 20
+"""Logged values before loss spike, divergence and gradient explosion judge anything: the first
+steps of a training (and of its warm-up) fall fast and jump, and carry no baseline yet."""
+LEVEL_REFRESH = 8
+"""Logs between two recomputations of a window's median and spread when no decision hangs on them."""
+DIVERGENCE_RISE = 0.25
+"""Divergence (noise-aware): the loss level (median of the last 5 logs) rose this fraction above the
+lowest level of the noise window, and by ``k / 2`` robust standard deviations."""
 
 MIN_SNAPSHOT_FREE_GB = 1.0
 SNAPSHOT_KEEP_LAST = 20
@@ -349,6 +372,48 @@ class RewardDriftConfig:
 
 
 @dataclass(frozen=True)
+class NoiseConfig:
+    """The noise gate added on top of the guides' relative thresholds (see docs/anomaly.md).
+
+    A loss spike must clear the guide's relative threshold (``smart.loss_spike_threshold``: at least
+    30 % above the recent average) *and* the metric's own noise: the median of the last ``window``
+    logged values plus ``k`` robust standard deviations (1.4826 × MAD). It then fires at once when it is
+    beyond anything in the window (its maximum × (1 + ``extreme_factor``)), else after ``patience``
+    consecutive logs above the gate. Divergence and gradient explosion are gated the same way.
+
+    Args:
+        enabled: apply the gate (default True; False gives the guides' rules as written).
+        window: logged values the level and spread are learnt from (default 64).
+        k: robust standard deviations a jump must clear (default 6.0).
+        patience: consecutive logs above the gate for a sustained spike (default 3).
+        extreme_factor: above the window's maximum × (1 + this) fires at once (default 1.0).
+        shift_k: standard errors of the recent mean a level shift must clear (default 4.0).
+        warmup_logs: logged values before loss spike, divergence and gradient explosion judge (default 20).
+        divergence_rise: fraction the loss level must rise above its lowest for divergence (default 0.25).
+    """
+
+    enabled: bool = True
+    window: int = NOISE_WINDOW
+    k: float = NOISE_K
+    patience: int = NOISE_PATIENCE
+    extreme_factor: float = NOISE_EXTREME_FACTOR
+    shift_k: float = NOISE_SHIFT_K
+    warmup_logs: int = NOISE_WARMUP_LOGS
+    divergence_rise: float = DIVERGENCE_RISE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"noise.enabled must be true or false; got {self.enabled!r}")
+        _check("noise", "window", self.window, 8, 100_000, integer=True)
+        _check("noise", "k", self.k, 0, 100)
+        _check("noise", "patience", self.patience, 1, 1000, integer=True)
+        _check("noise", "extreme_factor", self.extreme_factor, 0, 100)
+        _check("noise", "shift_k", self.shift_k, 0, 100)
+        _check("noise", "warmup_logs", self.warmup_logs, 0, 1_000_000, integer=True)
+        _check("noise", "divergence_rise", self.divergence_rise, 0, 100)
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     """When snapshots are saved and kept.
 
@@ -385,7 +450,7 @@ class SnapshotConfig:
 SECTIONS: dict[str, type] = {
     "smart": SmartConfig, "gradient": GradientConfig, "learning_rate": LearningRateConfig,
     "batch_size": BatchSizeConfig, "convergence": ConvergenceConfig, "reward_drift": RewardDriftConfig,
-    "snapshots": SnapshotConfig,
+    "snapshots": SnapshotConfig, "noise": NoiseConfig,
 }
 
 
@@ -394,7 +459,7 @@ class AnomalyConfig:
     """Every threshold of the engine, grouped as in the guides; also the shape of ``control/thresholds.json``.
 
     Args:
-        smart, gradient, learning_rate, batch_size, convergence, reward_drift, snapshots: the sections.
+        smart, gradient, learning_rate, batch_size, convergence, reward_drift, snapshots, noise: the sections.
         stop_on_critical: ask the training to stop on a critical alert (default False).
 
     Raises:
@@ -412,6 +477,7 @@ class AnomalyConfig:
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     reward_drift: RewardDriftConfig = field(default_factory=RewardDriftConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
     stop_on_critical: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -451,6 +517,11 @@ class AnomalyConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "AnomalyConfig":
         return cls().merged(data)
+
+
+def guide_config() -> "AnomalyConfig":
+    """The guides' rules as written (no noise gate, no warm-up grace): the benchmark's anchor."""
+    return AnomalyConfig(noise=NoiseConfig(enabled=False))
 
 
 def coerce_config(value: "bool | AnomalyConfig | Mapping[str, Any] | None") -> AnomalyConfig | None:
@@ -561,6 +632,51 @@ def non_finite(name: str, value: Any, step: int) -> RuleResult:
     rule = Rule.NON_FINITE_LOSS if name == "loss" else Rule.NON_FINITE_GRAD_NORM
     cat = Category.LOSS if name == "loss" else Category.GRADIENT
     return _fire(rule, cat, Severity.CRITICAL, step, value, None, f"Non-finite {name.replace('_', ' ')}: {value}")
+
+
+class NoiseLevel(NamedTuple):
+    """A metric's recent level and spread: median, robust standard deviation (1.4826 × MAD), maximum."""
+
+    median: float
+    sigma: float
+    maximum: float
+
+
+def _median(sorted_vals: Sequence[float]) -> float:
+    n = len(sorted_vals)
+    return sorted_vals[n // 2] if n % 2 else 0.5 * (sorted_vals[n // 2 - 1] + sorted_vals[n // 2])
+
+
+def noise_level(window: Sequence[float]) -> NoiseLevel:
+    """Median, robust sigma and maximum of ``window`` (pure; values oldest first, at least one).
+
+    The spread is taken from the *changes* between consecutive values (1.4826 × their MAD / √2), which
+    is the noise's own standard deviation whether or not the loss is still falling: early in training
+    the trend would otherwise count as noise and hide a real spike. The median and MAD ignore the
+    occasional outlier batch that a mean and standard deviation would follow, so one bad batch neither
+    hides the next nor inflates the spread for the whole window.
+    """
+    vals = list(window)
+    ordered = sorted(vals)
+    med = _median(ordered)
+    if len(vals) < 3:
+        dev = sorted(abs(v - med) for v in vals)
+        return NoiseLevel(med, 1.4826 * _median(dev), ordered[-1])
+    diffs = [b - a for a, b in zip(vals, vals[1:])]
+    dmed = _median(sorted(diffs))
+    mad = _median(sorted(abs(d - dmed) for d in diffs))
+    return NoiseLevel(med, 1.4826 * mad / math.sqrt(2.0), ordered[-1])
+
+
+def above_noise(level: NoiseLevel, current: float, k: float) -> bool:
+    """Whether ``current`` is more than ``k`` robust standard deviations above the median."""
+    return current > level.median + k * level.sigma
+
+
+def beyond_window(level: NoiseLevel, current: float, factor: float) -> bool:
+    """Whether ``current`` exceeds everything the window holds by the factor (a single value that fires at once)."""
+    top = level.maximum
+    return current > (top * (1.0 + factor) if top > 0 else top + abs(top) * factor)
 
 
 # --------------------------------------------------------------------------- advanced rules
@@ -779,6 +895,11 @@ class Observation:
     predictions: Sequence[float] | None = None
 
 
+def _is_outlier(result: RuleResult) -> bool:
+    """Whether a gated rule fired on a single extreme value (kept out of the noise window)."""
+    return result.fired and result.alert is not None and bool(result.alert.metadata.get("extreme"))
+
+
 class RuleEngine:
     """Applies every rule to a stream of observations, keeping the bounded histories they read.
 
@@ -824,6 +945,14 @@ class RuleEngine:
         self.rewards = dq("rewards", 2 * c.reward_drift.window_size)
         self.pairs = dq("pairs", c.reward_drift.window_size)
         self.cal_scores = dq("cal_scores", CALIBRATION_HISTORY)
+        self.noise_losses = dq("noise_losses", c.noise.window)
+        self.noise_grads = dq("noise_grads", c.noise.window)
+        self._streak: dict[str, int] = dict(getattr(old, "_streak", None) or {})
+        self._shifted: dict[str, bool] = {}
+        self._gmoments: list[float] | None = None
+        self._gmoments_age = 0
+        self._gmoments_dropped = 0.0
+        self._levels: dict[str, list[Any]] = {}
         self.batch_size: int | None = getattr(old, "batch_size", None)
         self.batch_change: dict[str, Any] | None = getattr(old, "batch_change", None)
 
@@ -848,14 +977,27 @@ class RuleEngine:
         loss = obs.loss if is_finite_number(obs.loss) else None
         if loss is not None:
             hist = list(self.losses)[-(c.smart.loss_window - 1):]
-            results.append(loss_spike(hist, loss, step, c.smart.loss_spike_threshold))
+            spike = loss_spike(hist, loss, step, c.smart.loss_spike_threshold)
+            if c.noise.enabled:
+                spike = self._noise_gate("loss", spike, self.noise_losses, loss, c.smart.loss_spike_threshold,
+                                         self._loss_spike_alert)
+            results.append(spike)
             if not self._best_on_eval(obs):
                 results.append(self._best(loss, step, "loss"))
             self.losses.append(loss)
-            results.append(divergence(list(self.losses), step, c.smart.divergence_fraction, c.smart.divergence_window))
+            if c.noise.enabled:
+                results.append(self._noisy_divergence(loss, step))
+            else:
+                results.append(divergence(list(self.losses), step, c.smart.divergence_fraction,
+                                          c.smart.divergence_window))
+            if not _is_outlier(spike):  # one outlier must not hide the next, nor widen the spread
+                self.noise_losses.append(loss)
             self.conv_losses.append(loss)
-            results.append(convergence(list(self.conv_losses), step, c.convergence.plateau_threshold,
-                                       c.convergence.plateau_window, c.convergence.divergence_rate))
+            conv = convergence(list(self.conv_losses), step, c.convergence.plateau_threshold,
+                               c.convergence.plateau_window, c.convergence.divergence_rate)
+            if c.noise.enabled and conv.fired and conv.alert is not None and conv.alert.rule == Rule.CONVERGENCE_DIVERGENCE.value:
+                conv = self._significant_rise(conv)
+            results.append(conv)
             self.latest_loss = loss
         if is_finite_number(obs.eval_loss) and self._best_on_eval(obs):
             results.append(self._best(float(obs.eval_loss), step, "eval_loss"))
@@ -867,10 +1009,18 @@ class RuleEngine:
             self.latest_accuracy = acc
         if is_finite_number(obs.grad_norm):
             g = float(obs.grad_norm)
-            results.append(gradient_explosion(g, step, c.gradient.explosion_threshold))
+            boom = gradient_explosion(g, step, c.gradient.explosion_threshold)
+            if c.noise.enabled:
+                boom = self._noise_gate("grad_norm", boom, self.noise_grads, g, 0.0, self._explosion_alert)
+                if not _is_outlier(boom):
+                    self.noise_grads.append(g)
+            results.append(boom)
             results.append(gradient_vanishing(g, step, c.gradient.vanishing_threshold))
+            self._gmoments_dropped = self.grad_norms[0] if len(self.grad_norms) == self.grad_norms.maxlen else 0.0
             self.grad_norms.append(g)
-            results.append(gradient_variance(list(self.grad_norms), step, c.gradient.variance_factor))
+            n_g = len(self.grad_norms)
+            if n_g >= GRADIENT_VARIANCE_MIN_SAMPLES and self._variance_candidate(n_g, c.gradient.variance_factor):
+                results.append(gradient_variance(list(self.grad_norms), step, c.gradient.variance_factor))
         if is_finite_number(obs.learning_rate):
             lr = float(obs.learning_rate)
             prev = self.lr_points[-1][1] if self.lr_points else None
@@ -885,6 +1035,169 @@ class RuleEngine:
         if obs.rewards is not None:
             results.extend(self._rewards(obs.rewards, obs.predictions, step))
         return self._gate([r.alert for r in results if r.fired and r.alert is not None])
+
+    def _variance_candidate(self, n: int, factor: float) -> bool:
+        """Cheap pre-check of :func:`gradient_variance` from a running sum and sum of squares, refreshed
+        every 256 logs against drift; the exact rule (two passes over the window) runs only when this
+        says the variance is within 5 % of its limit. The window is 100 norms by default: computing its
+        standard deviation on every log was most of the engine's cost."""
+        self._gmoments_age += 1
+        if self._gmoments_age >= 256 or self._gmoments is None:
+            self._gmoments = None
+            self._gmoments_age = 0
+        if self._gmoments is None:
+            vals = self.grad_norms
+            self._gmoments = [math.fsum(vals), math.fsum(v * v for v in vals), n]
+        else:
+            total, sq, prev_n = self._gmoments
+            new = self.grad_norms[-1]
+            if prev_n == n:  # full window: one value left as one came in
+                old = self._gmoments_dropped
+                total -= old
+                sq -= old * old
+            total += new
+            sq += new * new
+            self._gmoments = [total, sq, n]
+        total, sq, _ = self._gmoments
+        mean = total / n
+        var = max(sq / n - mean * mean, 0.0)
+        return var > (mean * factor) ** 2 * 0.9
+
+    # ------------------------------------------------------------------ the noise gate
+    def _noise_gate(self, key: str, guide: RuleResult, window: Sequence[float], current: float,
+                    rel_threshold: float, make: "Any") -> RuleResult:
+        """The guide's rule, gated by the metric's own noise (see :class:`NoiseConfig`).
+
+        ``guide`` is the guide's rule on this value (relative to the recent average, or the absolute
+        gradient limit). Two ways to fire:
+
+        * a single value, at once, when the guide's rule fired, it clears the gate (``rel_threshold``
+          above the window's median and ``k`` robust standard deviations above it) and it is beyond
+          anything the window holds (its maximum × (1 + ``extreme_factor``)) or ``2 k`` robust standard
+          deviations above the median; this needs only the guide's 3 values of history, so a blow-up
+          early in training is caught too;
+        * after ``warmup_logs`` values, a level shift (label noise, a broken data pipeline, the aftermath of an LR spike): the mean of
+          the last ``patience + 2`` values without their largest is ``rel_threshold`` above the median
+          and ``shift_k`` standard errors of that mean above it. Dropping the largest value keeps one outlier
+          batch of a small-batch training from faking a shift.
+
+        A shift alerts once when it starts; the incident layer follows how long it lasts.
+        """
+        n = self.config.noise
+        if len(window) < MIN_HISTORY:
+            return NOT_FIRED
+        if guide.fired:  # rare (the guide's own threshold was crossed): judge on the exact level
+            lvl = self._level(key, window, fresh=True)
+            # centred where the guide centres: the recent average (the window's median lags a falling loss)
+            centre = recent_average([window[-j] for j in range(min(RECENT_COUNT, len(window)), 0, -1)]) if key == "loss" else lvl.median
+            limit = max(centre * (1.0 + rel_threshold) if centre > 0 else centre, centre + n.k * lvl.sigma)
+            if key == "grad_norm" and guide.alert is not None and guide.alert.threshold is not None:
+                limit = max(limit, guide.alert.threshold)
+            if current > limit and (beyond_window(lvl, current, n.extreme_factor)
+                                    or current > centre + 2.0 * n.k * lvl.sigma):
+                self._shifted[key] = True
+                return make(current, limit, lvl, 1, True, guide)
+        if len(window) < max(n.warmup_logs, n.patience + 1):
+            return NOT_FIRED
+        lvl = self._level(key, window)
+        rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
+        tail = [window[-j] for j in range(1, n.patience + 2)]
+        tail.append(current)
+        tail.remove(max(tail))
+        mean = math.fsum(tail) / len(tail)
+        if key == "grad_norm" and guide.alert is not None and guide.alert.threshold is not None:
+            rel = max(rel, guide.alert.threshold)
+        elif key == "grad_norm":
+            rel = max(rel, self.config.gradient.explosion_threshold)
+        shift_limit = max(rel, lvl.median + n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+        if not mean > shift_limit:  # on a level at most LEVEL_REFRESH logs old: the window moves slowly
+            self._shifted[key] = False
+            return NOT_FIRED
+        if self._levels.get(key, [None, 0])[1] != 0:  # judged on a cached level: confirm on the exact one
+            lvl = self._level(key, window, fresh=True)
+            rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
+            if key == "grad_norm":
+                rel = max(rel, guide.alert.threshold if guide.alert is not None and guide.alert.threshold
+                          is not None else self.config.gradient.explosion_threshold)
+            shift_limit = max(rel, lvl.median + n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+            if not mean > shift_limit:
+                self._shifted[key] = False
+                return NOT_FIRED
+        if self._shifted.get(key):
+            return NOT_FIRED
+        self._shifted[key] = True
+        return make(mean, shift_limit, lvl, len(tail), False, guide)
+
+    def _level(self, key: str, window: Sequence[float], fresh: bool = False) -> NoiseLevel:
+        """The window's level, recomputed every :data:`LEVEL_REFRESH` logs (it moves slowly) or when a
+        decision hangs on it (``fresh``); keeps the gate's cost a few microseconds per log."""
+        cached = self._levels.get(key)
+        if fresh or cached is None or cached[1] >= LEVEL_REFRESH:
+            lvl = noise_level(window)
+            self._levels[key] = [lvl, 0]
+            return lvl
+        cached[1] += 1
+        return cached[0]
+
+    def _loss_spike_alert(self, current: float, limit: float, lvl: NoiseLevel, streak: int, extreme: bool,
+                          guide: RuleResult) -> RuleResult:
+        if extreme and guide.alert is not None:  # the guide's message and reason (percent above the recent average)
+            a = guide.alert
+            a.threshold = limit
+            a.message += f"; beyond the run's own noise (level {lvl.median:.4g} ± {lvl.sigma:.3g})"
+            a.metadata.update(recent_level=lvl.median, noise_sigma=lvl.sigma, noise_k=self.config.noise.k,
+                              consecutive=streak, extreme=True)
+            return guide
+        pct = (current / lvl.median - 1.0) * 100.0 if lvl.median > 0 else math.inf
+        return _fire(Rule.LOSS_SPIKE, Category.LOSS, Severity.HIGH, self.step, current, limit,
+                     f"Loss spike: the last {streak} logged losses average {current:.4g} (the largest left out), "
+                     f"{pct:.1f}% above the recent level {lvl.median:.4g} (noise ±{lvl.sigma:.3g}; limit {limit:.4g})",
+                     f"loss_spike_{pct:.1f}pct", recent_level=lvl.median, noise_sigma=lvl.sigma,
+                     threshold_fraction=self.config.smart.loss_spike_threshold, noise_k=self.config.noise.k,
+                     consecutive=streak, extreme=False)
+
+    def _explosion_alert(self, current: float, limit: float, lvl: NoiseLevel, streak: int, extreme: bool,
+                         guide: RuleResult) -> RuleResult:
+        return _fire(Rule.GRADIENT_EXPLOSION, Category.GRADIENT, Severity.CRITICAL, self.step, current, limit,
+                     f"Gradient explosion detected: norm={current:.4g} > {limit:.4g} (recent level "
+                     f"{lvl.median:.4g} ± {lvl.sigma:.3g})", recent_level=lvl.median, noise_sigma=lvl.sigma,
+                     consecutive=streak, extreme=extreme)
+
+    def _noisy_divergence(self, loss: float, step: int) -> RuleResult:
+        """Divergence judged on levels, not on the sign of noisy changes: the median of the last 5 logged
+        losses rose ``divergence_rise`` above the median of the older half of the noise window, and by
+        ``k / 2`` of that half's robust standard deviations, for two logs in a row."""
+        n = self.config.noise
+        window = self.noise_losses
+        if len(window) < max(n.warmup_logs, 16):
+            return NOT_FIRED
+        recent = sorted([window[-1], window[-2], window[-3], window[-4], loss])[2]
+        cached = self._levels.get("divergence")
+        if cached is None or cached[1] >= LEVEL_REFRESH or recent > cached[0].median * (1.0 + n.divergence_rise):
+            cached = self._levels["divergence"] = [noise_level(list(window)[: len(window) // 2]), 0]
+        cached[1] += 1
+        base = cached[0]
+        limit = max(base.median * (1.0 + n.divergence_rise), base.median + 0.5 * n.k * base.sigma)
+        if not recent > limit:
+            self._streak["divergence"] = 0
+            return NOT_FIRED
+        self._streak["divergence"] = streak = self._streak.get("divergence", 0) + 1
+        if streak != 2:
+            return NOT_FIRED
+        rise = recent / base.median - 1.0 if base.median > 0 else math.inf
+        return _fire(Rule.DIVERGENCE, Category.LOSS, Severity.HIGH, step, recent, limit,
+                     f"Divergence: the loss level {recent:.4g} rose {rise:.0%} above its earlier level "
+                     f"{base.median:.4g} (noise ±{base.sigma:.3g})", "divergence_detected",
+                     earlier_level=base.median, noise_sigma=base.sigma, recent_level=recent)
+
+    def _significant_rise(self, conv: RuleResult) -> RuleResult:
+        """``convergence_divergence`` only when the rise across its window is beyond the loss's noise."""
+        vals = list(self.conv_losses)[-self.config.convergence.plateau_window:]
+        half = len(vals) // 2
+        first, second = noise_level(vals[:half]), noise_level(vals[half:])
+        if second.median - first.median > 0.5 * self.config.noise.k * first.sigma:
+            return conv
+        return NOT_FIRED
 
     def _best_on_eval(self, obs: Observation) -> bool:
         """Whether "best model" follows the eval loss now (see :data:`BEST_MODEL_METRICS`)."""
@@ -967,6 +1280,8 @@ class RuleEngine:
             "lr_points": [list(p) for p in self.lr_points], "conv_losses": list(self.conv_losses),
             "batch_losses": list(self.batch_losses), "batch_size": self.batch_size,
             "active": dict(self._active), "seen_eval": self.seen_eval,
+            "noise_losses": list(self.noise_losses), "noise_grads": list(self.noise_grads),
+            "streak": dict(self._streak),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -976,7 +1291,11 @@ class RuleEngine:
         self.latest_loss = state.get("latest_loss")
         self.latest_accuracy = state.get("latest_accuracy")
         self.step = int(state.get("step") or 0)
-        for name in ("losses", "accuracies", "grad_norms", "conv_losses", "batch_losses"):
+        self._streak = {str(k): int(v) for k, v in (state.get("streak") or {}).items()}
+        self._gmoments = None  # recomputed from the restored norms
+        self._levels = {}
+        for name in ("losses", "accuracies", "grad_norms", "conv_losses", "batch_losses", "noise_losses",
+                     "noise_grads"):
             d: deque = getattr(self, name)
             d.clear()
             d.extend(float(v) for v in state.get(name) or ())
