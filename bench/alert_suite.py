@@ -77,19 +77,19 @@ class RunTrace:
         return SLOW_LAG if self.fault in SLOW_FAULTS else ABRUPT_LAG
 
 
-def clean_conditions() -> list[Condition]:
+def clean_conditions(seed_offset: int = 0) -> list[Condition]:
     """The 12 clean runs: every batch size, both log intervals, every schedule, two seeds."""
     out = []
     i = 0
     for bs in (2, 4, 8):
         for log_every in (1, 5):
             for sched in SCHEDULES[:2] if (bs + log_every) % 2 else SCHEDULES[1:]:
-                out.append(Condition(bs, log_every, sched, seed=100 + i))
+                out.append(Condition(bs, log_every, sched, seed=100 + i + seed_offset))
                 i += 1
     return out
 
 
-def fault_conditions() -> list[tuple[str, Condition]]:
+def fault_conditions(seed_offset: int = 0) -> list[tuple[str, Condition]]:
     """Each fault under three different conditions (batch size, log interval and schedule rotate)."""
     combos = [(2, 1, "cosine"), (4, 5, "linear"), (8, 1, "constant"), (2, 5, "constant"), (4, 1, "cosine"),
               (8, 5, "linear")]
@@ -97,7 +97,7 @@ def fault_conditions() -> list[tuple[str, Condition]]:
     for fi, fault in enumerate(FAULTS):
         for k in range(3):
             bs, le, sched = combos[(fi + 2 * k) % len(combos)]
-            out.append((fault, Condition(bs, le, sched, seed=200 + 3 * fi + k)))
+            out.append((fault, Condition(bs, le, sched, seed=200 + 3 * fi + k + seed_offset)))
     return out
 
 
@@ -171,11 +171,13 @@ def run_one(name: str, cond: Condition, fault: str | None, fault_step: int = FAU
     return trace
 
 
-def iter_suite(quick: bool = False) -> Iterator[RunTrace]:
+def iter_suite(quick: bool = False, seed_offset: int = 0) -> Iterator[RunTrace]:
     """Every labelled run: the clean ones, then each fault under three conditions. ``quick`` keeps one
-    clean run and one run per fault (for tests of the harness, not of the rules' quality)."""
-    clean = clean_conditions()
-    faults = fault_conditions()
+    clean run and one run per fault (for tests of the harness, not of the rules' quality).
+    ``seed_offset`` draws a held-out suite: same conditions, other data, weights and batches (the rules'
+    defaults were chosen on offset 0)."""
+    clean = clean_conditions(seed_offset)
+    faults = fault_conditions(seed_offset)
     if quick:
         clean = clean[:1]
         faults = faults[::3]

@@ -26,11 +26,14 @@ def _env() -> dict:
 
 @pytest.fixture(scope="module")
 def fault_run(tmp_path_factory) -> Path:
-    """One demo training (60 steps, checkpoints every 20) with the learning rate ×100 at steps 40-42."""
+    """One demo training (150 steps, checkpoints every 25) with the learning rate ×100 at steps 100-105.
+
+    The fault comes after the noise gate's warm-up (20 logged steps): the first logs of a training raise
+    no loss spike, since they fall fast and jump by design."""
     base = tmp_path_factory.mktemp("fault") / "run"
-    proc = subprocess.run([sys.executable, "-m", "collectors.demo", "--base-dir", str(base), "--max-steps", "60",
-                           "--eval-steps", "5", "--logging-steps", "5", "--save-steps", "20",
-                           "--inject-lr-spike", "40"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "collectors.demo", "--base-dir", str(base), "--max-steps", "150",
+                           "--eval-steps", "10", "--logging-steps", "5", "--save-steps", "25",
+                           "--inject-lr-spike", "100", "--inject-lr-steps", "6", "--samples-every", "0"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return base
 
@@ -42,16 +45,16 @@ def test_injected_lr_fault_gives_loss_spike_snapshot_that_loads_and_runs(fault_r
 
     alerts = list(rf.iter_records(rf.RunPaths.of(fault_run).alerts))
     rules = {(a["rule"], a["step"]) for a in alerts}
-    assert ("lr_sudden_change", 40) in rules, sorted(rules)
+    assert ("lr_sudden_change", 100) in rules, sorted(rules)
     spikes = [a for a in alerts if a["rule"] == "loss_spike"]
-    assert spikes and spikes[0]["step"] == 45 and spikes[0]["severity"] == "high"
+    assert spikes and spikes[0]["step"] == 105 and spikes[0]["severity"] == "high"
     snaps = S.list_snapshots(fault_run)
     spike_snaps = [s for s in snaps if s.reason == spikes[0]["reason"]]
     assert len(spike_snaps) == 1
     snap = spike_snaps[0]
     assert snap.name.startswith("anomaly_") and snap.name.endswith(spikes[0]["reason"])
     meta = json.loads((snap.path / "metadata.json").read_text())
-    assert list(meta) == list(S.METADATA_FIELDS) and meta["step"] == 45 and meta["triggers"][0] == meta["reason"]
+    assert list(meta) == list(S.METADATA_FIELDS) and meta["step"] == 105 and meta["triggers"][0] == meta["reason"]
     # the live weights load back and run a forward pass
     model = AutoModelForCausalLM.from_pretrained(snap.path / "model")
     tok = AutoTokenizer.from_pretrained(snap.path / "model")
@@ -80,9 +83,9 @@ def test_standalone_replay_of_the_same_training_copies_the_checkpoint_before_the
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     spikes = [s for s in S.list_snapshots(hf) if s.reason.startswith("loss_spike")]
-    assert len(spikes) == 1 and spikes[0].step == 45
+    assert len(spikes) == 1 and spikes[0].step == 105
     status = json.loads((spikes[0].path / "training_status.json").read_text())
-    assert status["snapshot_source"]["checkpoint_step"] == 40
+    assert status["snapshot_source"]["checkpoint_step"] == 100
     assert (spikes[0].path / "model" / "model.safetensors").is_file()
     assert "ALERT [HIGH] loss_spike" in proc.stderr
 

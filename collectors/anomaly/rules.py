@@ -153,8 +153,18 @@ NOISE_SHIFT_K = 4.0
 NOISE_WARMUP_LOGS = 20
 """Logged values before loss spike, divergence and gradient explosion judge anything: the first
 steps of a training (and of its warm-up) fall fast and jump, and carry no baseline yet."""
+EARLY_FACTOR = 10.0
+"""Within the first ``warmup_logs`` logs a gradient norm must exceed every norm before it by this factor
+to fire (the guides' quick-start example multiplies its loss, so its norm, by 1000): the early norms of
+a healthy training jump several-fold (the demo's: 1.9 to 10.5 at step 25). Early losses are judged with
+a widened spread instead (see :data:`SMALL_SAMPLE_WIDEN`)."""
+SMALL_SAMPLE_WIDEN = 3.0
+"""A spread learnt from n < ``window`` values is widened by 1 + this / sqrt(n − 1): from 8 values a
+robust sigma can be half the true one by chance, and an early training would then alert on noise."""
 LEVEL_REFRESH = 8
 """Logs between two recomputations of a window's median and spread when no decision hangs on them."""
+DIVERGENCE_RECENT = 9
+"""Logged losses whose median is the recent level divergence judges (two outlier batches cannot move it)."""
 DIVERGENCE_RISE = 0.25
 """Divergence (noise-aware): the loss level (median of the last 5 logs) rose this fraction above the
 lowest level of the noise window, and by ``k / 2`` robust standard deviations."""
@@ -389,7 +399,8 @@ class NoiseConfig:
         extreme_factor: above the window's maximum × (1 + this) fires at once (default 1.0).
         shift_k: standard errors of the recent mean a level shift must clear (default 4.0).
         warmup_logs: logged values before loss spike, divergence and gradient explosion judge (default 20).
-        divergence_rise: fraction the loss level must rise above its lowest for divergence (default 0.25).
+        divergence_rise: fraction the loss level (median of the last 9 logs) must rise above the older
+            half of the window for divergence (default 0.25).
     """
 
     enabled: bool = True
@@ -703,7 +714,7 @@ def gradient_variance(norms: Sequence[float], step: int, factor: float = GRADIEN
     mean, std = _mean(norms), _std(norms)
     if not std > mean * factor:
         return NOT_FIRED
-    return _fire(Rule.GRADIENT_VARIANCE, Category.GRADIENT, Severity.MEDIUM, step, std, mean * factor,
+    return _fire(Rule.GRADIENT_VARIANCE, Category.GRADIENT, Severity.LOW, step, std, mean * factor,
                  f"High gradient variance: std {std:.4g} > mean {mean:.4g} × {factor:g}",
                  mean=mean, std=std, samples=len(norms))
 
@@ -1086,8 +1097,13 @@ class RuleEngine:
         n = self.config.noise
         if len(window) < MIN_HISTORY:
             return NOT_FIRED
+        if key == "grad_norm" and len(window) < n.warmup_logs and not (guide.fired and beyond_window(
+                NoiseLevel(0.0, 0.0, max(window)), current, EARLY_FACTOR - 1.0)):
+            return NOT_FIRED  # early gradient norms jump several-fold in healthy runs: only a blow-up counts
         if guide.fired:  # rare (the guide's own threshold was crossed): judge on the exact level
             lvl = self._level(key, window, fresh=True)
+            if len(window) < n.window:  # a spread from few values is uncertain: widen it accordingly
+                lvl = lvl._replace(sigma=lvl.sigma * (1.0 + SMALL_SAMPLE_WIDEN / math.sqrt(len(window) - 1)))
             # centred where the guide centres: the recent average (the window's median lags a falling loss)
             centre = recent_average([window[-j] for j in range(min(RECENT_COUNT, len(window)), 0, -1)]) if key == "loss" else lvl.median
             limit = max(centre * (1.0 + rel_threshold) if centre > 0 else centre, centre + n.k * lvl.sigma)
@@ -1111,7 +1127,8 @@ class RuleEngine:
             rel = max(rel, self.config.gradient.explosion_threshold)
         shift_limit = max(rel, lvl.median + n.shift_k * lvl.sigma / math.sqrt(len(tail)))
         if not mean > shift_limit:  # on a level at most LEVEL_REFRESH logs old: the window moves slowly
-            self._shifted[key] = False
+            if mean < 0.5 * (shift_limit + lvl.median):  # hysteresis: a shift re-arms once clearly over
+                self._shifted[key] = False
             return NOT_FIRED
         if self._levels.get(key, [None, 0])[1] != 0:  # judged on a cached level: confirm on the exact one
             lvl = self._level(key, window, fresh=True)
@@ -1164,14 +1181,14 @@ class RuleEngine:
                      consecutive=streak, extreme=extreme)
 
     def _noisy_divergence(self, loss: float, step: int) -> RuleResult:
-        """Divergence judged on levels, not on the sign of noisy changes: the median of the last 5 logged
+        """Divergence judged on levels, not on the sign of noisy changes: the median of the last 9 logged
         losses rose ``divergence_rise`` above the median of the older half of the noise window, and by
-        ``k / 2`` of that half's robust standard deviations, for two logs in a row."""
+        ``k / 2`` of that half's robust standard deviations, for three logs in a row."""
         n = self.config.noise
         window = self.noise_losses
-        if len(window) < max(n.warmup_logs, 16):
+        if len(window) < max(n.warmup_logs, 2 * DIVERGENCE_RECENT):
             return NOT_FIRED
-        recent = sorted([window[-1], window[-2], window[-3], window[-4], loss])[2]
+        recent = _median(sorted([window[-j] for j in range(1, DIVERGENCE_RECENT)] + [loss]))
         cached = self._levels.get("divergence")
         if cached is None or cached[1] >= LEVEL_REFRESH or recent > cached[0].median * (1.0 + n.divergence_rise):
             cached = self._levels["divergence"] = [noise_level(list(window)[: len(window) // 2]), 0]
@@ -1182,7 +1199,7 @@ class RuleEngine:
             self._streak["divergence"] = 0
             return NOT_FIRED
         self._streak["divergence"] = streak = self._streak.get("divergence", 0) + 1
-        if streak != 2:
+        if streak != 3:
             return NOT_FIRED
         rise = recent / base.median - 1.0 if base.median > 0 else math.inf
         return _fire(Rule.DIVERGENCE, Category.LOSS, Severity.HIGH, step, recent, limit,

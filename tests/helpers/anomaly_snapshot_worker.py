@@ -13,7 +13,8 @@ import torch
 
 from collectors import Monitor
 
-CONFIG = {"snapshots": {"min_steps_between_saves": 0, "keep_last": 3}}
+CONFIG = {"snapshots": {"min_steps_between_saves": 0, "keep_last": 3}, "noise": {"enabled": False}}
+"""The noise gate off: this worker tests snapshots under kill -9, with a spike every third step."""
 
 
 def build_model() -> torch.nn.Module:
