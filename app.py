@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,9 +20,11 @@ from dash import Dash
 
 from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
+from services.cachedir import make_cache_dir
 from services.context import attach_store
 from services.runstore import RunStore
-from services.security import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, install_token_guard
+from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_host_guard, install_token_guard, is_ip_literal,
+                               is_loopback)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
@@ -30,14 +32,17 @@ PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
 
-def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None) -> Dash:
-    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down); with ``token``,
-    every request must carry it (see services.security)."""
+def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None,
+               host: str = DEFAULT_HOST, allow_hosts: Sequence[str] = ()) -> Dash:
+    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down). Requests must name
+    a loopback address, ``localhost``, ``host`` or one of ``allow_hosts`` in ``Host``; with ``token``,
+    every request must carry it (see services.security and docs/security.md)."""
     import diskcache
 
-    cache = diskcache.Cache(tempfile.mkdtemp(prefix="trainboard-cache-"))
+    cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
     app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
+    install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
     if token:
         install_token_guard(app.server, token)
     store = RunStore(base_dir, poll=poll)
@@ -64,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="run directory to watch, or a folder whose subfolders are runs (default: ./runs)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default %(default)s: this machine only; other hosts need a token)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a further name the dashboard may be reached by (repeatable), e.g. this machine's name "
+                        "or a reverse proxy's; loopback addresses, localhost and --host are always accepted, other "
+                        "Host headers get 403 (DNS rebinding guard, see docs/security.md)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (default %(default)s)")
     p.add_argument("--poll", action="store_true",
                    help="watch files by polling instead of inotify (network filesystems, some containers)")
@@ -91,6 +100,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--base-dir {str(base)!r} is a file, not a directory")
     if args.base_dir is not None and not base.exists() and not args.demo:
         p.error(f"--base-dir {str(base)!r} does not exist (create it, or start a training that writes there)")
+    for name in args.allow_host:
+        if not name.strip() or any(c in name for c in " /@\\") or (":" in name and not is_ip_literal(name.strip("[]"))):
+            p.error(f"--allow-host takes a host name or address without port or scheme; got {name!r}")
     args.base_dir = base
     return args
 
@@ -118,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         proc, run_dir = start_demo(args.base_dir, args.demo_steps)
         print(f"Demo training started (pid {proc.pid}) writing {run_dir}")
     args.base_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(args.base_dir, poll=args.poll, token=args.token)
+    # SIGTERM (kill, systemd, a test's terminate()) exits like Ctrl-C, so atexit cleanup runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = create_app(args.base_dir, poll=args.poll, token=args.token, host=args.host, allow_hosts=args.allow_host)
     print(f"Trainboard watching {args.base_dir.resolve()} on http://{args.host}:{args.port}", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     return 0

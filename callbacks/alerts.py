@@ -19,6 +19,8 @@ from components.alerts import SLIDERS, build_alerts_layout, build_feed, build_su
 from components.messages import build_problem, build_waiting
 from services import alerts as svc
 from services.context import store_for
+from services.security import PathRefused, require_listed_run
+from services.validation import ThresholdRefused, validate_threshold
 
 FEED_KEY = "TRAINBOARD_ALERT_FEED"
 
@@ -37,8 +39,16 @@ def feed_for(app: Dash) -> svc.AlertFeed:
 
 
 def save_threshold(run_root: Any, key: str, value: Any) -> tuple[str, bool]:
-    """Validate and write one slider's value; returns (message, ok). Unchanged values write nothing."""
-    section, name = key.split(".", 1)
+    """Validate and write one slider's value; returns (message, ok). Unchanged values write nothing.
+
+    Only the sliders' keys, each within its range, are written (services.validation); anything else a
+    request carries is refused with a "Not saved: ..." message.
+    """
+    try:
+        spec, value = validate_threshold(key, value)
+    except ThresholdRefused as exc:
+        return str(exc), False
+    section, name = spec.section, spec.name
     current, _problem = rf.read_json(rf.RunPaths.of(run_root).thresholds)
     replaced = ""
     if current is not None and not isinstance(current, dict):
@@ -51,6 +61,22 @@ def save_threshold(run_root: Any, key: str, value: Any) -> tuple[str, bool]:
         return error, False
     rf.write_json_atomic(rf.RunPaths.of(run_root).thresholds, doc)
     return f"Saved {key} = {value:g} to control/thresholds.json{replaced}", True
+
+
+def triggered_slider(inputs_list: Any, values: Any, trig: Any) -> tuple[Any, Any]:
+    """``(key, value)`` of the slider that fired, from the request's pattern-matching inputs (pure).
+
+    A request shaped by hand rather than by the page gives ``(key, None)`` or a key that
+    :func:`save_threshold` refuses, never an exception (an exception would be an HTTP 500).
+    """
+    key = trig.get("key") if isinstance(trig, dict) else None
+    try:
+        for item, value in zip(inputs_list[0], values):
+            if item["id"]["key"] == key:
+                return key, value
+    except (IndexError, KeyError, TypeError):
+        pass
+    return key, None
 
 
 def layout(**_query: Any) -> Any:
@@ -104,15 +130,15 @@ def register(app: Dash) -> None:
         trig = ctx.triggered_id
         if not isinstance(trig, dict) or len(ctx.triggered) != 1:
             raise PreventUpdate  # several at once = the load above filled them in
-        run = store.get(run_id)
-        if run is None:
-            return build_problem("No run selected: thresholds are saved per run.")
-        keys = [i["id"]["key"] for i in ctx.inputs_list[0]]
-        value = values[keys.index(trig["key"])]
+        try:
+            root = require_listed_run(store, run_id)
+        except PathRefused as exc:
+            return build_problem(f"Not saved: {exc}.", "Thresholds are saved per run.")
+        key, value = triggered_slider(ctx.inputs_list, values, trig)
         if value is None:
             raise PreventUpdate
         try:
-            msg, ok = save_threshold(run.paths.root, trig["key"], value)
+            msg, ok = save_threshold(root, key, value)
         except OSError as exc:
             return build_problem(f"Could not write control/thresholds.json: {exc.strerror or exc}")
         if not msg:

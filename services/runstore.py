@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from array import array
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -244,6 +245,7 @@ class RunStore:
         self._lock = threading.Lock()
         self._observer: Any = None
         self.watch_problem: str | None = None
+        _STORES.add(self)
         if watch:
             self._start_observer()
 
@@ -263,6 +265,12 @@ class RunStore:
         except Exception as exc:  # noqa: BLE001 - fall back to rescanning on every request
             self.watch_problem = f"file watching unavailable ({type(exc).__name__}: {exc}); checking files on each refresh"
             self._observer = None
+
+    def _after_fork(self) -> None:
+        """In a forked child (Dash's background callbacks, e.g. "Snapshot now", run in one) the lock may have
+        been copied while another thread held it, and the observer thread does not exist: start clean."""
+        self._lock = threading.Lock()
+        self._observer = None
 
     def stop(self) -> None:
         if self._observer is not None:
@@ -348,3 +356,15 @@ class RunStore:
                     pass
             return best
         return max(ids, key=mtime)
+
+
+_STORES: "weakref.WeakSet[RunStore]" = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_stores_after_fork)
