@@ -152,10 +152,3 @@ def current_thresholds(run_root: Path) -> tuple[AnomalyConfig, str | None]:
     except ValueError as exc:
         return AnomalyConfig(), f"{path} is invalid ({exc}); the training keeps its previous thresholds"
 
-
-def run_root_for(base: Path, run_id: str | None) -> Path | None:
-    """The directory of run ``run_id`` under ``base``, refusing anything outside it (ids come from the browser)."""
-    if run_id is None:
-        return None
-    root = base if run_id == "." else base / run_id
-    return root if rf.is_within(base, root) else None
