@@ -23,8 +23,8 @@ from components.layout import build_shell
 from services.cachedir import make_cache_dir
 from services.context import attach_store
 from services.runstore import RunStore
-from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_host_guard, install_token_guard, is_ip_literal,
-                               is_loopback)
+from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
+                               install_token_guard, is_ip_literal, is_loopback)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
@@ -43,6 +43,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
     install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
+    install_error_guard(app.server)  # no request gets a 500 with a traceback
     if token:
         install_token_guard(app.server, token)
     store = RunStore(base_dir, poll=poll)

@@ -216,6 +216,28 @@ def install_host_guard(server: Any, bind_host: str, allow_hosts: Iterable[str] =
     return names
 
 
+def install_error_guard(server: Any) -> None:
+    """Answer a request that raised (a hand-made callback request Dash cannot parse, input no check
+    foresaw) with 400 and one line naming the error, instead of a 500 and a traceback; the server log
+    gets one line too. In debug mode (``--debug``) the exception propagates as usual, traceback and all.
+    """
+    from flask import current_app, request
+    from werkzeug.exceptions import HTTPException
+
+    log = logging.getLogger("trainboard")
+
+    @server.errorhandler(Exception)
+    def _refuse(exc: Exception) -> Any:
+        if isinstance(exc, HTTPException):
+            return exc
+        if current_app.debug:
+            raise exc
+        what = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        log.error("Trainboard: %s %s refused: %s", request.method, request.path, what)
+        return (f"Trainboard: request refused: malformed or unexpected input ({what})\n", 400,
+                {"Content-Type": "text/plain; charset=utf-8"})
+
+
 def install_token_guard(server: Any, token: str) -> None:
     """Refuse (401) every Flask request without the token; a visit with a valid ``?token=`` sets the cookie
     and (GET/HEAD) is redirected to the same URL without the token.

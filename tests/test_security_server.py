@@ -217,6 +217,11 @@ def test_crafted_threshold_posts_get_a_message_and_no_500(tmp_path: Path, dashbo
     status, out = client.post(_threshold_body(client, "smart.loss_spike_threshold", 0.5, run_id="../run-a"))
     assert status == 200 and b"Not saved:" in out and b"is not a run listed" in out, out[:300]
     assert not thresholds.exists()
+    # envelopes Dash itself cannot parse: one line, 400, never a 500 with a traceback
+    for raw in (b"{}", b"[]", b'"s"', b'{"output": "nope.children"}',
+                json.dumps({**body, "inputs": "zz"}).encode(), json.dumps({**body, "state": [{"id": 1}]}).encode()):
+        status, out = client.post(raw)
+        assert status == 400 and out.count(b"\n") == 1 and b"request refused" in out, (raw, status, out[:300])
     assert "Traceback" not in srv.log(), srv.log()[-3000:]
     # the page's own request still works
     status, out = client.post(_threshold_body(client, "snapshots.min_steps_between_saves", 250))

@@ -248,3 +248,21 @@ def test_stale_cache_dirs(tmp_path: Path) -> None:
     assert stale_cache_dirs(tmp_path, alive, os.getuid()) == [tmp_path / f"trainboard-cache-{dead.pid}-a"]
     assert stale_cache_dirs(tmp_path, alive, os.getuid() + 1) == []
     assert stale_cache_dirs(tmp_path / "missing", alive, None) == []
+
+
+# --------------------------------------------------------------------------- command line
+
+@pytest.mark.parametrize("argv,ok", [
+    (["--allow-host", "mybox"], True), (["--allow-host", "a.test", "--allow-host", "b.test"], True),
+    (["--allow-host", "fe80::1"], True), (["--allow-host", "mybox:8081"], False),
+    (["--allow-host", "http://mybox"], False), (["--allow-host", ""], False), (["--allow-host", "a b"], False),
+])
+def test_allow_host_option(tmp_path: Path, argv: list[str], ok: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    from app import parse_args
+
+    if ok:
+        assert parse_args(["--base-dir", str(tmp_path), *argv]).allow_host == argv[1::2]
+    else:
+        with pytest.raises(SystemExit) as exc:
+            parse_args(["--base-dir", str(tmp_path), *argv])
+        assert exc.value.code == 2 and "--allow-host takes a host name" in capsys.readouterr().err
