@@ -226,22 +226,29 @@ TINY_TRAIN = r'''
 import sys
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
-from trainboard import MonitorCallback
 
 torch.manual_seed(0)
 model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=64, n_layer=2, n_head=2))
 data = [{"input_ids": (ids := torch.randint(0, 64, (16,))), "labels": ids} for _ in range(32)]
 args = TrainingArguments(output_dir=sys.argv[1], max_steps=6, per_device_train_batch_size=4, logging_steps=1,
                          save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
-Trainer(model=model, args=args, train_dataset=data, callbacks=[MonitorCallback()]).train()
+trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data[:8])
+trainer.train()
 '''
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_installed_trainer_run_writes_the_run_dir(installed: Installed) -> None:
+def test_installed_enable_then_a_real_trainer_writes_the_run_dir(installed: Installed) -> None:
+    """`trainboard enable train.py` inserts the public import only; the patched script trains in the venv
+    (no checkout anywhere on its path) and writes <output_dir>/trainboard."""
     script = installed.work / "train.py"
     script.write_text(TINY_TRAIN)
+    res = installed.run("enable", str(script))
+    assert res.returncode == 0 and "trainboard enable --undo" in res.stdout, res.stderr
+    patched = script.read_text()
+    assert "from trainboard import MonitorCallback, SamplesConfig" in patched
+    assert str(REPO) not in patched and str(installed.root / "src") not in patched and "insert(" not in patched
     out_dir = installed.work / "hf-out"
     res = _run([str(installed.python), str(script), str(out_dir)], cwd=installed.work, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
