@@ -27,7 +27,7 @@ from services.security import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, install_t
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 HERE = Path(__file__).resolve().parent
-IMPORT_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
+IMPORT_ROOT = Path(__file__).resolve().parents[len(__package__.split(".")) if __package__ else 0]
 """The folder on sys.path that holds this code: the checkout (app.py) or site-packages (trainboard.app)."""
 PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""

@@ -29,8 +29,16 @@ from tests.conftest import REPO, assert_no_console_errors, free_port, save_scree
 SOURCE_ROOTS = ("collectors", "services", "callbacks", "components")
 INSTALL_TIMEOUT_S = 600
 NAV_BACKGROUND = "rgb(29, 35, 48)"  # assets/base.css: .header { background: #1d2330 }
-COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "build", "*.egg-info", "runs", "tests",
-                                     "test-artifacts", "bench", "docs", ".venv", "tmp")
+TOP_LEVEL_SKIP = {".git", "build", "dist", "runs", "tests", "test-artifacts", "bench", "docs", ".venv", "tmp"}
+
+
+def copy_ignore(folder: str, names: list[str]) -> set[str]:
+    """What the copy of the checkout leaves out: caches everywhere, and bulky top-level folders that
+    the build does not read (only at the top: a package named ``runs`` inside services/ is kept)."""
+    skip = {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".egg-info"))}
+    if Path(folder).resolve() == REPO:
+        skip |= TOP_LEVEL_SKIP & set(names)
+    return skip
 
 
 def load_setup() -> ModuleType:
@@ -119,7 +127,7 @@ class Installed:
         self.work = root / "elsewhere"  # cwd of every command: neither the checkout nor its copy
         self.work.mkdir()
         src = root / "src"
-        shutil.copytree(REPO, src, ignore=COPY_IGNORE)
+        shutil.copytree(REPO, src, ignore=copy_ignore)
         dist = root / "dist"
         out = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                     "-w", str(dist), str(src)], cwd=self.work, timeout=INSTALL_TIMEOUT_S)
