@@ -179,8 +179,28 @@ def _build_py_class():
     return BuildPyUnderTrainboard
 
 
+EDITABLE_REFUSAL = ("trainboard: editable installs (pip install -e) are not supported: the installed package is a "
+                    "rewritten copy of this checkout. Install it normally (pip install /path/to/trainboard -c "
+                    "constraints.txt), or use the checkout directly with PYTHONPATH=/path/to/trainboard.")
+
+
+def _editable_wheel_class():
+    from setuptools.command.editable_wheel import editable_wheel
+    from setuptools.errors import SetupError
+
+    class RefuseEditable(editable_wheel):
+        """An editable install would map trainboard.collectors onto unrewritten code that imports
+        ``collectors``: it would install, then fail at the first import. Refuse up front, saying why."""
+
+        def run(self) -> None:
+            raise SetupError(EDITABLE_REFUSAL)
+
+    return RefuseEditable
+
+
 if __name__ == "__main__":
     from setuptools import setup
 
     _pkgs, _dirs = packages()
-    setup(packages=_pkgs, package_dir=_dirs, cmdclass={"build_py": _build_py_class()})
+    setup(packages=_pkgs, package_dir=_dirs,
+          cmdclass={"build_py": _build_py_class(), "editable_wheel": _editable_wheel_class()})

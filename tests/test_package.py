@@ -198,6 +198,17 @@ def test_wheel_code_names_only_modules_it_ships(installed: Installed) -> None:
 
 
 @pytest.mark.integration
+def test_an_editable_install_is_refused_with_the_reason(installed: Installed, tmp_path: Path) -> None:
+    venv = tmp_path / "venv-editable"
+    assert _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                cwd=installed.work).returncode == 0
+    out = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index", "--no-build-isolation", "-e",
+                str(installed.root / "src")], cwd=installed.work, timeout=INSTALL_TIMEOUT_S)
+    assert out.returncode != 0 and "editable installs (pip install -e) are not supported" in out.stdout + out.stderr
+    assert not list((venv / "lib").glob("python*/site-packages/trainboard*"))
+
+
+@pytest.mark.integration
 def test_checkout_is_not_importable_in_the_venv(installed: Installed) -> None:
     code = ("import importlib.util as u, trainboard; "
             "print([n for n in ('app', 'collectors', 'services', 'callbacks', 'components') if u.find_spec(n)]); "
