@@ -9,7 +9,7 @@ top-level package, ``trainboard``, and the build puts everything under it:
 * ``trainboard/``  -> ``trainboard``       (public API, the console command)
 * ``collectors/`` ... ``components/`` -> ``trainboard.collectors`` ... (every package found under them)
 * ``app.py``       -> ``trainboard/app.py``
-* ``assets/*``     -> ``trainboard/assets/`` (Dash serves the CSS from beside app.py)
+* ``assets/``      -> ``trainboard/assets/``, every file (Dash serves the CSS/JS from beside app.py)
 
 and, in the built copies only (the checkout is never changed), :func:`rewrite_source` turns the internal
 absolute imports and module-path strings into ``trainboard.``-prefixed ones:
@@ -164,11 +164,7 @@ def _build_py_class():
             super().run()
             for name in MODULE_ROOTS:
                 shutil.copy2(ROOT / f"{name}.py", target / f"{name}.py")
-            assets = target / ASSETS
-            assets.mkdir(parents=True, exist_ok=True)
-            for f in sorted((ROOT / ASSETS).iterdir()):
-                if f.is_file() and not f.name.startswith("."):
-                    shutil.copy2(f, assets / f.name)
+            shutil.copytree(ROOT / ASSETS, target / ASSETS, ignore=shutil.ignore_patterns(".*", "__pycache__"))
             for py in sorted(target.rglob("*.py")):
                 rel = py.relative_to(target.parent).as_posix()
                 text, changes = rewrite_source(py.read_text(encoding="utf-8"), rel)

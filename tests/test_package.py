@@ -173,7 +173,8 @@ def test_wheel_has_only_the_trainboard_top_level_name_and_every_module(installed
     # every module of the checkout is shipped (a folder without __init__.py would silently be left out)
     expected = {f"trainboard/{p.relative_to(REPO).as_posix()}" for r in SOURCE_ROOTS for p in (REPO / r).rglob("*.py")}
     expected |= {f"trainboard/{p.name}" for p in (REPO / "trainboard").glob("*.py")} | {"trainboard/app.py"}
-    expected |= {f"trainboard/assets/{p.name}" for p in (REPO / "assets").iterdir() if p.is_file()}
+    expected |= {f"trainboard/{p.relative_to(REPO).as_posix()}" for p in (REPO / "assets").rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts}
     assert expected - set(names) == set()
 
 
