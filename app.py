@@ -28,6 +28,9 @@ from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, 
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
+HERE = Path(__file__).resolve().parent
+IMPORT_ROOT = Path(__file__).resolve().parents[len(__package__.split(".")) if __package__ else 0]
+"""The folder on sys.path that holds this code: the checkout (app.py) or site-packages (trainboard.app)."""
 PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
@@ -40,7 +43,8 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     import diskcache
 
     cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
-    app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
+    app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(HERE / "assets"), title="Trainboard",
+               update_title=None,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
     install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
     install_error_guard(app.server)  # no request gets a 500 with a traceback
@@ -61,9 +65,9 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     return app
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "python app.py") -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python app.py",
+        prog=prog,
         description="Trainboard: a live local dashboard for PyTorch / Transformers training. It watches a run "
                     "directory written by collectors.MonitorCallback or collectors.Monitor (or a folder of them).")
     p.add_argument("--base-dir", default=None,
@@ -115,18 +119,19 @@ def start_demo(base: Path, steps: int) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     log = open(run_dir / "demo_training.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "collectors.demo", "--base-dir", str(run_dir), "--max-steps",
-                             str(steps)], cwd=Path(__file__).resolve().parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             str(steps)], cwd=IMPORT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     atexit.register(lambda: proc.poll() is None and proc.terminate())
     return proc, run_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python app.py") -> int:
+    """The command line of ``python app.py`` and of ``trainboard serve`` / ``trainboard demo`` (``prog``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["enable"]:  # `python app.py enable train.py [--undo]` (issue 4)
         from collectors.enable import main as enable_main
 
-        return enable_main(argv[1:])
-    args = parse_args(argv)
+        return enable_main(argv[1:], prog="python app.py enable")
+    args = parse_args(argv, prog)
     if args.demo:
         proc, run_dir = start_demo(args.base_dir, args.demo_steps)
         print(f"Demo training started (pid {proc.pid}) writing {run_dir}")
