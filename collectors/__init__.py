@@ -25,21 +25,22 @@ _LAZY: dict[str, str] = {
     "ResultsParser": "collectors.experiments.results",
     "ResultsAggregator": "collectors.experiments.results",
     # samples (issue 4)
-    "SamplesConfig": "collectors.samples",
-    "SamplesPlugin": "collectors.samples",
+    "SamplesConfig": "collectors.samples.plugin",
+    "SamplesPlugin": "collectors.samples.plugin",
     # issue 3: anomaly detection and snapshots
     "AdvancedAnomalyDetector": "collectors.anomaly.detector",
     "AnomalyDetectionHook": "collectors.anomaly.detector",
     "profiler_registry": "collectors.anomaly.detector",
-    "Alert": "collectors.anomaly.rules",
+    "Alert": "collectors.alerts",
+    "Severity": "collectors.alerts",
     "AnomalyConfig": "collectors.anomaly.rules",
     "AnomalyPlugin": "collectors.anomaly.plugin",
     # issue 5: spectral (SVD) monitor
-    "SVDMonitor": "collectors.svd_monitor",
-    "SVDMetrics": "collectors.svd_monitor",
-    "SwitchThresholds": "collectors.svd_monitor",
-    "SpectralPlugin": "collectors.spectral_collector",
-    "SpectralConfig": "collectors.spectral_collector",
+    "SVDMonitor": "collectors.spectral.tracker",
+    "SVDMetrics": "collectors.spectral.decisions",
+    "SwitchThresholds": "collectors.spectral.decisions",
+    "SpectralPlugin": "collectors.spectral.plugin",
+    "SpectralConfig": "collectors.spectral.plugin",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]
