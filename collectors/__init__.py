@@ -2,6 +2,18 @@
 
 Importing this package needs neither dash nor torch/transformers: names that need them are loaded on
 first use (PEP 562 ``__getattr__``), so ``from collectors import Monitor`` works in any training script.
+
+The modules form a downward chain (each imports only from the lines above it; tests/test_structure.py
+checks it, function-level imports included, and that nothing here imports the dashboard side):
+
+1. ``runformat`` - the on-disk contract: paths, records, JSONL writer/tailer, atomic writes, HF layout;
+2. ``runtime`` - rank, memory, clock, numbers, the warn-once ``Guard``;
+3. ``alerts`` (one ``Severity``, one record shape, one writer), ``control`` (thresholds, snapshot
+   request/claim/result, the Smart Monitor's lock), ``plugin`` (the plugin protocol);
+4. ``snapshots/``, ``experiments/``; then the features ``anomaly/`` (with ``anomaly.smart_monitor``),
+   ``samples/``, ``spectral/``;
+5. ``features`` - the one place that turns ``anomaly=``/``samples=``/``spectral=`` into plugins;
+6. ``monitor`` (``Monitor``), then ``callback`` (``MonitorCallback``), then the demo and ``enable``.
 """
 from __future__ import annotations
 
