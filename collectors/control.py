@@ -16,7 +16,6 @@ the snapshot code and the dashboard import it; it imports only :mod:`collectors.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import socket
@@ -26,6 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar
 
 from collectors import runformat as rf
+
+try:  # POSIX only; the lock is the standalone Smart Monitor's, so a training on Windows still imports this
+    import fcntl
+except ImportError:  # pragma: no cover - exercised only on Windows
+    fcntl = None  # type: ignore[assignment]
 
 TMP_CLAIM = rf.TMP_PREFIX + "claim-"
 """Prefix of a claimed request while its claimer reads it."""
@@ -225,7 +229,9 @@ class DirLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises AlreadyRunning when held elsewhere."""
+        """Raises AlreadyRunning when held elsewhere, OSError when this system has no ``flock``."""
+        if fcntl is None:
+            raise OSError(errno.ENOSYS, "the Smart Monitor's lock needs POSIX flock (not available here)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -260,6 +266,8 @@ def _read_pid(fd: int) -> int | None:
 def monitor_running(base: str | os.PathLike[str]) -> int | None:
     """The pid of a Smart Monitor watching ``base`` (0 when running but pid unknown), else ``None``."""
     path = rf.RunPaths.of(base).smart_monitor_lock
+    if fcntl is None:
+        return None
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -20,7 +20,8 @@ OPTIONAL_PATTERN_GROUPS = ("mode", "r")
 SEVERITY_ICON = {Severity.CRITICAL: "🚨", Severity.HIGH: "⚠️ ", Severity.MEDIUM: "⚠️ ", Severity.LOW: "ℹ️ "}
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def format_value(value: float | None, digits: int = 4) -> str:
+    """A metric for the terminal: ``n/a`` when unknown, ``nan`` when not measured, else fixed digits."""
     if value is None:
         return "n/a"
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
@@ -37,10 +38,10 @@ def format_block(m: SVDMetrics, alerts: Sequence[SpectralAlert], t: SwitchThresh
     lines = [bar, f"Step {m.step} | {m.layer_name}", "-" * 80]
     lines += [format_alert(a) for a in alerts] or ["(no alerts)"]
     lines += ["", "Current metrics:",
-              f"  principal_alignment: {_fmt(m.principal_alignment)} (danger at >{t.principal_danger:g})",
-              f"  minor_alignment:     {_fmt(m.minor_alignment)} (safe at >{t.minor_safe:g})",
-              f"  subspace_angle:      {_fmt(m.subspace_angle)} (stable at <{t.angle_stable:g})",
-              f"  reconstruction_error:{_fmt(m.reconstruction_error)} (safe at <{t.recon_safe:g})",
+              f"  principal_alignment: {format_value(m.principal_alignment)} (danger at >{t.principal_danger:g})",
+              f"  minor_alignment:     {format_value(m.minor_alignment)} (safe at >{t.minor_safe:g})",
+              f"  subspace_angle:      {format_value(m.subspace_angle)} (stable at <{t.angle_stable:g})",
+              f"  reconstruction_error:{format_value(m.reconstruction_error)} (safe at <{t.recon_safe:g})",
               f"  mode:                {Mode(m.mode).value}",
               f"  r:                   {'n/a' if m.r is None else m.r}", bar]
     return "\n".join(lines)

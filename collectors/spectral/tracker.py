@@ -19,7 +19,7 @@ from typing import Any, Mapping, TextIO
 
 from collectors.spectral.decisions import (TREND_MAX_POINTS, Mode, SpectralAlert, SVDMetrics, SwitchThresholds, criteria,
                                            evaluate)
-from collectors.spectral.text import _fmt
+from collectors.spectral.text import format_value
 
 
 class SVDMonitor:
@@ -88,10 +88,10 @@ class SVDMonitor:
             crit = criteria(m, t)
             lines += ["", name, f"  Latest step: {m.step}", f"  Mode: {Mode(m.mode).value}",
                       f"  Rank: {'n/a' if m.r is None else m.r}", "  Metrics:",
-                      f"    principal_alignment: {_fmt(m.principal_alignment)}",
-                      f"    minor_alignment:     {_fmt(m.minor_alignment)}",
-                      f"    subspace_angle:      {_fmt(m.subspace_angle)}",
-                      f"    reconstruction_error:{_fmt(m.reconstruction_error)}",
+                      f"    principal_alignment: {format_value(m.principal_alignment)}",
+                      f"    minor_alignment:     {format_value(m.minor_alignment)}",
+                      f"    subspace_angle:      {format_value(m.subspace_angle)}",
+                      f"    reconstruction_error:{format_value(m.reconstruction_error)}",
                       "  Distance to switch:",
                       f"    Clobbering threshold: {'n/a' if math.isnan(dist) else f'{dist:+.4f}'} {safe}",
                       f"    Optimal conditions: {sum(c.met for c in crit)}/3 met"]
@@ -100,7 +100,7 @@ class SVDMonitor:
             for c in crit:
                 word, op = short[c.key]
                 lines.append(f"      {c.label + ':':<20} {'✓' if c.met else '✗'} "
-                             f"({word}={_fmt(c.value)} vs {op}{c.threshold:g})")
+                             f"({word}={format_value(c.value)} vs {op}{c.threshold:g})")
         lines.append(bar)
         return "\n".join(lines)
 
