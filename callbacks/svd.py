@@ -15,7 +15,7 @@ import dash
 from dash import Dash, Input, Output, State
 from dash.exceptions import PreventUpdate
 
-from collectors.svd_monitor import METRIC_NAMES, SwitchThresholds, criteria, trend_toward
+from collectors.spectral import METRIC_NAMES, SwitchThresholds, criteria, trend_toward
 from components import ids
 from components.messages import build_problem, build_waiting
 from components.svd import (FeedItem, HeatCell, MetricGauge, TrendChart, TrendLine, build_alert_feed,

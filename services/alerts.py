@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
-from collectors.anomaly.rules import AnomalyConfig, Category, Severity
+from collectors.alerts import Severity
+from collectors.anomaly.rules import AnomalyConfig, Category
 
 MAX_ALERTS_KEPT = 5000
 """Alerts kept per run in memory (the feed shows the newest; counts cover what is kept)."""

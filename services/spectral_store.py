@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from collectors import runformat as rf
-from collectors.svd_monitor import ALERT_CATEGORY, METRIC_NAMES, Mode, SVDMetrics, SwitchThresholds, parse_mode
+from collectors.spectral import ALERT_CATEGORY, METRIC_NAMES, Mode, SVDMetrics, SwitchThresholds, parse_mode
 from services.runstore import RunStore
 
 MAX_ALERTS = 500

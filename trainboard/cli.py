@@ -41,9 +41,9 @@ COMMANDS: dict[str, Command] = {
                                 "and serve the dashboard on it (the options of serve)", ("--demo",)),
     "enable": Command("collectors.enable:main", "add MonitorCallback to a train.py that builds a transformers "
                                                 "Trainer (--undo reverts)"),
-    "watch": Command("collectors.smart_monitor:main", "the Smart Monitor: watch a training directory and save "
+    "watch": Command("collectors.anomaly.smart_monitor:main", "the Smart Monitor: watch a training directory and save "
                                                       "snapshots on loss spikes, accuracy drops, best models"),
-    "svd": Command("collectors.svd_monitor:main", "the SVD monitor: per-layer spectral metrics of a run, "
+    "svd": Command("collectors.spectral.monitor:main", "the SVD monitor: per-layer spectral metrics of a run, "
                                                 "with alerts before full-rank to low-rank switches"),
 }
 """Subcommand -> where it lives. After moving a module, change its target here (one line)."""
