@@ -20,8 +20,8 @@ from dash import Dash
 
 from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
-from services.context import attach_store
-from services.runstore import RunStore
+from services.catalog import RunCatalog
+from services.context import attach_catalog
 from services.security import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, install_token_guard
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,8 +40,8 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
     if token:
         install_token_guard(app.server, token)
-    store = RunStore(base_dir, poll=poll)
-    attach_store(app, store)
+    store = RunCatalog(base_dir, poll=poll)
+    attach_catalog(app, store)
     for module in PAGE_MODULES:
         module.register(app)
     shell.register(app)

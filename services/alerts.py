@@ -31,6 +31,8 @@ class AlertsView:
     version: int
     bad_lines: int
     problem: str | None = None
+    detected: bool = False
+    """True when the dashboard detected these alerts itself (the run has no collector, no alerts.jsonl)."""
 
 
 class _RunAlerts:
@@ -64,6 +66,14 @@ class AlertFeed:
                 ra.alerts.extend(records)
                 ra.version += 1
             return AlertsView(list(ra.alerts), ra.version, ra.tailer.bad_lines)
+
+
+def alerts_for(feed: AlertFeed, run: Any) -> AlertsView:
+    """The alerts of any run (a :class:`services.model.Run`): its ``alerts.jsonl`` when the collector
+    wrote it, else what the dashboard's own detection found in its metrics (read-only)."""
+    if run.has_collector:
+        return feed.poll(run.paths.root)
+    return AlertsView(list(run.detected_alerts), run.version, 0, None, detected=True)
 
 
 # --------------------------------------------------------------------------- pure functions
