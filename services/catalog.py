@@ -89,6 +89,14 @@ def activity_time(kind: RunKind, root: Path) -> float:
     return max((t for t in (mtime(p) for p in paths) if t is not None), default=0.0)
 
 
+def import_tbparse() -> None:
+    """Import tbparse (and pandas) once, while no reader thread is running (see :meth:`RunCatalog.warm`)."""
+    try:
+        import tbparse  # noqa: F401
+    except ImportError:  # the TensorBoard reader reports it as the run's problem
+        pass
+
+
 class RunCatalog:
     """All runs under one base directory, kept current by file events and on-demand reading.
 
@@ -183,6 +191,8 @@ class RunCatalog:
                 self._dirty_all = False
                 self._last_scan = now
             found, searched, problems = discover(self.base)
+            if any(kind is RunKind.TENSORBOARD for _, kind, _ in found):
+                import_tbparse()
             with self._lock:
                 fresh: dict[str, Run] = {}
                 for rid, kind, path in found:
@@ -258,7 +268,14 @@ class RunCatalog:
 
     def warm(self) -> threading.Thread:
         """Read the most recent run in a background thread, so a large history is parsed before the first
-        page asks for it (a browser that asks sooner just waits on the same run's lock)."""
+        page asks for it (a browser that asks sooner just waits on the same run's lock).
+
+        Discovery runs first, in the caller's thread: when a TensorBoard run exists, tbparse (and pandas)
+        are imported here, before the server answers anything. Imported later in a reader thread, pandas
+        is half-initialised for a moment in ``sys.modules``, and plotly serialising a page in another
+        thread at that moment fails with "partially initialized module 'pandas'".
+        """
+        self.rescan()
         t = threading.Thread(target=lambda: self.get(self.default_run()), name="trainboard-warm", daemon=True)
         t.start()
         return t
