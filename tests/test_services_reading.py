@@ -238,3 +238,51 @@ def test_live_and_stale_rule_is_one_constant() -> None:
     assert model.live_state(False, now - model.STALE_AFTER_S - 1, now) == "stopped"
     assert model.status_state({"state": "training", "updated_at": now - model.STALE_AFTER_S - 1}, now) == "stale"
     assert ov.STALE_AFTER_S == model.STALE_AFTER_S
+
+
+# --------------------------------------------------------------------------- what is watched
+
+def test_catalog_watches_status_logs_control_and_snapshot_existence_only(tmp_path: Path) -> None:
+    """Non-recursive watches on exactly what the pages read: never inside a snapshot's model/ folder (the
+    old recursive watch there made watchdog print a RuntimeWarning per snapshot)."""
+    import sys
+
+    from collectors import snapshots as snap
+
+    base = tmp_path / "base"
+    run_dir = base / "run"
+    write_lines(rf.RunPaths.of(run_dir).metrics, ['{"v":1,"kind":"train","step":1,"loss":2.0}\n'])
+    rf.write_json_atomic(rf.RunPaths.of(run_dir).status, {"v": 1, "state": "training", "step": 1})
+    (run_dir / rf.CONTROL_DIR).mkdir()
+
+    def model(d: Path) -> None:
+        (d / "layer" / "deep").mkdir(parents=True)
+        (d / "layer" / "deep" / "w.bin").write_bytes(b"x" * 100)
+
+    assert snap.create_snapshot(run_dir, kind="manual", reason=None, metadata={"step": 1}, status={},
+                                write_model=model).ok
+    cat = RunCatalog(base)
+    try:
+        if not cat.watching:
+            pytest.skip(f"no inotify here: {cat.watch_problem}")
+        run = cat.get("run")
+        expected = {str(base), str(run_dir)} | {str(run_dir / d) for d in ("status", "logs", "control", "snapshots")}
+        assert set(cat.watched_dirs()) == expected
+        v = run.version
+        write_lines(rf.RunPaths.of(run_dir).metrics, ['{"v":1,"kind":"train","step":2,"loss":1.5}\n'])
+        deadline = time.monotonic() + 10
+        while "run" not in cat._dirty and time.monotonic() < deadline:  # the event marks the run dirty
+            time.sleep(0.05)
+        assert cat.get("run").version > v and list(run.series["train/loss"].steps) == [1, 2]
+        for i in range(3):  # new snapshots: seen as entries of snapshots/, never watched inside
+            assert snap.create_snapshot(run_dir, kind="anomaly", reason=f"r{i}", metadata={"step": 2}, status={},
+                                        write_model=model, now=time.time() + i).ok
+        deadline = time.monotonic() + 10
+        while "run" not in cat._dirty and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "run" in cat._dirty
+        assert cat.get("run").snapshot_count() == 4 and set(cat.watched_dirs()) == expected
+        assert "watchdog.observers" not in sys.modules or not any(
+            "watchdog" in type(t).__module__ for t in __import__("threading").enumerate())
+    finally:
+        cat.stop()
