@@ -1,7 +1,7 @@
 """Runs page: every run under the base dir (Trainboard, experiment, Hugging Face, TensorBoard), compared.
 
 The browser ticks every second. The runs table re-renders only when some run's reader read something
-new (:meth:`SourceCatalog.version`), and the comparison only when a selected run changed or a control
+new (the run versions of :class:`services.catalog.RunCatalog`), and the comparison only when a selected run changed or a control
 moved, so an idle page costs a few ``stat`` calls per run. Discovery and reading live in
 :mod:`services.catalog` (the same catalog every page uses); the functions here turn their data into rows and figures and are unit-tested.
 """
