@@ -218,12 +218,9 @@ class RunCatalog:
     def label(self, run_id: str) -> str:
         """The picker's label of a run: its path (the base dir's folder name for ``"."``) and its kind."""
         run = self._runs.get(run_id)
-        name = self.base.name if run_id == BASE_RUN_ID else run_id
-        if run is None or run.kind is RunKind.TRAINBOARD:
-            return name
-        from services.model import KIND_LABELS
-
-        return f"{name} ({KIND_LABELS[run.kind]})"
+        if run is None:
+            return self.base.name if run_id == BASE_RUN_ID else run_id
+        return run.label
 
     # ------------------------------------------------------------------ reading
     def get(self, run_id: str | None) -> Run | None:

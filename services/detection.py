@@ -59,11 +59,11 @@ class DashboardDetector:
             obs = observation_from_record(rec)
             if obs is None:
                 continue
+            t = rec.get("time")
+            wall = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and t == t else None
             for alert in self._engine.observe(obs):
-                t = rec.get("time")
-                out = alert_record(alert, source=DASHBOARD_SOURCE, now=t if isinstance(t, (int, float)) and t == t else 0.0)
-                if not (isinstance(t, (int, float)) and t == t):
-                    out["time"] = None  # no wall time in the source (trainer_state.json): shown without a clock
+                out = alert_record(alert, source=DASHBOARD_SOURCE, now=wall or 0.0)
+                out["time"] = wall  # the record's wall time; None when the source has none (trainer_state.json)
                 out["detected_by"] = DETECTED_LABEL
                 self.alerts.append(out)
         if len(self.alerts) > MAX_DETECTED:

@@ -25,7 +25,7 @@ from array import array
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -638,8 +638,3 @@ def group_records(pairs: Iterable[tuple[str, str, int, float, float | None]]) ->
             rec["time"] = wall
     return [recs[k] for k in sorted(recs, key=lambda k: (k[1], k[0] != rf.RecordKind.TRAIN.value))]
 
-
-def shape_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every record of a group the same keys in the same order (missing time as NaN): the fast
-    ingestion path needs same-shaped runs of records. Pure."""
-    return records if all("time" in r for r in records) else [{**r, "time": r.get("time", math.nan)} for r in records]

@@ -156,6 +156,9 @@ class TrainboardRun(Run):
         self._status_sig: tuple[int, int, int] | None = None
         self._summary_record: dict[str, Any] = {}
         self._extras_sig: Any = None
+        self._alerts = rf.JsonlTailer(self.paths.alerts, known_kinds=(rf.RecordKind.ALERT.value,))
+        self._alert_count = 0
+        self._checkpoints: list[CheckpointRow] = []
 
     @property
     def metrics_tailer(self) -> rf.JsonlTailer:
@@ -203,8 +206,8 @@ class TrainboardRun(Run):
         return [n for n in listdir(self.root) if (self.root / n).is_dir() and rf.find_checkpoints(self.root / n)]
 
     def read_extras(self) -> None:
-        alerts = rf.JsonlTailer(self.paths.alerts, known_kinds=(rf.RecordKind.ALERT.value,))
-        self._alert_count = len(alerts.poll()[0]) if self.paths.alerts.exists() else 0
+        alerts, reset = self._alerts.poll()  # counted incrementally: only new lines are read
+        self._alert_count = (0 if reset else self._alert_count) + len(alerts)
         rows: list[CheckpointRow] = []
         for sub in self._hf_subdirs():
             doc, _path, _problems = rf.newest_trainer_state(self.root / sub)
@@ -212,10 +215,10 @@ class TrainboardRun(Run):
         self._checkpoints = rows
 
     def alert_count(self) -> int:
-        return getattr(self, "_alert_count", 0)
+        return self._alert_count
 
     def checkpoints(self) -> list[CheckpointRow]:
-        return getattr(self, "_checkpoints", [])
+        return self._checkpoints
 
     def results(self) -> dict[str, Any]:
         return {**super().results(), **self._summary_record}
@@ -343,6 +346,7 @@ class HuggingFaceRun(DetectedRun):
         self._doc: dict[str, Any] = {}
         self._rows: list[CheckpointRow] = []
         self._summary_extra: dict[str, Any] = {}
+        self._bad_entries = 0
 
     def signature(self) -> Any:
         ckpts = rf.find_checkpoints(self.root)
@@ -368,7 +372,7 @@ class HuggingFaceRun(DetectedRun):
     def _refresh(self) -> bool:
         changed = super()._refresh()
         if changed:
-            self.bad_steps = getattr(self, "_bad_entries", 0)
+            self.bad_steps = self._bad_entries
         return changed
 
     def checkpoints(self) -> list[CheckpointRow]:
