@@ -36,6 +36,19 @@ CONFIG_SKIP = frozenset({"v", "timestamp", "created_at", "experiment_id", "comma
 """config.json fields that differ between any two runs by nature: left out of the config diff."""
 
 
+OWN_DIRS = frozenset({rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR, rf.CHECKPOINTS_DIR,
+                      rf.VISUALIZATIONS_DIR})
+"""A run's own subdirectories: never a Trainer output dir."""
+
+
+def _sig(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 # --------------------------------------------------------------------------- pure helpers
 
 def shell_join(argv: Sequence[str]) -> str:
@@ -159,6 +172,11 @@ class TrainboardRun(Run):
         self._alerts = rf.JsonlTailer(self.paths.alerts, known_kinds=(rf.RecordKind.ALERT.value,))
         self._alert_count = 0
         self._checkpoints: list[CheckpointRow] = []
+        self._candidates: tuple[Any, list[str]] | None = None
+        self._root_path = os.fspath(self.root)
+        self._status_path = os.fspath(self.paths.status)
+        self._alerts_path = os.fspath(self.paths.alerts)
+        self._snapshots_path = os.fspath(self.paths.snapshots_dir)
 
     @property
     def metrics_tailer(self) -> rf.JsonlTailer:
@@ -186,7 +204,7 @@ class TrainboardRun(Run):
 
     def _refresh_status(self) -> bool:
         try:
-            st = os.stat(self.paths.status)
+            st = os.stat(self._status_path)
             sig = (st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError:
             sig = None
@@ -198,12 +216,22 @@ class TrainboardRun(Run):
 
     # extras: snapshots count, alerts count, checkpoints (cheap listings, re-read when they change)
     def extras_signature(self) -> Any:
-        return (stat_sig(self.paths.alerts), tuple(listdir(self.paths.snapshots_dir)),
-                tuple(listdir(self.root / n) for n in self._hf_subdirs()))
+        # directory mtimes change when entries appear, vanish or are renamed: a few stat calls per poll
+        return (_sig(self._alerts_path), _sig(self._snapshots_path), self._subdirs_signature())
+
+    def _subdirs_signature(self) -> tuple[Any, ...]:
+        root_sig = _sig(self._root_path)
+        if self._candidates is None or self._candidates[0] != root_sig:
+            names = [n for n in listdir(self.root) if not n.startswith(".") and n not in OWN_DIRS
+                     and (self.root / n).is_dir()]
+            self._candidates = (root_sig, [os.path.join(self._root_path, n) for n in names])
+        return tuple(_sig(p) for p in self._candidates[1])
 
     def _hf_subdirs(self) -> list[str]:
-        # a Trainer writing into the run (MonitorCallback with save_strategy) keeps checkpoint-* dirs below it
-        return [n for n in listdir(self.root) if (self.root / n).is_dir() and rf.find_checkpoints(self.root / n)]
+        """Subdirectories holding ``checkpoint-*`` (a Trainer writing into the run, e.g. MonitorCallback with
+        a save strategy); read only when :meth:`extras_signature` changed."""
+        self._subdirs_signature()
+        return [os.path.basename(p) for p in (self._candidates or (None, []))[1] if rf.find_checkpoints(p)]
 
     def read_extras(self) -> None:
         alerts, reset = self._alerts.poll()  # counted incrementally: only new lines are read

@@ -286,3 +286,19 @@ def test_catalog_watches_status_logs_control_and_snapshot_existence_only(tmp_pat
             "watchdog" in type(t).__module__ for t in __import__("threading").enumerate())
     finally:
         cat.stop()
+
+
+def test_trainboard_run_lists_the_checkpoints_of_a_trainer_writing_inside_it(tmp_path: Path) -> None:
+    paths = rf.RunPaths.of(tmp_path)
+    write_lines(paths.metrics, ['{"v":1,"kind":"train","step":1,"loss":2.0}\n'])
+    out = tmp_path / "hf_output"
+    out.mkdir()
+    run = trainboard_run(tmp_path)
+    assert run.checkpoints() == []
+    for step in (4, 8):
+        (out / f"checkpoint-{step}").mkdir()
+        (out / f"checkpoint-{step}" / rf.HF_TRAINER_STATE).write_text(hf_state([{"loss": 1.0, "step": step}], step))
+        os.utime(out, ns=(step, step * 10**9))  # a new entry changes the directory's mtime (made explicit here)
+        assert run.refresh()
+        assert [r.step for r in run.checkpoints()] == [4, 8][: (step // 4)]
+    assert not run.refresh()  # unchanged: a few stat calls, nothing re-read
