@@ -24,7 +24,7 @@ from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COL
                                empty_figure, to_trace_points)
 from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
 from components.layout import build_overview_layout
-from components.messages import build_problem, build_waiting
+from components.messages import build_notice, build_problem, build_waiting
 from callbacks.alerts import feed_for
 from collectors.snapshots import list_snapshots
 from components.alerts import build_alert_marker_traces
@@ -32,7 +32,7 @@ from services.alerts import alerts_for, marker_points
 from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from collectors.runformat import RunPaths
-from services.model import STALE_AFTER_S, Run, series_key
+from services.model import STALE_AFTER_S, Run, RunKind, series_key
 REDRAW_AFTER_EXTEND = MAX_POINTS // 5
 """A downsampled chart is re-chosen after this many raw points were appended to it."""
 
@@ -313,11 +313,23 @@ def overview_problems(run: Run) -> list[str]:
     return out
 
 
+SOURCE_NOTES = {
+    RunKind.HUGGINGFACE: "read from its trainer_state.json as Trainer leaves it: the charts grow each time the "
+                         "training saves a checkpoint",
+    RunKind.TENSORBOARD: "read from its TensorBoard event files: the charts grow as the training flushes them",
+}
+
+
 def overview_message(run: Run) -> Any:
-    """A problem box naming every unreadable file or field, saying what still works; None when all is fine."""
+    """A problem box naming every unreadable file or field, saying what still works; for a run without the
+    collector, a note on where its data comes from; None when there is nothing to say."""
     problems = overview_problems(run)
     if not problems:
-        return None
+        note = SOURCE_NOTES.get(run.kind)
+        if note is None:
+            return None
+        return build_notice(f"{run.label} has no Trainboard collector; it is {note}. Alerts are detected by the "
+                            "dashboard from its metrics (read-only).")
     return build_problem("; ".join(problems), "Everything else on this page keeps updating from the readable data.")
 
 

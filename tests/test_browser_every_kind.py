@@ -85,6 +85,7 @@ def test_every_kind_is_picked_and_shows_its_loss(tmp_path, dashboard, page):
     ys = page.evaluate(f"() => ({TRACES_JS})()[0].y")
     assert ys == pytest.approx(hf_losses)
     card(page, "step").filter(has_text="12").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#overview-message").filter(has_text="saves a checkpoint").wait_for(timeout=TIMEOUT_MS)
     card(page, "state").filter(has_text="finished").wait_for(timeout=TIMEOUT_MS)
 
     pick_run(page, "tb-events (TensorBoard events)")
@@ -151,3 +152,26 @@ def test_the_demo_writing_snapshots_gives_no_watcher_warning(tmp_path, dashboard
     log = srv.log()
     assert "RuntimeWarning" not in log and "already exists for watch" not in log and "Traceback" not in log, log[-3000:]
     assert_no_console_errors(page)
+
+
+def test_status_fields_of_the_wrong_type_are_named_and_the_page_works(tmp_path, dashboard, page):
+    """Before: throughput/memory/config not objects made every Overview tick an HTTP 500, an error object
+    a React error, an updated_at string "NaN h ago"."""
+    run = tmp_path / "base"
+    write_run(run, 12)
+    status = rf.read_json(rf.RunPaths.of(run).status)[0]
+    status.update(throughput=[5.0], memory="0.4 GB", config=3, error={"type": "OOM"}, updated_at="yesterday")
+    rf.write_json_atomic(rf.RunPaths.of(run).status, status)
+    srv = dashboard(run)
+    page.goto(srv.url + "/", wait_until="load")
+    msg = page.locator("#overview-message .message--problem")
+    msg.filter(has_text="'throughput' is a list").wait_for(timeout=TIMEOUT_MS)
+    text = msg.inner_text()
+    for words in ("'memory' is text", "'config' is a number", "'error' is an object", "'updated_at' is text"):
+        assert words in text
+    card(page, "step").filter(has_text="12").wait_for(timeout=TIMEOUT_MS)
+    wait_loss_points(page, 12)
+    assert "NaN" not in page.locator("#overview-updated").inner_text()
+    page.locator("#overview-cards").filter(has_text='{"type":"OOM"}').wait_for(timeout=TIMEOUT_MS)  # shown as text
+    assert_no_console_errors(page)
+    assert "Traceback" not in srv.log()
