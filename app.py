@@ -21,8 +21,8 @@ from dash import Dash
 from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
 from services.cachedir import make_cache_dir
-from services.context import attach_store
-from services.runstore import RunStore
+from services.catalog import RunCatalog
+from services.context import attach_catalog
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
                                install_token_guard, is_ip_literal, is_loopback)
 
@@ -50,8 +50,8 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     install_error_guard(app.server)  # no request gets a 500 with a traceback
     if token:
         install_token_guard(app.server, token)
-    store = RunStore(base_dir, poll=poll)
-    attach_store(app, store)
+    store = RunCatalog(base_dir, poll=poll)
+    attach_catalog(app, store)
     for module in PAGE_MODULES:
         module.register(app)
     shell.register(app)

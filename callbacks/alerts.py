@@ -16,9 +16,9 @@ from collectors import runformat as rf
 from collectors.anomaly.rules import AnomalyConfig
 from components import ids
 from components.alerts import SLIDERS, build_alerts_layout, build_feed, build_summary
-from components.messages import build_problem, build_waiting
+from components.messages import build_notice, build_problem, build_waiting
 from services import alerts as svc
-from services.context import store_for
+from services.context import catalog_for
 from services.security import PathRefused, require_listed_run
 from services.validation import ThresholdRefused, validate_threshold
 
@@ -79,12 +79,26 @@ def triggered_slider(inputs_list: Any, values: Any, trig: Any) -> tuple[Any, Any
     return key, None
 
 
+def alerts_message(view: svc.AlertsView, run_label: str) -> Any:
+    """What the feed is made of when that needs saying: the dashboard's own detection, or lines skipped."""
+    if view.detected:
+        return build_notice(f"{run_label} has no Trainboard collector, so these alerts were detected by the "
+                            "dashboard: the collector's rules run over the metrics it logged (read-only: nothing "
+                            "is written into the run directory). Thresholds saved here apply only to collector runs.")
+    if view.bad_lines:
+        return build_problem(f"{view.bad_lines} malformed line(s) skipped in logs/alerts.jsonl",
+                             "The other alerts are shown.")
+    if view.problem:
+        return build_problem(view.problem)
+    return None
+
+
 def layout(**_query: Any) -> Any:
     return build_alerts_layout(slider_values(AnomalyConfig()))
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     feed = feed_for(app)
     dash.register_page("alerts", path="/alerts", name="Alerts", title="Trainboard · Alerts", layout=layout, order=10)
 
@@ -99,17 +113,13 @@ def register(app: Dash) -> None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
             return [], build_feed([], 0), build_waiting(str(store.base), "Alerts appear here once a run exists."), {"waiting": True}
-        view = feed.poll(run.paths.root)
+        view = svc.alerts_for(feed, run)
         state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or []}
         if prev == state:
             raise PreventUpdate
         shown = svc.filter_alerts(view.alerts, categories, severities)
-        message = build_problem(view.problem) if view.problem else None
-        if view.bad_lines:
-            message = build_problem(f"{view.bad_lines} malformed line(s) skipped in logs/alerts.jsonl",
-                                    "The other alerts are shown.")
         return (build_summary(svc.summarize(view.alerts)), build_feed(svc.newest_first(shown), len(view.alerts)),
-                message, state)
+                alerts_message(view, run.label), state)
 
     @app.callback(Output({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
                   Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children", allow_duplicate=True),
@@ -134,6 +144,12 @@ def register(app: Dash) -> None:
             root = require_listed_run(store, run_id)
         except PathRefused as exc:
             return build_problem(f"Not saved: {exc}.", "Thresholds are saved per run.")
+        run = store.get(run_id)
+        if run is None:
+            return build_problem("No run selected: thresholds are saved per run.")
+        if not run.has_collector:
+            return build_problem(f"Not saved: {run.label} has no Trainboard collector to read thresholds, and the "
+                                 "dashboard never writes into another tool's output directory.")
         key, value = triggered_slider(ctx.inputs_list, values, trig)
         if value is None:
             raise PreventUpdate

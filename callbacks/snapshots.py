@@ -19,9 +19,9 @@ from dash.exceptions import PreventUpdate
 from collectors import runformat as rf
 from collectors import snapshots as snap
 from components import ids
-from components.messages import build_problem, build_waiting
+from components.messages import build_not_collected, build_problem, build_waiting
 from components.snapshots import build_detail, build_result, build_snapshots_layout, table_rows
-from services.context import store_for
+from services.context import catalog_for
 from services.security import PathRefused, require_listed_run, safe_run_root, safe_snapshot, snapshot_refusal
 
 
@@ -74,12 +74,16 @@ def apply_action(run_root: Path, name: str | None, action: str, base: Path | Non
     return f"unknown action {action!r}", False
 
 
+NOT_COLLECTED_DETAIL = ("Snapshots are saved by the Trainboard collector inside a training (MonitorCallback "
+                        "or Monitor); its checkpoints are listed on the Runs page.")
+
+
 def layout(**_query: Any) -> Any:
     return build_snapshots_layout()
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     base = Path(store.base)
     dash.register_page("snapshots", path="/snapshots", name="Snapshots", title="Trainboard · Snapshots",
                        layout=layout, order=11)
@@ -95,6 +99,11 @@ def register(app: Dash) -> None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
             return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, []
+        if not run.has_collector:
+            state = {"run": run_id, "not_collected": True}
+            if prev == state:
+                raise PreventUpdate
+            return [], build_not_collected("snapshots", run.label, NOT_COLLECTED_DETAIL), state, []
         try:
             root = safe_run_root(base, run.paths.root)
         except PathRefused as exc:
@@ -150,6 +159,11 @@ def register(app: Dash) -> None:
     def snapshot_now(set_progress, n_clicks, run_id):
         if not n_clicks:
             raise PreventUpdate
+        run = store.get(run_id)
+        if run is not None and not run.has_collector:
+            set_progress("")
+            return build_result({"ok": False, "error": f"{run.label} has no Trainboard collector: the dashboard "
+                                 "never writes snapshots into another tool's output directory"})
         try:
             root = require_listed_run(store, run_id)
         except PathRefused as exc:

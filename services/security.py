@@ -331,7 +331,7 @@ def snapshot_refusal(base: str | os.PathLike[str], snapshot: str | os.PathLike[s
 # --------------------------------------------------------------------------- listed runs
 
 class ListsRuns(Protocol):
-    """What :func:`require_listed_run` needs of the run store (today ``services.runstore.RunStore``)."""
+    """What :func:`require_listed_run` needs of the run store (``services.catalog.RunCatalog``)."""
 
     base: Path
 
@@ -351,7 +351,7 @@ def require_listed_run(store: ListsRuns, run_id: Any) -> Path:
         raise PathRefused("no run selected")
     if run_id not in store.run_ids():
         raise PathRefused(f"{run_id!r} is not a run listed under the base directory: refused")
-    from services.runstore import BASE_RUN_ID
+    from services.catalog import BASE_RUN_ID
 
     base = Path(store.base)
     root = base if run_id == BASE_RUN_ID else base / run_id

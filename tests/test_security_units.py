@@ -17,7 +17,7 @@ from collectors import runformat as rf
 from collectors import snapshots as S
 from components.alerts import SLIDERS
 from services.cachedir import stale_cache_dirs
-from services.runstore import RunStore
+from services.catalog import RunCatalog as RunStore
 from services.security import (PathRefused, TokenRedactingFilter, allowed_host_names, host_refusal, inside_base,
                                origin_refusal, redact_tokens, require_listed_run, safe_run_root, safe_snapshot,
                                split_host, token_ok, without_token)

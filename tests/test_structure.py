@@ -34,7 +34,6 @@ LAYERS: dict[str, int] = {
     "collectors.features": 5,
     "collectors.monitor": 6,
     "collectors.callback": 7,
-    "collectors.sources": 8,
     "collectors.demo": 8,
     "collectors.enable": 8,
     "collectors": 9,
