@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from collectors.anomaly.actions import alert_record
-from collectors.anomaly.plugin import observation_from_record
+from collectors.alerts import alert_record
+from collectors.anomaly.rules import observation_from_record
 from collectors.anomaly.rules import AnomalyConfig, RuleEngine
 
 DASHBOARD_SOURCE = "dashboard"
