@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,28 +20,38 @@ from dash import Dash
 
 from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
-from services.context import attach_store
-from services.runstore import RunStore
-from services.security import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, install_token_guard
+from services.cachedir import make_cache_dir
+from services.catalog import RunCatalog
+from services.context import attach_catalog
+from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
+                               install_token_guard, is_ip_literal, is_loopback)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
+HERE = Path(__file__).resolve().parent
+IMPORT_ROOT = Path(__file__).resolve().parents[len(__package__.split(".")) if __package__ else 0]
+"""The folder on sys.path that holds this code: the checkout (app.py) or site-packages (trainboard.app)."""
 PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 """Each page's callbacks module; its ``register(app)`` registers the page and its callbacks."""
 
 
-def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None) -> Dash:
-    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down); with ``token``,
-    every request must carry it (see services.security)."""
+def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None,
+               host: str = DEFAULT_HOST, allow_hosts: Sequence[str] = ()) -> Dash:
+    """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down). Requests must name
+    a loopback address, ``localhost``, ``host`` or one of ``allow_hosts`` in ``Host``; with ``token``,
+    every request must carry it (see services.security and docs/security.md)."""
     import diskcache
 
-    cache = diskcache.Cache(tempfile.mkdtemp(prefix="trainboard-cache-"))
-    app = Dash(__name__, use_pages=True, pages_folder="", title="Trainboard", update_title=None,
+    cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
+    app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(HERE / "assets"), title="Trainboard",
+               update_title=None,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
+    install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
+    install_error_guard(app.server)  # no request gets a 500 with a traceback
     if token:
         install_token_guard(app.server, token)
-    store = RunStore(base_dir, poll=poll)
-    attach_store(app, store)
+    store = RunCatalog(base_dir, poll=poll)
+    attach_catalog(app, store)
     for module in PAGE_MODULES:
         module.register(app)
     shell.register(app)
@@ -55,15 +65,19 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     return app
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "python app.py") -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python app.py",
+        prog=prog,
         description="Trainboard: a live local dashboard for PyTorch / Transformers training. It watches a run "
                     "directory written by collectors.MonitorCallback or collectors.Monitor (or a folder of them).")
     p.add_argument("--base-dir", default=None,
                    help="run directory to watch, or a folder whose subfolders are runs (default: ./runs)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default %(default)s: this machine only; other hosts need a token)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a further name the dashboard may be reached by (repeatable), e.g. this machine's name "
+                        "or a reverse proxy's; loopback addresses, localhost and --host are always accepted, other "
+                        "Host headers get 403 (DNS rebinding guard, see docs/security.md)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (default %(default)s)")
     p.add_argument("--poll", action="store_true",
                    help="watch files by polling instead of inotify (network filesystems, some containers)")
@@ -91,6 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--base-dir {str(base)!r} is a file, not a directory")
     if args.base_dir is not None and not base.exists() and not args.demo:
         p.error(f"--base-dir {str(base)!r} does not exist (create it, or start a training that writes there)")
+    for name in args.allow_host:
+        if not name.strip() or any(c in name for c in " /@\\") or (":" in name and not is_ip_literal(name.strip("[]"))):
+            p.error(f"--allow-host takes a host name or address without port or scheme; got {name!r}")
     args.base_dir = base
     return args
 
@@ -102,23 +119,26 @@ def start_demo(base: Path, steps: int) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     log = open(run_dir / "demo_training.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "collectors.demo", "--base-dir", str(run_dir), "--max-steps",
-                             str(steps)], cwd=Path(__file__).resolve().parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             str(steps)], cwd=IMPORT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     atexit.register(lambda: proc.poll() is None and proc.terminate())
     return proc, run_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python app.py") -> int:
+    """The command line of ``python app.py`` and of ``trainboard serve`` / ``trainboard demo`` (``prog``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["enable"]:  # `python app.py enable train.py [--undo]` (issue 4)
         from collectors.enable import main as enable_main
 
-        return enable_main(argv[1:])
-    args = parse_args(argv)
+        return enable_main(argv[1:], prog="python app.py enable")
+    args = parse_args(argv, prog)
     if args.demo:
         proc, run_dir = start_demo(args.base_dir, args.demo_steps)
         print(f"Demo training started (pid {proc.pid}) writing {run_dir}")
     args.base_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(args.base_dir, poll=args.poll, token=args.token)
+    # SIGTERM (kill, systemd, a test's terminate()) exits like Ctrl-C, so atexit cleanup runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = create_app(args.base_dir, poll=args.poll, token=args.token, host=args.host, allow_hosts=args.allow_host)
     print(f"Trainboard watching {args.base_dir.resolve()} on http://{args.host}:{args.port}", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     return 0

@@ -36,7 +36,7 @@ def main() -> int:
     import torch
 
     from collectors import CheckpointManager, MetricsLogger
-    from collectors.sources import open_source
+    from services.readers import open_run
 
     torch.set_num_threads(1)
     n = int(args.mb * 1024 * 1024 / 4 / 2) // 1024
@@ -71,7 +71,7 @@ def main() -> int:
         ml.close()
         log_us = (time.perf_counter() - t) / args.records * 1e6
         print(f"MetricsLogger.log_metrics: {log_us:.1f} µs per record (flush=False), {args.records} records")
-        src = open_source(d / "big")
+        src = open_run(d / "big")
         t = time.perf_counter()
         src.refresh()
         first = time.perf_counter() - t

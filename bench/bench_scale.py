@@ -3,7 +3,7 @@
 Measures, side by side in one run:
 - Trainboard: a real ``python app.py`` server; time from the first page request until the browser's
   loss card shows the last step (headless Chromium), and the server's RSS after that;
-- the same open done in-process (RunStore read + first chart render), for a breakdown;
+- the same open done in-process (RunCatalog read + first chart render), for a breakdown;
 - TensorBoard's own loader (EventAccumulator, all scalars kept) on the same scalars written as an event
   file by SummaryWriter: load time and RSS growth;
 and prints the ratio. Run: ``python bench/bench_scale.py [--steps 200000]``.
@@ -82,18 +82,18 @@ def time_tensorboard(log_dir: Path) -> tuple[float, float]:
 
 def time_in_process(base: Path) -> float:
     from callbacks.overview import overview_cards, effective_status, update_charts
-    from services.runstore import RunStore
+    from services.catalog import RunCatalog
 
     gc.collect()
     before = rss_mb()
     t0 = time.perf_counter()
-    store = RunStore(base, watch=False)
+    store = RunCatalog(base, watch=False)
     run = store.get(store.run_ids()[0])
     update_charts(run, None, False, {})
     overview_cards(effective_status(run))
     dt = time.perf_counter() - t0
     n = sum(len(s) for s in run.series.values())
-    print(f"  in-process RunStore + first render: {n:,} values in {dt:.2f} s, RSS +{rss_mb() - before:.0f} MB")
+    print(f"  in-process RunCatalog + first render: {n:,} values in {dt:.2f} s, RSS +{rss_mb() - before:.0f} MB")
     return dt
 
 

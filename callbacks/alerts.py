@@ -16,9 +16,11 @@ from collectors import runformat as rf
 from collectors.anomaly.rules import AnomalyConfig
 from components import ids
 from components.alerts import SLIDERS, build_alerts_layout, build_feed, build_summary
-from components.messages import build_problem, build_waiting
+from components.messages import build_notice, build_problem, build_waiting
 from services import alerts as svc
-from services.context import store_for
+from services.context import catalog_for
+from services.security import PathRefused, require_listed_run
+from services.validation import ThresholdRefused, validate_threshold
 
 FEED_KEY = "TRAINBOARD_ALERT_FEED"
 
@@ -37,8 +39,16 @@ def feed_for(app: Dash) -> svc.AlertFeed:
 
 
 def save_threshold(run_root: Any, key: str, value: Any) -> tuple[str, bool]:
-    """Validate and write one slider's value; returns (message, ok). Unchanged values write nothing."""
-    section, name = key.split(".", 1)
+    """Validate and write one slider's value; returns (message, ok). Unchanged values write nothing.
+
+    Only the sliders' keys, each within its range, are written (services.validation); anything else a
+    request carries is refused with a "Not saved: ..." message.
+    """
+    try:
+        spec, value = validate_threshold(key, value)
+    except ThresholdRefused as exc:
+        return str(exc), False
+    section, name = spec.section, spec.name
     current, _problem = rf.read_json(rf.RunPaths.of(run_root).thresholds)
     replaced = ""
     if current is not None and not isinstance(current, dict):
@@ -53,12 +63,42 @@ def save_threshold(run_root: Any, key: str, value: Any) -> tuple[str, bool]:
     return f"Saved {key} = {value:g} to control/thresholds.json{replaced}", True
 
 
+def triggered_slider(inputs_list: Any, values: Any, trig: Any) -> tuple[Any, Any]:
+    """``(key, value)`` of the slider that fired, from the request's pattern-matching inputs (pure).
+
+    A request shaped by hand rather than by the page gives ``(key, None)`` or a key that
+    :func:`save_threshold` refuses, never an exception (an exception would be an HTTP 500).
+    """
+    key = trig.get("key") if isinstance(trig, dict) else None
+    try:
+        for item, value in zip(inputs_list[0], values):
+            if item["id"]["key"] == key:
+                return key, value
+    except (IndexError, KeyError, TypeError):
+        pass
+    return key, None
+
+
+def alerts_message(view: svc.AlertsView, run_label: str) -> Any:
+    """What the feed is made of when that needs saying: the dashboard's own detection, or lines skipped."""
+    if view.detected:
+        return build_notice(f"{run_label} has no Trainboard collector, so these alerts were detected by the "
+                            "dashboard: the collector's rules run over the metrics it logged (read-only: nothing "
+                            "is written into the run directory). Thresholds saved here apply only to collector runs.")
+    if view.bad_lines:
+        return build_problem(f"{view.bad_lines} malformed line(s) skipped in logs/alerts.jsonl",
+                             "The other alerts are shown.")
+    if view.problem:
+        return build_problem(view.problem)
+    return None
+
+
 def layout(**_query: Any) -> Any:
     return build_alerts_layout(slider_values(AnomalyConfig()))
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     feed = feed_for(app)
     dash.register_page("alerts", path="/alerts", name="Alerts", title="Trainboard · Alerts", layout=layout, order=10)
 
@@ -73,17 +113,13 @@ def register(app: Dash) -> None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
             return [], build_feed([], 0), build_waiting(str(store.base), "Alerts appear here once a run exists."), {"waiting": True}
-        view = feed.poll(run.paths.root)
+        view = svc.alerts_for(feed, run)
         state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or []}
         if prev == state:
             raise PreventUpdate
         shown = svc.filter_alerts(view.alerts, categories, severities)
-        message = build_problem(view.problem) if view.problem else None
-        if view.bad_lines:
-            message = build_problem(f"{view.bad_lines} malformed line(s) skipped in logs/alerts.jsonl",
-                                    "The other alerts are shown.")
         return (build_summary(svc.summarize(view.alerts)), build_feed(svc.newest_first(shown), len(view.alerts)),
-                message, state)
+                alerts_message(view, run.label), state)
 
     @app.callback(Output({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
                   Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children", allow_duplicate=True),
@@ -104,15 +140,21 @@ def register(app: Dash) -> None:
         trig = ctx.triggered_id
         if not isinstance(trig, dict) or len(ctx.triggered) != 1:
             raise PreventUpdate  # several at once = the load above filled them in
+        try:
+            root = require_listed_run(store, run_id)
+        except PathRefused as exc:
+            return build_problem(f"Not saved: {exc}.", "Thresholds are saved per run.")
         run = store.get(run_id)
         if run is None:
             return build_problem("No run selected: thresholds are saved per run.")
-        keys = [i["id"]["key"] for i in ctx.inputs_list[0]]
-        value = values[keys.index(trig["key"])]
+        if not run.has_collector:
+            return build_problem(f"Not saved: {run.label} has no Trainboard collector to read thresholds, and the "
+                                 "dashboard never writes into another tool's output directory.")
+        key, value = triggered_slider(ctx.inputs_list, values, trig)
         if value is None:
             raise PreventUpdate
         try:
-            msg, ok = save_threshold(run.paths.root, trig["key"], value)
+            msg, ok = save_threshold(root, key, value)
         except OSError as exc:
             return build_problem(f"Could not write control/thresholds.json: {exc.strerror or exc}")
         if not msg:

@@ -24,18 +24,15 @@ from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COL
                                empty_figure, to_trace_points)
 from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
 from components.layout import build_overview_layout
-from components.messages import build_problem, build_waiting
+from components.messages import build_notice, build_problem, build_waiting
 from callbacks.alerts import feed_for
 from collectors.snapshots import list_snapshots
 from components.alerts import build_alert_marker_traces
-from services.alerts import marker_points
-from services.context import store_for
+from services.alerts import alerts_for, marker_points
+from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from collectors.runformat import RunPaths
-from services.runstore import RunData, series_key
-
-STALE_AFTER_S = 30.0
-"""A training that has written nothing for this long is marked stale on the page."""
+from services.model import STALE_AFTER_S, Run, RunKind, series_key
 REDRAW_AFTER_EXTEND = MAX_POINTS // 5
 """A downsampled chart is re-chosen after this many raw points were appended to it."""
 
@@ -63,25 +60,22 @@ CHARTS: tuple[ChartDef, ...] = (
 
 
 # ------------------------------------------------------------------------------------------ cards
-def effective_status(run: RunData) -> dict[str, Any]:
-    """The status document, or one derived from the metrics when no status file exists (e.g. a
-    MetricsLogger run), so cards show what is known instead of dashes."""
-    if run.status:
-        return run.status
-    def last(key: str) -> float | None:
-        s = run.series.get(key)
-        return s.values[-1] if s is not None and len(s) else None
-    steps = [s.steps[-1] for s in run.series.values() if len(s)]
-    return {"state": None, "step": int(max(steps)) if steps else None, "train_loss": last("train/loss"),
-            "eval_loss": last("eval/eval_loss"), "learning_rate": last("train/learning_rate"),
-            "grad_norm": last("train/grad_norm"), "epoch": last("train/epoch"), "updated_at": run.last_update()}
+def effective_status(run: Run) -> dict[str, Any]:
+    """The status document, or one derived from the series when no status file exists (a Hugging Face
+    or TensorBoard run, a MetricsLogger run), so cards show what is known instead of dashes."""
+    return run.derived_status()
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
-    """The Overview cards for a status document (pure)."""
-    thr = status.get("throughput") or {}
-    mem = status.get("memory") or {}
-    cfg = status.get("config") or {}
+    """The Overview cards for a status document (pure). Fields of the wrong type count as missing
+    (:func:`services.model.clean_status` reports them)."""
+    thr = _obj(status.get("throughput"))
+    mem = _obj(status.get("memory"))
+    cfg = _obj(status.get("config"))
     state = status.get("state")
     if thr.get("tokens_per_second"):
         tput, tnote = fmt_rate(thr["tokens_per_second"], "tokens"), fmt_rate(thr.get("steps_per_second"), "steps")
@@ -106,7 +100,7 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
         CardData("memory", "Memory", fmt_gb(mem.get("rss_gb") if cuda is None else cuda), note=mem_note),
         CardData("throughput", "Throughput", tput_value, unit=tput_unit, note=tnote),
         CardData("state", "State", str(state) if state else "unknown",
-                 note=status.get("error") or None,
+                 note=str(status["error"]) if status.get("error") else None,
                  tone={"crashed": "bad", "finished": "good"}.get(str(state))),
     ]
 
@@ -117,13 +111,15 @@ def split_unit(text: str) -> tuple[str, str | None]:
     return (value, unit) if unit else (text, None)
 
 
-def skipped_note(bad: int, unknown: int) -> str:
+def skipped_note(bad: int, unknown: int, bad_steps: int = 0) -> str:
     """The line under the charts that says how many lines were skipped, so nothing is silently lost."""
     parts = []
     if bad:
         parts.append(f"{bad} malformed line{'s' if bad != 1 else ''} skipped in metrics.jsonl")
     if unknown:
         parts.append(f"{unknown} line{'s' if unknown != 1 else ''} of unknown kind or newer format skipped")
+    if bad_steps:
+        parts.append(f"{bad_steps} record{'s' if bad_steps != 1 else ''} without a numeric step skipped")
     return "; ".join(parts)
 
 
@@ -141,7 +137,7 @@ def parse_relayout(relayout: Mapping[str, Any] | None) -> tuple[bool, list[float
     return False, None
 
 
-def series_lengths(run: RunData, chart: ChartDef) -> dict[str, int]:
+def series_lengths(run: Run, chart: ChartDef) -> dict[str, int]:
     return {key: len(run.series[key]) if key in run.series else 0 for key, _ in chart.traces}
 
 
@@ -162,7 +158,7 @@ def plan_chart(prev: Mapping[str, Any] | None, lengths: Mapping[str, int], view:
     return "extend"
 
 
-def loss_markers(run: RunData, alerts: Sequence[Mapping[str, Any]], snapshots: Sequence[Mapping[str, Any]]
+def loss_markers(run: Run, alerts: Sequence[Mapping[str, Any]], snapshots: Sequence[Mapping[str, Any]]
                  ) -> list[dict[str, Any]]:
     """Alert markers (one trace per severity, shared colours) and snapshot markers on the train-loss curve."""
     s = run.series.get(series_key("train", "loss"))
@@ -180,7 +176,7 @@ def loss_markers(run: RunData, alerts: Sequence[Mapping[str, Any]], snapshots: S
     return traces
 
 
-def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any],
+def render_chart(run: Run, chart: ChartDef, view: Mapping[str, Any],
                  markers: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Full figure for one chart plus its state (points sent per series, downsampled or not).
 
@@ -210,7 +206,7 @@ def render_chart(run: RunData, chart: ChartDef, view: Mapping[str, Any],
     return fig, {"view": dict(view), "sent": sent, "downsampled": downsampled, "extended": 0}
 
 
-def extend_chart(run: RunData, chart: ChartDef, prev: Mapping[str, Any]) -> tuple[Patch, dict[str, Any]]:
+def extend_chart(run: Run, chart: ChartDef, prev: Mapping[str, Any]) -> tuple[Patch, dict[str, Any]]:
     """A Patch appending only the points logged since the last update, and the new state."""
     patch = Patch()
     sent = dict(prev.get("sent", {}))
@@ -237,7 +233,7 @@ def extend_chart(run: RunData, chart: ChartDef, prev: Mapping[str, Any]) -> tupl
     return patch, state
 
 
-def update_charts(run: RunData, prev_state: Mapping[str, Any] | None, log_y: bool,
+def update_charts(run: Run, prev_state: Mapping[str, Any] | None, log_y: bool,
                   ranges: Mapping[str, list[float] | None], markers: Sequence[dict[str, Any]] = (),
                   markers_key: str = "") -> tuple[list[Any], dict[str, Any]]:
     """For each chart: a full figure, a Patch, or ``no_update``; plus the new combined state.
@@ -248,7 +244,8 @@ def update_charts(run: RunData, prev_state: Mapping[str, Any] | None, log_y: boo
     outputs: list[Any] = []
     charts_state: dict[str, Any] = {}
     for chart in CHARTS:
-        view = {"log_y": log_y and chart.log_toggle, "range": ranges.get(chart.graph_id)}
+        view = {"log_y": log_y and chart.log_toggle, "range": ranges.get(chart.graph_id),
+                "rewinds": [run.series[k].rewinds if k in run.series else 0 for k, _ in chart.traces]}
         if chart.log_toggle:
             view["markers"] = markers_key
         prev = prev_charts.get(chart.graph_id)
@@ -305,13 +302,53 @@ class SnapshotRows:
         return rows
 
 
+# ------------------------------------------------------------------------------------------ messages
+def overview_problems(run: Run) -> list[str]:
+    """What could not be read, in words: the status file, status fields of the wrong type, other files."""
+    out = []
+    if run.status_problem:
+        out.append(run.status_problem)
+    out += run.field_problems
+    out += run.problems
+    return out
+
+
+SOURCE_NOTES = {
+    RunKind.HUGGINGFACE: "read from its trainer_state.json as Trainer leaves it: the charts grow each time the "
+                         "training saves a checkpoint",
+    RunKind.TENSORBOARD: "read from its TensorBoard event files: the charts grow as the training flushes them",
+}
+
+
+def overview_message(run: Run) -> Any:
+    """A problem box naming every unreadable file or field, saying what still works; for a run without the
+    collector, a note on where its data comes from; None when there is nothing to say."""
+    problems = overview_problems(run)
+    if not problems:
+        note = SOURCE_NOTES.get(run.kind)
+        if note is None:
+            return None
+        return build_notice(f"{run.label} has no Trainboard collector; it is {note}. Alerts are detected by the "
+                            "dashboard from its metrics (read-only).")
+    return build_problem("; ".join(problems), "Everything else on this page keeps updating from the readable data.")
+
+
+def waiting_message(base: Path, run: Run | None, run_id: str | None, watch_problem: str | None) -> Any:
+    """The waiting state: what is watched, and why nothing shows yet (an unreadable file, no run)."""
+    detail = watch_problem or ("Start a training with MonitorCallback or Monitor writing here, "
+                               "or pick a run above." if run_id is None else None)
+    if run is not None and overview_problems(run):
+        detail = "; ".join(overview_problems(run))
+    return build_waiting(str(base if run is None else run.root), detail)
+
+
 # ------------------------------------------------------------------------------------------ register
 def layout(**_query: Any) -> Any:
     return build_overview_layout()
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     feed = feed_for(app)
     snapshot_rows = SnapshotRows()
     dash.register_page("overview", path="/", name="Overview", title="Trainboard · Overview", layout=layout, order=0)
@@ -328,24 +365,21 @@ def register(app: Dash) -> None:
     def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, prev_state):
         run = store.get(run_id)
         triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
-        if run is None or (not run.series and run.status is None):
-            if prev_state == {"waiting": str(store.base), "run": run_id}:
+        if run is None or not run.has_data():
+            waiting = {"waiting": str(store.base), "run": run_id,
+                       "problems": run.all_problems() if run is not None else []}
+            if prev_state == waiting:
                 raise PreventUpdate
-            detail = store.watch_problem or ("Start a training with MonitorCallback or Monitor writing here, "
-                                             "or pick a run above." if run_id is None else None)
-            if run is not None and run.status_problem:
-                detail = run.status_problem
             empty = [empty_figure(c.title, "no data yet") for c in CHARTS]
-            return ([], build_waiting(str(store.base if run is None else run.paths.root), detail), None, "",
-                    *empty, {"waiting": str(store.base), "run": run_id})
+            return ([], waiting_message(store.base, run, run_id, store.watch_problem), None, "", *empty, waiting)
         ranges = current_ranges(prev_state, run.run_id, triggered, {
             ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl, ids.OVERVIEW_GRAD_GRAPH: grad_rl})
-        alerts_view = feed.poll(run.paths.root)
+        alerts_view = alerts_for(feed, run)
         unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
                      and prev_state.get("alerts_version") == alerts_view.version)
         if unchanged and triggered == ids.SHELL_TICK:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
-        snaps = snapshot_rows(run.paths)
+        snaps = snapshot_rows(run.paths) if run.has_collector else []
         markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}"
         figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
                                     loss_markers(run, alerts_view.alerts, snaps), markers_key)
@@ -353,10 +387,9 @@ def register(app: Dash) -> None:
         if unchanged:
             return (no_update, no_update, no_update, no_update, *figs, state)
         status = effective_status(run)
-        message = build_problem(run.status_problem, "Charts keep updating from metrics.jsonl.") if run.status_problem else None
         updated = {"t": status.get("updated_at"), "state": status.get("state"), "now": time.time()}
-        return (build_card_grid(overview_cards(status)), message, updated,
-                skipped_note(run.bad_lines, run.unknown_lines), *figs, state)
+        return (build_card_grid(overview_cards(status)), overview_message(run), updated,
+                skipped_note(run.bad_lines, run.unknown_lines, run.bad_steps), *figs, state)
 
     app.clientside_callback(
         f"""

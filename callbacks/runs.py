@@ -1,9 +1,9 @@
 """Runs page: every run under the base dir (Trainboard, experiment, Hugging Face, TensorBoard), compared.
 
 The browser ticks every second. The runs table re-renders only when some run's reader read something
-new (:meth:`SourceCatalog.version`), and the comparison only when a selected run changed or a control
+new (the run versions of :class:`services.catalog.RunCatalog`), and the comparison only when a selected run changed or a control
 moved, so an idle page costs a few ``stat`` calls per run. Discovery and reading live in
-:mod:`collectors.sources`; the functions here turn their data into rows and figures and are unit-tested.
+:mod:`services.catalog` (the same catalog every page uses); the functions here turn their data into rows and figures and are unit-tested.
 """
 from __future__ import annotations
 
@@ -17,16 +17,15 @@ import dash
 from dash import Dash, Input, Output, State, dcc, no_update
 from dash.exceptions import PreventUpdate
 
-from collectors.sources import CheckpointRow, RunSource, RunSummary, SourceCatalog
 from components import ids
 from components.format import DASH, fmt_ago, fmt_int, fmt_sig
 from components.messages import build_problem, build_waiting
 from components.runs import (CompareRun, build_checkpoints_panel, build_compare_figure, build_config_diff,
                              build_results_table, build_runs_layout, fmt_duration, run_start)
-from services.context import store_for
+from services.context import catalog_for
+from services.model import CheckpointRow, Run, RunSummary
 
 DEFAULT_METRIC = "loss"
-CATALOG_KEY = "TRAINBOARD_SOURCES"
 
 
 # ------------------------------------------------------------------------------------------ pure
@@ -49,8 +48,9 @@ def metric_options(series_keys: Sequence[Sequence[str]]) -> list[str]:
     return sorted(tags, key=lambda t: (t != DEFAULT_METRIC, t))
 
 
-def compare_run(src: RunSource) -> CompareRun:
-    return CompareRun(src.run_id, src.name, {k: (s.steps, s.values, s.wall_times) for k, s in src.series().items()})
+def compare_run(run: Run) -> CompareRun:
+    return CompareRun(run.run_id, run.name, {k: (s.steps, s.values, s.wall_times)
+                                             for k, s in run.compare_series().items()})
 
 
 def config_diff(configs: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
@@ -110,19 +110,11 @@ def checkpoint_rows(rows: Sequence[CheckpointRow]) -> list[dict[str, Any]]:
     return out
 
 
-def compare_fingerprint(sources: Sequence[RunSource], metric: str, align: str, log_y: bool) -> list[Any]:
+def compare_fingerprint(sources: Sequence[Run], metric: str, align: str, log_y: bool) -> list[Any]:
     return [[s.run_id, s.version] for s in sources] + [metric, align, log_y]
 
 
 # ------------------------------------------------------------------------------------------ register
-def catalog_for(app: Dash) -> SourceCatalog:
-    """The app's run catalog (one per app), built on the run store's base dir."""
-    cat = app.server.config.get(CATALOG_KEY)
-    if cat is None:
-        cat = app.server.config[CATALOG_KEY] = SourceCatalog(store_for(app).base)
-    return cat
-
-
 def layout(**_query: Any) -> Any:
     return build_runs_layout()
 
@@ -135,7 +127,7 @@ def register(app: Dash) -> None:
                   Output(ids.RUNS_TABLE_STATE, "data"),
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.RUNS_TABLE_STATE, "data"))
     def update_runs_table(_n: int, prev: Any):
-        sources = catalog.sources()
+        sources = catalog.runs()
         fingerprint = [[s.run_id, s.version] for s in sources] + [int(time.time() // 10)]  # "ago" every 10 s
         if prev == fingerprint:
             raise PreventUpdate
@@ -175,7 +167,7 @@ def register(app: Dash) -> None:
                                           uirevision="|".join([*(s.run_id for s in sources), metric, align or "step"]))
         names = [s.name for s in sources]
         metrics, values = results_matrix([s.results() for s in sources])
-        options = [{"label": t, "value": t} for t in metric_options([list(s.series()) for s in sources])]
+        options = [{"label": t, "value": t} for t in metric_options([list(s.compare_series()) for s in sources])]
         return (fig, "; ".join(notes), options, build_config_diff(names, config_diff([s.config() for s in sources])),
                 build_results_table(names, metrics, values), panels, "", "runs__compare", fingerprint)
 

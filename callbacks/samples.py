@@ -16,10 +16,10 @@ from dash.exceptions import PreventUpdate
 from components import ids
 from components.cards import CardData, build_card_grid
 from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_sci, fmt_sig
-from components.messages import build_problem, build_waiting
+from components.messages import build_not_collected, build_problem, build_waiting
 from components.samples import (FOLLOW, build_accuracy_figure, build_notes, build_prompt, build_samples_layout,
                                 build_stats, build_token_view)
-from services.context import store_for
+from services.context import catalog_for
 from services.samples import history_for
 
 MAX_SLIDER_MARKS = 8
@@ -132,7 +132,7 @@ def layout(**_query: Any) -> Any:
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     dash.register_page("samples", path="/samples", name="Samples", title="Trainboard · Samples", layout=layout,
                        order=20)
 
@@ -154,6 +154,12 @@ def register(app: Dash) -> None:
             if prev == key:
                 raise PreventUpdate
             return (build_waiting(str(store.base), WAITING_DETAIL), [], "no samples yet", 0, {}, 0, [FOLLOW],
+                    None, None, None, None, None, build_accuracy_figure({}), key)
+        if not run.has_collector:
+            key = {"run": run.run_id, "not_collected": True}
+            if prev == key:
+                raise PreventUpdate
+            return (build_not_collected("samples", run.label, WAITING_DETAIL), [], "no samples", 0, {}, 0, [FOLLOW],
                     None, None, None, None, None, build_accuracy_figure({}), key)
         triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
         if triggered == ids.SHELL_TICK and prev is None:

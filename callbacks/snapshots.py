@@ -3,7 +3,9 @@
 "Snapshot now" is a Dash background callback (DiskcacheManager): it writes the request for a live
 training or Smart Monitor, or copies the latest checkpoint itself when neither runs, shows progress
 while it waits, and shows the outcome — a failure in words, never silently. Every snapshot name from
-the browser goes through :func:`collectors.snapshots.resolve_snapshot` (no path leaves the run dir).
+the browser goes through :func:`collectors.snapshots.resolve_snapshot` (no path leaves the run dir), then
+:func:`services.security.safe_snapshot` (no symlink leads out of the base dir); actions only act on runs the
+store lists (:func:`services.security.require_listed_run`).
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from dash.exceptions import PreventUpdate
 from collectors import runformat as rf
 from collectors import snapshots as snap
 from components import ids
-from components.messages import build_problem, build_waiting
+from components.messages import build_not_collected, build_problem, build_waiting
 from components.snapshots import build_detail, build_result, build_snapshots_layout, table_rows
-from services.alerts import run_root_for
-from services.context import store_for
+from services.context import catalog_for
+from services.security import PathRefused, require_listed_run, safe_run_root, safe_snapshot, snapshot_refusal
 
 
 def listing_signature(rows: list[dict[str, Any]]) -> list[Any]:
@@ -34,23 +36,28 @@ def selected_name(data: list[dict[str, Any]] | None, selected: list[int] | None)
     return data[selected[0]].get("name")
 
 
-def snapshot_detail(run_root: Path, name: str | None) -> Any:
+def snapshot_detail(run_root: Path, name: str | None, base: Path | None = None) -> Any:
+    """The detail panel of snapshot ``name``; nothing outside ``base`` (default: the run dir) is read."""
     if not name:
         return build_detail(None, None, None)
     try:
-        path = snap.resolve_snapshot(run_root, name)
-    except snap.SnapshotError as exc:
+        path = safe_snapshot(base or run_root, snap.resolve_snapshot(run_root, name))
+    except (snap.SnapshotError, PathRefused) as exc:
         return build_detail(name, None, None, str(exc))
     meta, p1 = rf.read_json(path / rf.SNAPSHOT_METADATA)
     status, p2 = rf.read_json(path / rf.SNAPSHOT_STATUS)
     return build_detail(name, meta, status, p1 or p2)
 
 
-def apply_action(run_root: Path, name: str | None, action: str) -> tuple[str, bool]:
-    """Pin, unpin or delete ``name``; returns (message, ok). Errors are messages, never exceptions."""
+def apply_action(run_root: Path, name: str | None, action: str, base: Path | None = None) -> tuple[str, bool]:
+    """Pin, unpin or delete ``name``; returns (message, ok). Errors are messages, never exceptions.
+
+    A snapshot (or ``snapshots/``, or a file in it) that leads outside ``base`` (default: the run dir) is refused.
+    """
     if not name:
         return "Select a snapshot first.", False
     try:
+        safe_snapshot(base or run_root, snap.resolve_snapshot(run_root, name))
         if action == "pin":
             snap.set_pinned(run_root, name, True)
             return f"Pinned {name}: it will never be pruned or deleted.", True
@@ -60,11 +67,15 @@ def apply_action(run_root: Path, name: str | None, action: str) -> tuple[str, bo
         if action == "delete":
             snap.delete_snapshot(run_root, name)
             return f"Deleted {name}.", True
-    except snap.SnapshotError as exc:
+    except (snap.SnapshotError, PathRefused) as exc:
         return str(exc), False
     except OSError as exc:
         return f"{action} failed: {exc.strerror or exc}", False
     return f"unknown action {action!r}", False
+
+
+NOT_COLLECTED_DETAIL = ("Snapshots are saved by the Trainboard collector inside a training (MonitorCallback "
+                        "or Monitor); its checkpoints are listed on the Runs page.")
 
 
 def layout(**_query: Any) -> Any:
@@ -72,7 +83,7 @@ def layout(**_query: Any) -> Any:
 
 
 def register(app: Dash) -> None:
-    store = store_for(app)
+    store = catalog_for(app)
     base = Path(store.base)
     dash.register_page("snapshots", path="/snapshots", name="Snapshots", title="Trainboard · Snapshots",
                        layout=layout, order=11)
@@ -88,7 +99,18 @@ def register(app: Dash) -> None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
             return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, []
-        rows = [i.to_row() for i in snap.list_snapshots(run.paths.root)]
+        if not run.has_collector:
+            state = {"run": run_id, "not_collected": True}
+            if prev == state:
+                raise PreventUpdate
+            return [], build_not_collected("snapshots", run.label, NOT_COLLECTED_DETAIL), state, []
+        try:
+            root = safe_run_root(base, run.paths.root)
+        except PathRefused as exc:
+            if prev == {"run": run_id, "refused": str(exc)}:
+                raise PreventUpdate
+            return [], build_problem(str(exc)), {"run": run_id, "refused": str(exc)}, []
+        rows = [i.to_row() for i in snap.list_snapshots(root) if snapshot_refusal(base, i.path) is None]
         state = {"run": run_id, "sig": listing_signature(rows)}
         if prev == state:
             raise PreventUpdate
@@ -108,7 +130,7 @@ def register(app: Dash) -> None:
                   Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SHELL_RUN_PICKER, "value"))
     def show_detail(name, _refresh, run_id):
         run = store.get(run_id)
-        return snapshot_detail(run.paths.root, name) if run is not None else build_detail(None, None, None)
+        return snapshot_detail(run.paths.root, name, base) if run is not None else build_detail(None, None, None)
 
     @app.callback(Output(ids.SNAPSHOTS_ACTION_MESSAGE, "children"), Output(ids.SNAPSHOTS_REFRESH, "data"),
                   Output(ids.SNAPSHOTS_SELECTED, "data", allow_duplicate=True),
@@ -121,10 +143,11 @@ def register(app: Dash) -> None:
                   ids.SNAPSHOTS_DELETE_CONFIRM: "delete"}.get(ctx.triggered_id)
         if action is None or not ctx.triggered[0].get("value"):
             raise PreventUpdate
-        run = store.get(run_id)
-        if run is None:
-            return build_problem("No run selected."), refresh, name
-        msg, ok = apply_action(run.paths.root, name, action)
+        try:
+            root = require_listed_run(store, run_id)
+        except PathRefused as exc:
+            return build_problem(f"Nothing done: {exc}."), refresh, name
+        msg, ok = apply_action(root, name, action, base)
         out = msg if ok else build_problem(msg)
         return out, (refresh or 0) + 1, (None if ok and action == "delete" else name)
 
@@ -136,10 +159,16 @@ def register(app: Dash) -> None:
     def snapshot_now(set_progress, n_clicks, run_id):
         if not n_clicks:
             raise PreventUpdate
-        root = run_root_for(base, run_id)
-        if root is None or not root.is_dir():
+        run = store.get(run_id)
+        if run is not None and not run.has_collector:
             set_progress("")
-            return build_result({"ok": False, "error": "no run selected (or it is not under the base directory)"})
+            return build_result({"ok": False, "error": f"{run.label} has no Trainboard collector: the dashboard "
+                                 "never writes snapshots into another tool's output directory"})
+        try:
+            root = require_listed_run(store, run_id)
+        except PathRefused as exc:
+            set_progress("")
+            return build_result({"ok": False, "error": str(exc)})
         try:
             res = snap.snapshot_now(root, progress=lambda m: set_progress(m))
         except Exception as exc:  # noqa: BLE001 - shown to the person instead of a silent failure

@@ -15,13 +15,13 @@ import dash
 from dash import Dash, Input, Output, State
 from dash.exceptions import PreventUpdate
 
-from collectors.svd_monitor import METRIC_NAMES, SwitchThresholds, criteria, trend_toward
+from collectors.spectral import METRIC_NAMES, SwitchThresholds, criteria, trend_toward
 from components import ids
-from components.messages import build_problem, build_waiting
+from components.messages import build_not_collected, build_problem, build_waiting
 from components.svd import (FeedItem, HeatCell, MetricGauge, TrendChart, TrendLine, build_alert_feed,
                             build_gauge_figure, build_graph, build_heatmap_figure, build_svd_layout,
                             build_trend_figure)
-from services.context import store_for
+from services.context import catalog_for
 from services.spectral_store import (LayerSeries, SpectralRunData, SpectralStore, attach_spectral_store,
                                      spectral_store_for)
 
@@ -171,7 +171,7 @@ def layout(**_query: Any) -> Any:
 
 
 def register(app: Dash) -> None:
-    runs = store_for(app)
+    runs = catalog_for(app)
     store = spectral_store_for(app)
     if store is None:
         store = SpectralStore(runs)
@@ -186,6 +186,14 @@ def register(app: Dash) -> None:
         State(ids.SVD_STATE, "data"),
     )
     def update_svd(_n, run_id, selected, prev_state):
+        run = runs.get(run_id)
+        if run is not None and not run.has_collector:
+            key = {"run": run_id, "not_collected": True}
+            if prev_state == key:
+                raise PreventUpdate
+            empty = build_heatmap_figure([], [], [], 0.05)
+            return (build_not_collected("spectral metrics", run.label, NO_DATA_HINT), [], "", [], empty, [],
+                    build_alert_feed([]), "", key)
         data = store.get(run_id)
         key = {"run": run_id, "version": None if data is None else data.version, "selected": list(selected or []),
                "has": bool(data is not None and data.layers)}

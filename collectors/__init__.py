@@ -2,6 +2,18 @@
 
 Importing this package needs neither dash nor torch/transformers: names that need them are loaded on
 first use (PEP 562 ``__getattr__``), so ``from collectors import Monitor`` works in any training script.
+
+The modules form a downward chain (each imports only from the lines above it; tests/test_structure.py
+checks it, function-level imports included, and that nothing here imports the dashboard side):
+
+1. ``runformat`` - the on-disk contract: paths, records, JSONL writer/tailer, atomic writes, HF layout;
+2. ``runtime`` - rank, memory, clock, numbers, the warn-once ``Guard``;
+3. ``alerts`` (one ``Severity``, one record shape, one writer), ``control`` (thresholds, snapshot
+   request/claim/result, the Smart Monitor's lock), ``plugin`` (the plugin protocol);
+4. ``snapshots/``, ``experiments/``; then the features ``anomaly/`` (with ``anomaly.smart_monitor``),
+   ``samples/``, ``spectral/``;
+5. ``features`` - the one place that turns ``anomaly=``/``samples=``/``spectral=`` into plugins;
+6. ``monitor`` (``Monitor``), then ``callback`` (``MonitorCallback``), then the demo and ``enable``.
 """
 from __future__ import annotations
 
@@ -25,21 +37,22 @@ _LAZY: dict[str, str] = {
     "ResultsParser": "collectors.experiments.results",
     "ResultsAggregator": "collectors.experiments.results",
     # samples (issue 4)
-    "SamplesConfig": "collectors.samples",
-    "SamplesPlugin": "collectors.samples",
+    "SamplesConfig": "collectors.samples.plugin",
+    "SamplesPlugin": "collectors.samples.plugin",
     # issue 3: anomaly detection and snapshots
     "AdvancedAnomalyDetector": "collectors.anomaly.detector",
     "AnomalyDetectionHook": "collectors.anomaly.detector",
     "profiler_registry": "collectors.anomaly.detector",
-    "Alert": "collectors.anomaly.rules",
+    "Alert": "collectors.alerts",
+    "Severity": "collectors.alerts",
     "AnomalyConfig": "collectors.anomaly.rules",
     "AnomalyPlugin": "collectors.anomaly.plugin",
     # issue 5: spectral (SVD) monitor
-    "SVDMonitor": "collectors.svd_monitor",
-    "SVDMetrics": "collectors.svd_monitor",
-    "SwitchThresholds": "collectors.svd_monitor",
-    "SpectralPlugin": "collectors.spectral_collector",
-    "SpectralConfig": "collectors.spectral_collector",
+    "SVDMonitor": "collectors.spectral.tracker",
+    "SVDMetrics": "collectors.spectral.decisions",
+    "SwitchThresholds": "collectors.spectral.decisions",
+    "SpectralPlugin": "collectors.spectral.plugin",
+    "SpectralConfig": "collectors.spectral.plugin",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

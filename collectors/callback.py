@@ -11,8 +11,10 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from collectors import features
 from collectors import runformat as rf
-from collectors.monitor import Monitor, MonitorPlugin, classify
+from collectors.monitor import Monitor
+from collectors.plugin import MonitorPlugin
 
 
 def history_entry(state: TrainerState, logs: dict[str, Any]) -> dict[str, Any]:
@@ -50,27 +52,13 @@ class MonitorCallback(TrainerCallback):
         if base_dir is not None and not str(base_dir).strip():
             raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
         self.base_dir = base_dir
-        self.plugins = list(plugins)
-        # --- samples (issue 4): golden vs predicted every N steps -------------------------------------
-        if samples is not None and samples is not False:
-            from collectors.samples import SamplesPlugin, as_config
-
-            self.plugins.append(SamplesPlugin(as_config(samples)))
-        # --- end samples ---------------------------------------------------------------------------------
-        # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
-        self.spectral: Any = None
-        if spectral is not None and spectral is not False:
-            from collectors.spectral_collector import make_spectral_plugin
-
-            self.spectral = make_spectral_plugin(spectral)
-            self.plugins.append(self.spectral)
-        # --- end spectral ----------------------------------------------------------------------------
+        # samples and spectral plugins now; the anomaly plugin is added by the Monitor created at train begin
+        assembled = features.assemble(plugins, samples=samples, spectral=spectral)
+        self.plugins = assembled.plugins
+        self.spectral: Any = assembled.spectral
         self.tokens_per_step = tokens_per_step
         self.monitor: Monitor | None = None
-        # issue 3: validated now (a bad value fails at construction), used when the Monitor is created
-        from collectors.anomaly.rules import coerce_config
-
-        coerce_config(anomaly)
+        features.check_anomaly(anomaly)  # a bad value fails at construction, not at train begin
         self.anomaly = anomaly
 
     # ------------------------------------------------------------------ helpers
@@ -104,7 +92,7 @@ class MonitorCallback(TrainerCallback):
         if not logs:
             return
         mon = self._ensure(args, state, **kwargs)
-        mon.write_record(rf.make_record(classify(logs), step=state.global_step, time=time.time(),
+        mon.write_record(rf.make_record(rf.classify(logs), step=state.global_step, time=time.time(),
                                         **history_entry(state, logs)))
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

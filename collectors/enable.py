@@ -1,12 +1,14 @@
-"""``python app.py enable path/to/train.py``: add Trainboard to an existing transformers training script.
+"""``trainboard enable path/to/train.py``: add Trainboard to an existing transformers training script.
 
 The script is parsed with :mod:`ast` (never regex on code). Every ``name = SomeTrainer(...)`` whose class is
 a transformers/TRL trainer (any ``*Trainer`` imported from ``transformers`` or ``trl``: ``Trainer``,
 ``Seq2SeqTrainer``, ``SFTTrainer``...; or ``transformers.Trainer`` through the module) or a class of the
 script that subclasses one, transitively, gets
 ``name.add_callback(MonitorCallback(samples=SamplesConfig(dataset=name.eval_dataset)))`` on the next line,
-and one import block goes after the module docstring / ``__future__`` imports. The import falls back to
-this checkout's path, so a train.py anywhere on disk finds ``collectors``.
+and one import block goes after the module docstring / ``__future__`` imports. The block is the public
+import ``from trainboard import MonitorCallback, SamplesConfig`` and nothing else: no path of this
+machine is written into the user's script, so it works wherever Trainboard is installed (``pip install``)
+or importable (a checkout on PYTHONPATH), and can be committed and shared.
 
 * The original is saved as ``train.py.backup`` first; both writes are atomic (temp file + ``os.replace``).
 * Idempotent: a script that already builds a ``MonitorCallback`` is left alone ("already enabled").
@@ -15,8 +17,8 @@ this checkout's path, so a train.py anywhere on disk finds ``collectors``.
 * ``--undo`` puts the backup back (and refuses when the script was edited after patching, unless
   ``--force``).
 
-Used by ``app.py`` (``enable`` subcommand: ``collectors.enable.main(argv)``) and runnable directly as
-``python -m collectors.enable``.
+Used by the ``trainboard enable`` console command and ``python app.py enable`` (both call
+``collectors.enable.main(argv, prog=...)``), and runnable directly as ``python -m collectors.enable``.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ from typing import Sequence
 from collectors import runformat as rf
 
 BACKUP_SUFFIX = ".backup"
-MARK_BEGIN = "# >>> trainboard (added by `python app.py enable`; undo with `python app.py enable --undo`) >>>"
+MARK_BEGIN = "# >>> trainboard (added by `trainboard enable`; undo with `trainboard enable --undo`) >>>"
 MARK_END = "# <<< trainboard <<<"
 CALLBACK_NAME = "MonitorCallback"
 TRAINER_MODULES = ("transformers", "trl")
-TRAINBOARD_ROOT = Path(__file__).resolve().parents[1]
+IMPORT_LINE = f"from trainboard import {CALLBACK_NAME}, SamplesConfig"
+DEFAULT_PROG = "trainboard enable"
 EXIT_OK = 0
 EXIT_REFUSED = 1
 
@@ -112,18 +115,7 @@ def _is_monitor_call(node: ast.AST) -> bool:
 
 
 def _import_block() -> str:
-    root = str(TRAINBOARD_ROOT)
-    return "\n".join([
-        MARK_BEGIN,
-        "try:",
-        f"    from collectors import {CALLBACK_NAME}, SamplesConfig",
-        "except ImportError:  # this script lives outside the Trainboard checkout",
-        "    import sys as _trainboard_sys",
-        f"    _trainboard_sys.path.insert(0, {root!r})",
-        f"    from collectors import {CALLBACK_NAME}, SamplesConfig",
-        MARK_END,
-        "",
-    ])
+    return "\n".join([MARK_BEGIN, IMPORT_LINE, MARK_END, ""])
 
 
 def _callback_line(indent: str, target: str) -> str:
@@ -227,7 +219,7 @@ def _read(path: Path) -> str:
         raise EnableError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def enable(path: str | os.PathLike[str]) -> str:
+def enable(path: str | os.PathLike[str], prog: str = DEFAULT_PROG) -> str:
     """Patch the script at ``path`` in place (backup first). Returns what happened, in words.
 
     Raises:
@@ -248,7 +240,7 @@ def enable(path: str | os.PathLike[str]) -> str:
     where = ", ".join(str(n) for n in plan.trainer_lines)
     return (f"patched {script}: import block at line {plan.import_line}, add_callback after the Trainer built at "
             f"line(s) {where}; original saved as {backup}. Run dir: <output_dir>/trainboard. "
-            f"Undo: python app.py enable --undo {script}")
+            f"Undo: {prog} --undo {script}")
 
 
 def undo(path: str | os.PathLike[str], *, force: bool = False) -> str:
@@ -275,8 +267,8 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> str:
     return f"restored {script} from {backup}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python app.py enable",
+def build_parser(prog: str = DEFAULT_PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Add Trainboard (MonitorCallback with live samples) to a train.py that "
                                             "builds a transformers Trainer, or undo it.")
     p.add_argument("script", help="the training script to patch (a backup is written next to it)")
@@ -285,14 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     """Command line entry point; returns the exit status (0 done or nothing to do, 1 refused)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.force and not args.undo:
         parser.error("--force only applies with --undo")
     try:
-        message = undo(args.script, force=args.force) if args.undo else enable(args.script)
+        message = undo(args.script, force=args.force) if args.undo else enable(args.script, prog)
     except EnableError as exc:
         print(f"enable: {exc}", file=sys.stderr)
         return EXIT_REFUSED

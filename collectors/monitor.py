@@ -1,9 +1,10 @@
 """The in-training collector: ``Monitor`` for plain PyTorch loops and ``MonitorCallback`` for Trainer.
 
 Both write the run directory described in :mod:`collectors.runformat`: one metrics record per logged
-step and an atomically rewritten status file. Later features (anomaly rules, samples, spectral metrics)
-plug in as :class:`MonitorPlugin` objects that receive the same hooks, so the file-writing spine is
-written once. Only the world rank 0 process writes anything.
+step and an atomically rewritten status file. Features (anomaly rules, samples, spectral metrics) plug
+in as :class:`~collectors.plugin.MonitorPlugin` objects that receive the same hooks, so the file-writing
+spine is written once; which plugins the ``anomaly=``/``spectral=`` options give is decided by
+:mod:`collectors.features`, so this module names no feature. Only the world rank 0 process writes anything.
 
 This module imports without torch and transformers; ``MonitorCallback`` needs transformers and is
 loaded lazily from ``collectors/__init__.py``.
@@ -19,95 +20,18 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
+from collectors import features
 from collectors import runformat as rf
-from collectors.safety import Guard
+from collectors.plugin import MonitorPlugin
+from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
 
-BYTES_PER_GB = 1024**3
 LR_ALIASES = ("lr",)
 """Names accepted for the learning rate in ``Monitor.log``; stored as ``learning_rate`` like Trainer."""
-
-
-def iso_now(ts: float | None = None) -> str:
-    """UTC ISO-8601 timestamp with seconds, the form every file of ours uses for humans."""
-    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-def world_rank() -> int:
-    """The process's global rank: torch.distributed when initialised, else the launcher's RANK, else 0."""
-    dist = sys.modules.get("torch.distributed")
-    try:
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return int(dist.get_rank())
-    except Exception:  # noqa: BLE001 - a half-initialised process group counts as rank from env
-        pass
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def process_memory() -> dict[str, float]:
-    """Memory in GB: process RSS always, CUDA allocated and peak when torch has CUDA in use."""
-    out: dict[str, float] = {}
-    try:
-        import psutil
-
-        out["rss_gb"] = psutil.Process().memory_info().rss / BYTES_PER_GB
-    except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: fall back below
-        try:
-            with open("/proc/self/statm") as fh:
-                out["rss_gb"] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / BYTES_PER_GB
-        except (OSError, ValueError, IndexError):
-            pass
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["cuda_allocated_gb"] = torch.cuda.memory_allocated() / BYTES_PER_GB
-            out["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / BYTES_PER_GB
-    except Exception:  # noqa: BLE001
-        pass
-    return out
-
-
-def classify(metrics: Mapping[str, Any]) -> rf.RecordKind:
-    """The record kind of one Trainer ``logs`` dict: eval metrics, the end-of-training summary, or train."""
-    if any(k.startswith("eval_") for k in metrics):
-        return rf.RecordKind.EVAL
-    if "train_runtime" in metrics:
-        return rf.RecordKind.SUMMARY
-    return rf.RecordKind.TRAIN
-
-
-def as_number(value: Any) -> Any:
-    """Numbers (and 0-d tensors/arrays) as Python floats/ints; anything else unchanged."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
-        return value
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError, RuntimeError):
-            return value
-    return value
-
-
-class MonitorPlugin(Protocol):
-    """What a feature plugged into :class:`Monitor` may implement (every method is optional).
-
-    Plugins run inside the training: the Monitor calls each hook through its :class:`Guard`, so a plugin
-    that raises is reported once and skipped, never breaking the step.
-    """
-
-    def on_start(self, monitor: "Monitor") -> None: ...
-    def on_record(self, monitor: "Monitor", record: dict[str, Any]) -> None: ...
-    def on_step_end(self, monitor: "Monitor", step: int) -> None: ...
-    def on_pre_optimizer_step(self, monitor: "Monitor", step: int) -> None: ...
-    def on_close(self, monitor: "Monitor", state: rf.RunState) -> None: ...
+__all__ = ["LR_ALIASES", "Monitor", "MonitorPlugin", "StatusTracker"]
 
 
 @dataclass
@@ -230,7 +154,7 @@ class Monitor:
         anomaly: anomaly rules, alerts and snapshots (:class:`collectors.anomaly.plugin.AnomalyPlugin`):
             ``True`` (default) with the guides' thresholds, ``False`` off, or an ``AnomalyConfig``/dict.
         spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a
-            ``collectors.spectral_collector.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
+            ``collectors.spectral.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
             default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
             after ``backward()`` so it sees the gradients.
 
@@ -256,24 +180,11 @@ class Monitor:
         for name, val in (("samples_per_step", samples_per_step), ("tokens_per_step", tokens_per_step)):
             if val is not None and (not isinstance(val, (int, float)) or not math.isfinite(val) or val <= 0):
                 raise ValueError(f"Monitor({name}=...) must be a positive number or None; got {val!r}")
-        self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
+        self.is_main = is_main_process(main_process)
         self.guard = Guard()
-        self.plugins: list[MonitorPlugin] = list(plugins)
-        # --- issue 3: anomaly rules and snapshots, on by default (skipped when one is passed in plugins) ---
-        if anomaly is not False and not any(type(p).__name__ == "AnomalyPlugin" for p in self.plugins):
-            from collectors.anomaly.plugin import AnomalyPlugin
-
-            self.plugins.append(AnomalyPlugin(anomaly))
-        # --- end issue 3 ---
-        # --- spectral (SVD) metrics, issue 5: off unless spectral= is given -------------------------
-        self.spectral: Any = None
-        if spectral is not None and spectral is not False:
-            from collectors.spectral_collector import make_spectral_plugin  # needs torch: import on demand
-
-            self.spectral = make_spectral_plugin(spectral)
-            if self.spectral not in self.plugins:
-                self.plugins.append(self.spectral)
-        # --- end spectral ----------------------------------------------------------------------------
+        assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral)  # options -> plugins, in one place
+        self.plugins: list[MonitorPlugin] = assembled.plugins
+        self.spectral: Any = assembled.spectral
         self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
         self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
         if run_config:
@@ -378,7 +289,7 @@ class Monitor:
                 metrics.setdefault("learning_rate", metrics.pop(alias))
         clean = {k: as_number(v) for k, v in metrics.items()}
         if kind is None:
-            rec_kind = classify(clean)
+            rec_kind = rf.classify(clean)
         else:
             try:
                 rec_kind = rf.RecordKind(kind)

@@ -333,6 +333,35 @@ def make_record(kind: RecordKind | str, **fields: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- writing
 
+_umask_cache: int | None = None
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the process umask.
+
+    ``tempfile.mkstemp`` creates 0600 files; the run files get this mode instead, so a dashboard running as
+    another user (a shared lab machine, a service account) can read what the training writes, exactly as it
+    can read its JSONL logs. Keep a run private with the directory's mode or ``umask 077`` (docs/security.md).
+    The umask is read once per process (from /proc where available: setting it to read it is not thread-safe).
+    """
+    global _umask_cache
+    if _umask_cache is None:
+        umask = None
+        try:
+            with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        umask = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError, IndexError):
+            umask = None
+        if umask is None:
+            umask = os.umask(0o022)
+            os.umask(umask)
+        _umask_cache = umask
+    return 0o666 & ~_umask_cache
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
     """Open a binary file whose content replaces ``path`` only if the ``with`` block completes.
@@ -345,7 +374,8 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int
     Args:
         path: the file to replace; its directory is created.
         fsync: flush to disk before the rename (durability across power loss; default False).
-        mode: permission bits for the new file (e.g. to keep a script executable); default None.
+        mode: permission bits for the new file (e.g. to keep a script executable); default None: the
+            umask-derived mode of :func:`default_file_mode` (not mkstemp's 0600).
 
     Raises:
         OSError: when the directory cannot be created or written (callers inside training catch it).
@@ -359,8 +389,7 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         try:

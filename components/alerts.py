@@ -10,6 +10,10 @@ from dash import dcc, html
 from components import ids
 from components.severity import SEVERITY_STYLES, Severity, style_of
 
+DASHBOARD_SOURCE = "dashboard"
+"""``source`` of alerts the dashboard detected itself (services.detection writes it)."""
+DETECTED_LABEL = "detected by the dashboard"
+
 ANOMALY_SEVERITIES = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW)
 CATEGORIES = ("loss", "accuracy", "gradient", "learning_rate", "batch_size", "convergence", "reward", "snapshot")
 MARKER_SYMBOL = "x-thin-open"
@@ -124,7 +128,9 @@ def build_feed(alerts: Sequence[Mapping[str, Any]], total: int) -> html.Div | li
             html.Span(str(a.get("severity", "?")), className=f"alert__sev {st.css_class}"),
             html.Span(f"step {a.get('step', '?')}", className="alert__step"),
             html.Span(str(a.get("rule", "")), className="alert__rule"),
-            html.Span(str(a.get("message", "")), className="alert__msg"),
+            html.Span([str(a.get("message", "")),
+                       *([html.Span(DETECTED_LABEL, className="alert__source")] if a.get("source") == DASHBOARD_SOURCE
+                         else [])], className="alert__msg"),
             html.Span(fmt_time(a.get("time")), className="alert__time"),
         ], className="alert", style={"borderLeftColor": st.colour}))
     return rows

@@ -1,6 +1,6 @@
 """Components of the Runs page: the runs table, the overlay chart, config diff, results and checkpoints.
 
-Pure factories: they take plain data (from :mod:`collectors.sources`, via callbacks/runs.py) and return
+Pure factories: they take plain data (from :mod:`services.model`, via callbacks/runs.py) and return
 Dash components or plotly figure dicts. No file access here.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from dash import dcc, html
 
-from collectors.alignment import TokenState
+from collectors.samples.alignment import TokenState
 from components import ids
 from components.charts import empty_figure
 

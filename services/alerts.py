@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
-from collectors.anomaly.rules import AnomalyConfig, Category, Severity
+from collectors.alerts import Severity
+from collectors.anomaly.rules import AnomalyConfig, Category
 
 MAX_ALERTS_KEPT = 5000
 """Alerts kept per run in memory (the feed shows the newest; counts cover what is kept)."""
@@ -31,6 +32,8 @@ class AlertsView:
     version: int
     bad_lines: int
     problem: str | None = None
+    detected: bool = False
+    """True when the dashboard detected these alerts itself (the run has no collector, no alerts.jsonl)."""
 
 
 class _RunAlerts:
@@ -66,6 +69,14 @@ class AlertFeed:
             return AlertsView(list(ra.alerts), ra.version, ra.tailer.bad_lines)
 
 
+def alerts_for(feed: AlertFeed, run: Any) -> AlertsView:
+    """The alerts of any run (a :class:`services.model.Run`): its ``alerts.jsonl`` when the collector
+    wrote it, else what the dashboard's own detection found in its metrics (read-only)."""
+    if run.has_collector:
+        return feed.poll(run.paths.root)
+    return AlertsView(list(run.detected_alerts), run.version, 0, None, detected=True)
+
+
 # --------------------------------------------------------------------------- pure functions
 
 def filter_alerts(alerts: Iterable[Mapping[str, Any]], categories: Sequence[str] | None,
@@ -97,8 +108,9 @@ def marker_points(alerts: Iterable[Mapping[str, Any]], steps: Sequence[float], v
                   ) -> dict[str, tuple[list[float], list[float], list[str]]]:
     """Alert markers for the Overview loss chart, grouped by severity: ``{severity: (xs, ys, texts)}``.
 
-    Each marker sits on the loss curve at the alert's step (the last logged loss at or before it), so
-    it reads as "this happened here". Pure; ``steps`` must be sorted ascending.
+    Each marker sits on the loss curve at the alert's step (the last finite loss at or before it), so
+    it reads as "this happened here"; a non-finite-loss alert sits at the level the curve had before it
+    broke, next to the NaN marker. Pure; ``steps`` must be sorted ascending.
     """
     import bisect
 
@@ -107,17 +119,23 @@ def marker_points(alerts: Iterable[Mapping[str, Any]], steps: Sequence[float], v
         return out
     for a in alerts:
         step = a.get("step")
-        if not isinstance(step, (int, float)):
+        if not isinstance(step, (int, float)) or isinstance(step, bool):
             continue
-        i = bisect.bisect_right(steps, step) - 1
-        y = values[max(i, 0)]
-        if not (isinstance(y, float) and y == y and abs(y) != float("inf")):
+        i = max(bisect.bisect_right(steps, step) - 1, 0)
+        while i > 0 and not _finite(values[i]):
+            i -= 1
+        y = values[i]
+        if not _finite(y):
             continue
         xs, ys, texts = out.setdefault(str(a.get("severity")), ([], [], []))
         xs.append(step)
         ys.append(float(y))
         texts.append(f"{a.get('severity', '?')}: {a.get('message', a.get('rule', 'alert'))}")
     return out
+
+
+def _finite(y: Any) -> bool:
+    return isinstance(y, (int, float)) and y == y and abs(y) != float("inf")
 
 
 def threshold_update(current: Mapping[str, Any] | None, section: str, key: str, value: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -152,10 +170,3 @@ def current_thresholds(run_root: Path) -> tuple[AnomalyConfig, str | None]:
     except ValueError as exc:
         return AnomalyConfig(), f"{path} is invalid ({exc}); the training keeps its previous thresholds"
 
-
-def run_root_for(base: Path, run_id: str | None) -> Path | None:
-    """The directory of run ``run_id`` under ``base``, refusing anything outside it (ids come from the browser)."""
-    if run_id is None:
-        return None
-    root = base if run_id == "." else base / run_id
-    return root if rf.is_within(base, root) else None

@@ -1,7 +1,7 @@
 """The dashboard's view of one run's samples: ``logs/samples.jsonl`` tailed, ``status/training_detail.json`` read.
 
 Used by the Samples page (callbacks/samples.py). Each run gets one :class:`SamplesHistory`, kept on the
-Flask server's config next to the RunStore, so every browser tab shares the tailing work. Reading never
+Flask server's config next to the RunCatalog, so every browser tab shares the tailing work. Reading never
 raises: a missing, empty, half-written or malformed file becomes a problem string the page shows.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The dashboard's live view of a run's spectral metrics (logs/spectral.jsonl) and spectral alerts.
 
-Runs are resolved through the app's :class:`services.runstore.RunStore` (so only runs it lists can be
+Runs are resolved through the app's :class:`services.catalog.RunCatalog` (so only runs it lists can be
 read), then ``spectral.jsonl`` and ``alerts.jsonl`` are followed with the tailers of
 :mod:`collectors.runformat`: complete lines only, truncation and replacement detected, malformed lines
 counted. Each layer keeps its measurements as compact columns, so a long run stays small.
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from collectors import runformat as rf
-from collectors.svd_monitor import ALERT_CATEGORY, METRIC_NAMES, Mode, SVDMetrics, SwitchThresholds, parse_mode
-from services.runstore import RunStore
+from collectors.spectral import ALERT_CATEGORY, METRIC_NAMES, Mode, SVDMetrics, SwitchThresholds, parse_mode
+from services.catalog import RunCatalog
 
 MAX_ALERTS = 500
 """Spectral alerts kept per run for the feed (the newest)."""
@@ -143,9 +143,9 @@ class SpectralRunData:
 
 
 class SpectralStore:
-    """Spectral data of the runs a :class:`RunStore` lists, created on first request."""
+    """Spectral data of the runs a :class:`RunCatalog` lists, created on first request."""
 
-    def __init__(self, runs: RunStore) -> None:
+    def __init__(self, runs: RunCatalog) -> None:
         self.runs = runs
         self._data: dict[str, SpectralRunData] = {}
         self._lock = threading.Lock()

@@ -38,14 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = SERVER_START_TIMEOUT_S, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = SERVER_START_TIMEOUT_S, proc: subprocess.Popen | None = None,
+              headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited early with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
                 if r.status == 200:
                     return
         except Exception as exc:  # noqa: BLE001
@@ -57,7 +58,8 @@ def wait_http(url: str, timeout: float = SERVER_START_TIMEOUT_S, proc: subproces
 class Server:
     """A real ``python app.py`` process serving a base dir on a free loopback port."""
 
-    def __init__(self, base_dir: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, base_dir: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 wait_headers: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base_dir.parent / f"server-{self.port}.log"
@@ -65,7 +67,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--base-dir", str(base_dir),
                                       "--port", str(self.port), *(extra_args or [])], cwd=REPO,
                                      stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        wait_http(self.url + "/", proc=self.proc)
+        wait_http(self.url + "/", proc=self.proc, headers=wait_headers)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -85,8 +87,9 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Factory: ``dashboard(base_dir, *args)`` starts a real server; all are stopped after the test."""
     servers: list[Server] = []
 
-    def start(base_dir: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-        srv = Server(Path(base_dir), list(args), env)
+    def start(base_dir: Path, *args: str, env: dict[str, str] | None = None,
+              wait_headers: dict[str, str] | None = None) -> Server:
+        srv = Server(Path(base_dir), list(args), env, wait_headers)
         servers.append(srv)
         return srv
 

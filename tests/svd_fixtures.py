@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from collectors import runformat as rf
-from collectors.svd_monitor import SVDMetrics, SVDMonitor, SwitchThresholds
+from collectors.spectral import SVDMetrics, SVDMonitor, SwitchThresholds
 
 LAYERS = ("transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj", "transformer.h.1.attn.c_attn",
           "transformer.h.1.attn.c_proj")

@@ -79,7 +79,7 @@ def test_best_model_snapshot_history(fault_run: Path) -> None:
 @pytest.mark.integration
 def test_standalone_replay_of_the_same_training_copies_the_checkpoint_before_the_spike(fault_run: Path, tmp_path: Path) -> None:
     hf = fault_run / "hf_output"
-    proc = subprocess.run([sys.executable, "-m", "collectors.smart_monitor", "--base-dir", str(hf), "--once"],
+    proc = subprocess.run([sys.executable, "-m", "collectors.anomaly.smart_monitor", "--base-dir", str(hf), "--once"],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     spikes = [s for s in S.list_snapshots(hf) if s.reason.startswith("loss_spike")]

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
-from collectors import Monitor, runformat as rf, snapshots as S  # noqa: E402
+from collectors import Monitor, control, runformat as rf, snapshots as S  # noqa: E402
 from collectors.anomaly.plugin import AnomalyPlugin, observation_from_record  # noqa: E402
 from collectors.anomaly.rules import AnomalyConfig  # noqa: E402
 
@@ -110,9 +110,9 @@ def test_snapshot_request_and_live_thresholds(tmp_path: Path) -> None:
         mon.step_end(7)
         assert plugin.config.smart.loss_spike_threshold == 0.3
         # snapshot now
-        req = S.request_snapshot(tmp_path)
+        req = control.request_snapshot(tmp_path)
         mon.step_end(8)
-        res = S.read_result(tmp_path, req["id"])
+        res = control.read_result(tmp_path, req["id"])
         assert res["ok"] and res["name"].startswith("manual_") and res["handled_by"] == "collector"
         assert not mon.paths.snapshot_request.exists()
     manual = [i for i in S.list_snapshots(tmp_path) if i.kind == "manual"]

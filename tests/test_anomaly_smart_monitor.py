@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from collectors import runformat as rf
+from collectors import control
 from collectors import snapshots as S
-from collectors.smart_monitor import iter_log_lines, records_from_log_history
+from collectors.anomaly.smart_monitor import iter_log_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = [2.0, 1.8, 1.6, 1.5, 1.45, 1.44, 1.43, 1.42, 1.41, 1.40]
@@ -25,12 +26,12 @@ def _env() -> dict:
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collectors.smart_monitor", *args], cwd=ROOT, env=_env(),
+    return subprocess.run([sys.executable, "-m", "collectors.anomaly.smart_monitor", *args], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "collectors.smart_monitor", *args], cwd=ROOT, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "collectors.anomaly.smart_monitor", *args], cwd=ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -63,8 +64,9 @@ def _hf_dir(tmp: Path) -> Path:
 def test_records_from_log_history_pure() -> None:
     hist = [{"step": 5, "loss": 1.0}, {"step": 5, "eval_loss": 2.0}, {"step": 10, "loss": 0.9},
             {"step": 10, "train_runtime": 3.0}, {"loss": 1.0}, "junk"]
-    recs = records_from_log_history(hist, after_train=5, after_eval=-1)
-    assert [(r["kind"], r["step"]) for r in recs] == [("eval", 5), ("train", 10)]
+    recs, bad = rf.records_from_log_history(hist, after_train=5, after_eval=-1)  # moved into runformat
+    assert [(r["kind"], r["step"]) for r in recs] == [("eval", 5), ("train", 10), ("summary", 10)]
+    assert bad == 2  # the entry without a step and the junk are counted, not dropped silently
 
 
 @pytest.mark.integration
@@ -118,9 +120,9 @@ def test_live_run_dir_lock_thresholds_request_and_sigterm(tmp_path: Path) -> Non
         w.append(rf.make_record("train", step=11, loss=1.55))
         _wait_for(lambda: any(a["rule"] == "loss_spike" for a in rf.iter_records(paths.alerts)), what="spike alert")
         # snapshot now: this training's collector has no anomaly plugin, so the monitor copies the checkpoint
-        req = S.request_snapshot(run)
-        _wait_for(lambda: S.read_result(run, req["id"]) is not None, what="snapshot result")
-        res = S.read_result(run, req["id"])
+        req = control.request_snapshot(run)
+        _wait_for(lambda: control.read_result(run, req["id"]) is not None, what="snapshot result")
+        res = control.read_result(run, req["id"])
         assert res["ok"] and res["handled_by"] == "smart_monitor"
         assert (run / "snapshots" / res["name"] / "model" / "model.safetensors").read_text() == "w10"
         mon.send_signal(signal.SIGTERM)
@@ -166,7 +168,7 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     (["--base-dir", ".", "--accuracy-drop-threshold", "abc"], "invalid float value"),
 ], ids=["missing-dir", "valid", "negative-spike", "small-window", "zero-poll", "negative-steps", "not-a-number"])
 def test_bad_flags_give_clear_errors(args: list[str], needle: str | None, tmp_path: Path) -> None:
-    from collectors.smart_monitor import parse_args
+    from collectors.anomaly.smart_monitor import parse_args
 
     args = [str(tmp_path) if a == "." else a for a in args]
     if needle is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from collectors import runformat as rf
+from collectors import control
 from collectors import snapshots as S
 
 NOW = time.mktime((2025, 11, 12, 14, 30, 22, 0, 0, -1))
@@ -151,7 +152,7 @@ def test_checkpoints_pick_and_copy(tmp_path: Path) -> None:
         cp.mkdir(parents=True)
         (cp / "model.safetensors").write_bytes(str(step).encode())
     (out / "checkpoint-x").mkdir()
-    cps = S.find_checkpoints(out)
+    cps = rf.find_checkpoints(out)
     assert [s for s, _ in cps] == [100, 200, 300]
     assert S.pick_checkpoint(cps)[0] == 300
     assert S.pick_checkpoint(cps, 250)[0] == 200
@@ -175,14 +176,14 @@ def test_checkpoint_found_through_status_output_dir(tmp_path: Path) -> None:
 
 
 def test_request_claim_result_round_trip(tmp_path: Path) -> None:
-    req = S.request_snapshot(tmp_path)
-    assert S.claim_request(tmp_path)["id"] == req["id"]
-    assert S.claim_request(tmp_path) is None  # exactly one claimer
-    S.write_result(tmp_path, req, S.SnapshotResult(True, "manual_x"), handled_by="test")
-    assert S.read_result(tmp_path, req["id"])["name"] == "manual_x"
-    assert S.read_result(tmp_path, "other") is None
+    req = control.request_snapshot(tmp_path)
+    assert control.claim_request(tmp_path)["id"] == req["id"]
+    assert control.claim_request(tmp_path) is None  # exactly one claimer
+    control.write_result(tmp_path, req, S.SnapshotResult(True, "manual_x"), handled_by="test")
+    assert control.read_result(tmp_path, req["id"])["name"] == "manual_x"
+    assert control.read_result(tmp_path, "other") is None
     rf.RunPaths.of(tmp_path).snapshot_request.write_text("{not json")
-    assert S.claim_request(tmp_path)["id"] is None
+    assert control.claim_request(tmp_path)["id"] is None
 
 
 @pytest.mark.parametrize("status,alive,expected", [
@@ -194,4 +195,4 @@ def test_request_claim_result_round_trip(tmp_path: Path) -> None:
     (None, True, False),
 ], ids=["live", "dead-pid", "stale", "finished", "other-host", "no-status"])
 def test_training_is_live(status, alive: bool, expected: bool) -> None:
-    assert S.training_is_live(status, NOW, host="h", alive=lambda pid: alive) is expected
+    assert control.training_is_live(status, NOW, host="h", alive=lambda pid: alive) is expected

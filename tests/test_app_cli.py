@@ -46,6 +46,27 @@ def test_demo_module_rejects_bad_input():
     assert out.returncode == 2 and "--max-steps must be a positive integer" in out.stderr
 
 
+def test_demo_turns_spectral_metrics_on_by_default():
+    from collectors.demo import DEMO_SVD_INTERVAL, parse_args
+
+    assert parse_args(["--base-dir", "x"]).spectral is True
+    assert parse_args(["--base-dir", "x", "--spectral"]).spectral is True  # the old flag still parses
+    assert parse_args(["--base-dir", "x", "--no-spectral"]).spectral is False
+    assert parse_args(["--base-dir", "x"]).svd_interval == DEMO_SVD_INTERVAL == 20
+
+
+@pytest.mark.integration
+def test_demo_without_flags_writes_spectral_records(tmp_path):
+    """`python -m collectors.demo` as `app.py --demo` starts it (no spectral flag): the SVD page's file fills."""
+    run = tmp_path / "demo"
+    out = subprocess.run([sys.executable, "-m", "collectors.demo", "--base-dir", str(run), "--max-steps", "20",
+                          "--eval-steps", "20", "--samples-every", "0"], cwd=REPO, capture_output=True, text=True,
+                         timeout=540)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = list(rf.iter_records(rf.RunPaths.of(run).spectral))
+    assert recs and {r["step"] for r in recs} == {20} and all(r["kind"] == "spectral" for r in recs)
+
+
 @pytest.mark.browser
 @pytest.mark.integration
 def test_demo_trains_for_real_and_the_dashboard_shows_it(tmp_path, page):
@@ -71,6 +92,10 @@ def test_demo_trains_for_real_and_the_dashboard_shows_it(tmp_path, page):
         page.wait_for_function("() => document.querySelector('#overview-loss-graph .js-plotly-plot')"
                                ".data[1].x.length >= 5", timeout=30_000)
         save_screenshot(page, "demo-overview.png")
+        assert list(rf.iter_records(rf.RunPaths.of(runs[0]).spectral)), "the demo wrote no spectral metrics"
+        page.goto(f"http://127.0.0.1:{port}/svd", wait_until="load")  # every page has data, SVD included
+        page.locator(".svd-filter__summary").filter(has_text="4 layers").wait_for(timeout=60_000)
+        save_screenshot(page, "demo-svd.png")
         assert_no_console_errors(page)
     finally:
         proc.terminate()

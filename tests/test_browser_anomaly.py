@@ -131,6 +131,11 @@ def _get(url: str, headers: dict | None = None) -> tuple[int, dict]:
         return exc.code, dict(exc.headers)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002 - urllib's signature
+        return None
+
+
 def test_token_guard(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
@@ -144,12 +149,18 @@ def test_token_guard(tmp_path):
                             "--token", token], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/?token={token}", proc=srv)
+        wait_http(f"{url}/", proc=srv, headers={"X-Trainboard-Token": token})
         assert _get(url + "/")[0] == 401
         assert _get(url + "/_dash-layout")[0] == 401
         assert _get(url + "/?token=wrong-token-xx")[0] == 401
-        status, headers = _get(f"{url}/?token={token}")
-        assert status == 200 and "trainboard_token=" in headers.get("Set-Cookie", "")
+        # the first visit sets the cookie and is redirected to the same URL without the token
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            opener.open(f"{url}/?token={token}", timeout=10)
+            raise AssertionError("no redirect")
+        except urllib.error.HTTPError as exc:
+            status, headers = exc.code, dict(exc.headers)
+        assert status == 302 and headers["Location"] == "/" and "trainboard_token=" in headers.get("Set-Cookie", "")
         assert _get(url + "/_dash-layout", {"Cookie": f"trainboard_token={token}"})[0] == 200
         assert _get(url + "/_dash-layout", {"X-Trainboard-Token": token})[0] == 200
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from collectors import ConfigTracker
 from tests.conftest import assert_no_console_errors, save_screenshot
-from tests.test_experiments_sources import make_experiment, make_trainboard_run
+from tests.test_services_readers import make_experiment, make_trainboard_run
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 30_000

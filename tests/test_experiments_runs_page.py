@@ -8,7 +8,7 @@ import math
 import pytest
 
 from callbacks import runs as rp
-from collectors.sources import CheckpointRow, RunSummary
+from services.model import CheckpointRow, RunSummary
 from components import ids
 from components.runs import (ALIGN_STEP, ALIGN_WALL, CompareRun, build_checkpoints_panel, build_compare_figure,
                              build_config_diff, build_runs_layout, fmt_duration)

@@ -15,7 +15,8 @@ from components import format as fmt
 from components.cards import build_metric_card, CardData
 from components.charts import to_trace_points
 from services.downsample import downsample_indices, select_range
-from services.runstore import RunData, RunStore
+from services.catalog import RunCatalog
+from services.readers import TrainboardRun as RunData
 
 
 @pytest.mark.parametrize("fn,value,expected", [
@@ -200,14 +201,14 @@ def test_store_refuses_ids_outside_base(tmp_path):
     (tmp_path / "base" / "a").mkdir(parents=True)
     rf.write_json_atomic(rf.RunPaths.of(tmp_path / "base" / "a").status, {"step": 1})
     rf.write_json_atomic(rf.RunPaths.of(tmp_path / "outside").status, {"step": 1})
-    store = RunStore(tmp_path / "base", watch=False)
+    store = RunCatalog(tmp_path / "base", watch=False)
     assert store.run_ids() == ["a"] and store.get("a") is not None
     for bad in ("../outside", "/etc", "a/../../outside", "", None):
         assert store.get(bad) is None
 
 
 def test_store_sees_new_runs_and_status_problems(tmp_path):
-    store = RunStore(tmp_path, watch=False)
+    store = RunCatalog(tmp_path, watch=False, rescan_interval_s=0.0)
     assert store.run_ids() == []
     rf.write_json_atomic(rf.RunPaths.of(tmp_path / "r1").status, {"step": 1, "updated_at": 5.0})
     assert store.run_ids() == ["r1"]
@@ -220,9 +221,12 @@ def test_store_sees_new_runs_and_status_problems(tmp_path):
 
 
 def test_run_picker_pure_functions():
-    assert run_options([".", "b"], "base") == [{"label": "base", "value": "."}, {"label": "b", "value": "b"}]
+    label = {".": "base", "b": "b (Hugging Face output dir)"}.get
+    assert run_options([".", "b"], label) == [{"label": "base", "value": "."},
+                                               {"label": "b (Hugging Face output dir)", "value": "b"}]
     assert pick_run("b", ["a", "b"], "a") == "b" and pick_run("gone", ["a"], "a") == "a"
     assert run_hint(0) == "no runs yet" and run_hint(2) == "2 runs"
+    assert run_hint(1, ["x is a symbolic link"]) == "1 run · skipped: x is a symbolic link"
 
 
 def test_ingest_mixed_shapes_strings_and_resumed_steps(tmp_path):
@@ -236,9 +240,11 @@ def test_ingest_mixed_shapes_strings_and_resumed_steps(tmp_path):
     run = RunData(".", tmp_path)
     run.refresh()
     s = run.series["train/loss"]
-    assert list(s.steps) == [1, 2, 3, 4, 5, 3, 4] and not s.sorted_steps  # the string and the bool are skipped
+    # the string and the bool are skipped; the resumed run's steps 3 and 4 replace the first writes and
+    # everything after them (newest write wins: no line back from 5 to 3, no sawtooth)
+    assert list(s.steps) == [1, 2, 3, 4] and list(s.values) == [1.0, 2.0, 3.0, 4.0] and s.rewinds == 1
     x, y = s.arrays()
-    assert list(x) == [1, 2, 3, 3, 4, 4, 5] and run.records_read == 9
+    assert list(x) == [1, 2, 3, 4] and run.records_read == 9
     assert list(run.series["train/extra"].steps) == [3, 4]
 
 

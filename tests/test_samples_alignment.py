@@ -1,11 +1,11 @@
-"""Unit tests of collectors.alignment: states, stats, minimality and the stats line."""
+"""Unit tests of collectors.samples.alignment: states, stats, minimality and the stats line."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from collectors.alignment import (METHOD_ALIGNMENT, METHOD_ALIGNMENT_APPROX, METHOD_POSITIONAL, AlignmentStats,
+from collectors.samples.alignment import (METHOD_ALIGNMENT, METHOD_ALIGNMENT_APPROX, METHOD_POSITIONAL, AlignmentStats,
                                   Column, TokenState, align, align_with_method, compare, compute_stats,
                                   format_stats_line, positional)
 

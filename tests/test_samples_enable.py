@@ -1,4 +1,4 @@
-"""Tests of `python app.py enable` (collectors.enable) on several real train.py shapes."""
+"""Tests of `trainboard enable` / `python app.py enable` (collectors.enable) on several real train.py shapes."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collectors import runformat as rf
-from collectors.enable import MARK_BEGIN, EnableError, main, plan_patch
+from collectors.enable import IMPORT_LINE, MARK_BEGIN, MARK_END, EnableError, main, plan_patch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "enable"
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,12 @@ def test_enable_patches_each_shape_idempotently_and_undo_restores(tmp_path: Path
     tree = ast.parse(patched)
     first_code = next(n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
                       and not (isinstance(n, ast.ImportFrom) and n.module == "__future__"))
-    assert isinstance(first_code, ast.Try)
+    assert isinstance(first_code, ast.ImportFrom) and first_code.module == "trainboard"
+    assert ast.unparse(first_code) == IMPORT_LINE == "from trainboard import MonitorCallback, SamplesConfig"
+    # the block is the public import and nothing else: no path of this machine, no sys.path change
+    block = patched[patched.index(MARK_BEGIN):patched.index(MARK_END)]
+    assert block.splitlines()[1:] == [IMPORT_LINE]
+    assert str(ROOT) not in patched and "sys.path" not in block
     if original.startswith(b"#!"):
         assert patched.startswith("#!/usr/bin/env python\n")
     # second run: nothing changes, and it says so
@@ -149,7 +154,9 @@ def test_patched_script_runs_and_produces_the_run_dir(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(TRAINBOARD_DEMO_LIB=str(ROOT), TRAIN_OUTPUT_DIR=str(out_dir), HF_HUB_OFFLINE="1",
                OMP_NUM_THREADS="2")
-    # cwd is the temp dir and PYTHONPATH is unset: the inserted import must find collectors by itself.
+    # cwd is the temp dir; the patched script finds `trainboard` the way a user's would: importable from
+    # this checkout through PYTHONPATH (test_package.py covers the pip-installed wheel, no PYTHONPATH)
+    env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]

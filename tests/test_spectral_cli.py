@@ -1,4 +1,4 @@
-"""``python -m collectors.svd_monitor`` as a real subprocess: follow mode, SIGINT summary, run dirs, bad args."""
+"""``python -m collectors.spectral.monitor`` as a real subprocess: follow mode, SIGINT summary, run dirs, bad args."""
 from __future__ import annotations
 
 import math
@@ -15,14 +15,15 @@ from typing import Sequence
 import pytest
 
 from collectors import runformat as rf
-from collectors.svd_monitor import SVDMetrics, format_line, metrics_from_wandb_row
+from collectors.spectral import SVDMetrics, format_line
+from collectors.spectral.monitor import metrics_from_wandb_row
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60.0
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "collectors.svd_monitor", *args]
+    return [sys.executable, "-m", "collectors.spectral.monitor", *args]
 
 
 def env() -> dict[str, str]:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from collectors.svd_monitor import (Mode, SVDMetrics, SVDMonitor, Severity, SwitchThresholds, compile_pattern,
+from collectors.spectral import (Mode, SVDMetrics, SVDMonitor, Severity, SwitchThresholds, compile_pattern,
                                     fit_line, format_line, parse_line, parse_mode, trend_toward)
 
 LAYER = "block0.attn.c_q"
@@ -20,7 +20,7 @@ def metrics(step: int, layer: str = LAYER, mode: str = "FULL", r: int | None = 2
 
 
 def rules(alerts) -> list[tuple[str, str]]:
-    return [(a.severity.value, a.rule) for a in alerts]
+    return [(a.label, a.rule) for a in alerts]  # the spectral monitor's words for the one Severity scale
 
 
 # --------------------------------------------------------------------------- single measurements

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from collectors import spectral as sp
+from collectors.spectral import metrics as sp
 
 
 def orthonormal(n: int, m: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 
 from callbacks.svd import distances, svd_view, trend_chart
 from collectors import runformat as rf
-from collectors.svd_monitor import SwitchThresholds
+from collectors.spectral import SwitchThresholds
 from components.svd import HeatCell, HeatClass, MetricGauge, build_alert_feed, build_gauge_figure, \
     build_heatmap_figure, build_trend_figure, gauge_bands, FeedItem
 from services.spectral_store import SpectralRunData

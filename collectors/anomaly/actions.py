@@ -1,22 +1,21 @@
 """What happens after the rules decided: alerts appended to ``logs/alerts.jsonl`` and the snapshots they
 call for saved, pruned and reported. Shared by the in-training plugin (live weights) and the standalone
-Smart Monitor (copies of ``checkpoint-*``), which differ only in how ``model/`` is written.
+Smart Monitor (copies of ``checkpoint-*``), which differ only in how ``model/`` is written. Alerts go
+through :class:`collectors.alerts.AlertLog`, the one writer of that file.
 """
 from __future__ import annotations
 
-import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.rules import (Alert, AnomalyConfig, Category, Rule, RuleEngine, Severity, SnapshotPlan,
-                                      plan_snapshots)
-from collectors.safety import Guard
+from collectors.alerts import Alert, AlertLog, Severity
+from collectors.anomaly.rules import AnomalyConfig, Category, Rule, RuleEngine, SnapshotPlan, plan_snapshots
+from collectors.runtime import Guard
+
 
 class BackgroundWrite:
     """A model writer that may run on the snapshot thread (its weights were already copied)."""
@@ -32,63 +31,11 @@ ModelWriter = Callable[[SnapshotPlan, int], Callable[[Path], Any] | None]
 """Given the plan and step, returns the function filling ``model/`` (or None: copy a checkpoint)."""
 
 
-def alert_record(alert: Alert, *, source: str, now: float | None = None) -> dict[str, Any]:
-    """The ``logs/alerts.jsonl`` record of an alert (kind ``alert``)."""
-    fields = alert.to_dict()
-    fields["time"] = time.time() if now is None else now
-    fields["source"] = source
-    return rf.make_record(rf.RecordKind.ALERT, **fields)
-
-
 def snapshot_problem_alert(step: int, result: snap.SnapshotResult, reason: str) -> Alert:
     """The alert raised when a snapshot was skipped (low disk, no checkpoint) or failed."""
     word = "skipped" if result.skipped else "failed"
     return Alert(Rule.SNAPSHOT_SKIPPED.value, Category.SNAPSHOT.value, Severity.HIGH.value, step, None, None,
                  f"Snapshot for {reason} {word}: {result.error}", {"snapshot_reason": reason, "skipped": result.skipped})
-
-
-@dataclass
-class ThresholdsChange:
-    """What :meth:`ThresholdsFile.poll` found: ``kind`` is ``"unchanged"``, ``"removed"`` (back to the
-    base config), ``"loaded"`` (``config`` is new) or ``"invalid"`` (``problem`` says why; keep the old)."""
-
-    kind: str
-    config: AnomalyConfig | None = None
-    problem: str | None = None
-
-
-class ThresholdsFile:
-    """Follows ``control/thresholds.json`` (written by the dashboard's sliders) by (mtime, size), so a
-    poll costs one ``stat`` when nothing changed. Used by the in-training plugin and the standalone monitor.
-
-    Args:
-        path: the thresholds file.
-        base: the configuration the file's values are merged onto (and returned to when it is removed).
-    """
-
-    def __init__(self, path: Path, base: AnomalyConfig) -> None:
-        self.path = path
-        self.base = base
-        self._sig: tuple[int, int] | None = None
-
-    def poll(self) -> ThresholdsChange:
-        try:
-            st = os.stat(self.path)
-            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            sig = None
-        if sig == self._sig:
-            return ThresholdsChange("unchanged")
-        self._sig = sig
-        if sig is None:
-            return ThresholdsChange("removed", self.base)
-        doc, problem = rf.read_json(self.path)
-        try:
-            if problem:
-                raise ValueError(problem)
-            return ThresholdsChange("loaded", self.base.merged(doc))
-        except ValueError as exc:
-            return ThresholdsChange("invalid", problem=f"ignored {self.path}: {exc}")
 
 
 class AlertActions:
@@ -108,26 +55,17 @@ class AlertActions:
         self.guard = guard or Guard()
         self.last_anomaly_save_step: int | None = None
         self.snapshots_saved: list[str] = []
-        self._writer: rf.JsonlWriter | None = None
+        self.log = AlertLog(self.paths.alerts, source=source, guard=self.guard)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
-        self._open_lock = threading.Lock()
 
     @property
     def config(self) -> AnomalyConfig:
         return self.engine.config
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
-        if not alerts:
-            return
-        with self._open_lock:  # the snapshot thread reports failed writes here too
-            if self._writer is None:
-                self._writer = self.guard.run("opening alerts.jsonl", rf.JsonlWriter, self.paths.alerts)
-        if self._writer is None:
-            return
-        now = time.time()
-        for a in alerts:
-            self.guard.run("appending to alerts.jsonl", self._writer.append, alert_record(a, source=self.source, now=now))
+        """Append ``alerts`` (the snapshot thread reports failed background saves here too)."""
+        self.log.write(alerts)
 
     def metadata(self, plan_reason: str, triggers: Sequence[str], step: int, now: float) -> dict[str, Any]:
         e = self.engine
@@ -208,6 +146,4 @@ class AlertActions:
 
     def close(self) -> None:
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.log.close()

@@ -3,7 +3,7 @@
 ``AdvancedAnomalyDetector.analyze_training_step(model=, optimizer=, loss=, batch_size=, rewards=,
 predictions=)`` reads the gradient norm from the model's ``.grad`` tensors and the learning rate from
 the optimizer, applies :class:`collectors.anomaly.rules.RuleEngine`, saves the alerts as JSON lines
-and returns them. ``AnomalyDetectionHook`` forwards alerts to handlers registered in
+(through :class:`collectors.alerts.AlertLog`, the same record shape as ``logs/alerts.jsonl``) and returns them. ``AnomalyDetectionHook`` forwards alerts to handlers registered in
 ``profiler_registry``. torch is only touched through the objects the caller passes in.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
-from collectors.anomaly.rules import (AnomalyConfig, Alert, Observation, RuleEngine, Severity, coerce_config)
-from collectors.safety import Guard
+from collectors.alerts import SOURCE_DETECTOR, Alert, AlertLog, Severity
+from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config
+from collectors.runtime import Guard
 
 DEFAULT_OUTPUT_DIR = "anomaly_detection_results"
 ALERTS_FILE = "alerts.jsonl"
@@ -199,7 +200,7 @@ class AdvancedAnomalyDetector:
         self.by_severity: Counter[str] = Counter()
         self.latest: deque[Alert] = deque(maxlen=LATEST_ALERTS)
         self._listeners: list[AlertHandler] = []
-        self._writer: rf.JsonlWriter | None = None
+        self._log: AlertLog | None = None
         self._used = False
         self.closed = False
         global _atexit_installed
@@ -257,15 +258,11 @@ class AdvancedAnomalyDetector:
             self.by_severity[a.severity] += 1
             self.latest.append(a)
         if self.save_alerts:
-            self.guard.run("saving anomaly alerts", self._save, alerts)
+            if self._log is None:
+                self._log = AlertLog(self.output_dir / ALERTS_FILE, source=SOURCE_DETECTOR, guard=self.guard)
+            self._log.write(alerts)
         for listener in list(self._listeners):
             self.guard.run(f"alert listener {getattr(listener, '__name__', listener)!s}", listener, list(alerts), self.step)
-
-    def _save(self, alerts: Sequence[Alert]) -> None:
-        if self._writer is None:
-            self._writer = rf.JsonlWriter(self.output_dir / ALERTS_FILE)
-        for a in alerts:
-            self._writer.append(a.to_dict())
 
     # ------------------------------------------------------------------ handlers and reports
     def add_alert_listener(self, handler: AlertHandler) -> None:
@@ -297,8 +294,8 @@ class AdvancedAnomalyDetector:
         _OPEN.discard(self)
         if self.save_alerts and self._used:
             self.guard.run("saving the anomaly summary report", self.save_summary_report)
-        if self._writer is not None:
-            self._writer.close()
+        if self._log is not None:
+            self._log.close()
 
     def __enter__(self) -> "AdvancedAnomalyDetector":
         return self

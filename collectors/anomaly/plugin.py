@@ -15,15 +15,17 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from collectors import control
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.actions import AlertActions, BackgroundWrite, ThresholdsFile
+from collectors.alerts import SOURCE_COLLECTOR, Severity
+from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
-from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, Severity, coerce_config
+from collectors.anomaly.rules import AnomalyConfig, RuleEngine, coerce_config, observation_from_record
+from collectors.runtime import process_memory
 
 CONTROL_POLL_SECONDS = 1.0
 """Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
-ACCURACY_KEYS = ("eval_accuracy", "accuracy", "eval_acc", "acc")
 
 
 _QUIET = threading.local()
@@ -116,30 +118,6 @@ def cpu_state_dict(model: Any) -> dict[str, Any]:
     return out
 
 
-def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
-    """The engine's input from one metrics record (pure): train records give loss, grad norm, learning
-    rate (and batch size / accuracy when logged); eval records give accuracy and eval loss. Summaries
-    give nothing."""
-    kind = record.get("kind")
-    step = record.get("step")
-    if not isinstance(step, int):
-        return None
-    acc = next((record[k] for k in ACCURACY_KEYS if isinstance(record.get(k), (int, float))), None)
-    if kind == rf.RecordKind.TRAIN.value:
-        bs = record.get("batch_size")
-        return Observation(step=step, loss=_num(record.get("loss")), accuracy=acc, grad_norm=_num(record.get("grad_norm")),
-                           learning_rate=_num(record.get("learning_rate")), batch_size=bs if isinstance(bs, int) else None)
-    if kind == rf.RecordKind.EVAL.value:
-        eval_loss = _num(record.get("eval_loss"))
-        if acc is not None or eval_loss is not None:
-            return Observation(step=step, accuracy=acc, eval_loss=eval_loss)
-    return None
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 class AnomalyPlugin:
     """Anomaly rules, alerts and snapshots for :class:`collectors.monitor.Monitor` (a MonitorPlugin).
 
@@ -172,7 +150,7 @@ class AnomalyPlugin:
         self.stop_requested = False
         self.thresholds_problem: str | None = None
         self.actions: AlertActions | None = None
-        self._thresholds: ThresholdsFile | None = None
+        self._thresholds: control.ThresholdsFile[AnomalyConfig] | None = None
         self._next_poll = 0.0
         self._grad_cache: tuple[int, float] | None = None
         self._want_grad_norm = False
@@ -186,9 +164,9 @@ class AnomalyPlugin:
     def on_start(self, monitor: Any) -> None:
         if not monitor.is_main:
             return
-        self.actions = AlertActions(monitor.paths.root, self.engine, source="collector", guard=monitor.guard)
+        self.actions = AlertActions(monitor.paths.root, self.engine, source=SOURCE_COLLECTOR, guard=monitor.guard)
         # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
-        monitor.extra_status["anomaly"] = {"enabled": True}
+        control.announce_request_handler(monitor.extra_status)
         targs = getattr(monitor, "trainer_args", None)  # a Trainer that evaluates: best model = best eval loss
         if targs is not None and str(getattr(targs, "eval_strategy", "no")).split(".")[-1].lower() not in ("no", "none"):
             self.engine.expect_eval = True
@@ -242,8 +220,6 @@ class AnomalyPlugin:
         return None
 
     def _status(self, monitor: Any, source: str) -> dict[str, Any]:
-        from collectors.monitor import process_memory
-
         now = time.time()
         doc = monitor.tracker.document(now, process_memory(), monitor.extra_status)
         doc["snapshot_source"] = {"kind": source}
@@ -290,7 +266,7 @@ class AnomalyPlugin:
 
     def _reload_thresholds(self, monitor: Any) -> None:
         if self._thresholds is None or self._thresholds.path != monitor.paths.thresholds:
-            self._thresholds = ThresholdsFile(monitor.paths.thresholds, self.base_config)
+            self._thresholds = control.ThresholdsFile(monitor.paths.thresholds, self.base_config)
         change = self._thresholds.poll()
         if change.kind == "invalid":
             self.thresholds_problem = change.problem
@@ -303,7 +279,7 @@ class AnomalyPlugin:
 
     def _honour_request(self, monitor: Any, step: int) -> None:
         assert self.actions is not None
-        req = snap.claim_request(monitor.paths.root)
+        req = control.claim_request(monitor.paths.root)
         if req is None:
             return
         if req.get("id") is None:
@@ -312,7 +288,7 @@ class AnomalyPlugin:
             writer = self._writer(monitor)
             res = self.actions.save("manual", ["manual"], step, self._status(monitor, "live weights" if writer else "checkpoint"),
                                     writer, kind=snap.KIND_MANUAL)
-        snap.write_result(monitor.paths.root, req, res, handled_by="collector")
+        control.write_result(monitor.paths.root, req, res, handled_by="collector")
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

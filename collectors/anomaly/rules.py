@@ -2,10 +2,11 @@
 
 One engine serves the in-training collector (:mod:`collectors.anomaly.plugin`), the plain-loop API
 (:class:`collectors.anomaly.detector.AdvancedAnomalyDetector`) and the standalone watcher
-(:mod:`collectors.smart_monitor`). Each rule is a pure function of plain numbers returning a
+(:mod:`collectors.anomaly.smart_monitor`). Each rule is a pure function of plain numbers returning a
 :class:`RuleResult` (``fired``, ``alert``); :class:`RuleEngine` keeps the bounded histories the rules
 read and applies them in order. Nothing here does I/O or imports torch, so every rule is unit-tested
-on lists of floats at both sides of its threshold.
+on lists of floats at both sides of its threshold. :class:`Alert` and :class:`Severity` are defined
+once for every producer in :mod:`collectors.alerts` and re-exported here.
 
 Two families of rules, with the defaults the guides name:
 
@@ -23,16 +24,10 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
+from collectors import runformat as rf
+from collectors.alerts import Alert, Severity
+
 # --------------------------------------------------------------------------- names
-
-class Severity(str, enum.Enum):
-    """How urgent an alert is (the dashboard's shared severity table colours these)."""
-
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
 
 class Category(str, enum.Enum):
     """What an alert is about; the Alerts page filters on it."""
@@ -174,53 +169,6 @@ SNAPSHOT_KEEP_LAST = 20
 
 
 # --------------------------------------------------------------------------- records
-
-@dataclass
-class Alert:
-    """One anomaly, as written to ``logs/alerts.jsonl`` and returned by the detector.
-
-    Attributes:
-        rule: the alert type (a :class:`Rule` value, e.g. ``"loss_spike"``).
-        category: what it is about (a :class:`Category` value).
-        severity: ``critical``, ``high``, ``medium`` or ``low``.
-        step: the training step it was seen at.
-        value: the measured value (loss, norm, rate...), ``None`` when not a single number.
-        threshold: the limit it crossed, ``None`` when not a single number.
-        message: one sentence for a person.
-        metadata: the numbers behind the decision (JSON-able).
-        reason: short file-name-safe reason used in snapshot names (``loss_spike_37.8pct``).
-    """
-
-    rule: str
-    category: str
-    severity: str
-    step: int
-    value: float | None
-    threshold: float | None
-    message: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.reason:
-            self.reason = self.rule
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Alert":
-        """Rebuild an alert from a record (extra keys such as ``v``/``kind``/``time`` are ignored)."""
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
-        kw.setdefault("metadata", {})
-        for req in ("rule", "category", "severity", "message"):
-            kw.setdefault(req, "")
-        kw.setdefault("step", 0)
-        kw.setdefault("value", None)
-        kw.setdefault("threshold", None)
-        return cls(**kw)
-
 
 class RuleResult(NamedTuple):
     """What one rule decided: ``fired`` and, when it fired, the alert (unpacks as ``fired, alert``)."""
@@ -909,6 +857,34 @@ class Observation:
 def _is_outlier(result: RuleResult) -> bool:
     """Whether a gated rule fired on a single extreme value (kept out of the noise window)."""
     return result.fired and result.alert is not None and bool(result.alert.metadata.get("extreme"))
+
+
+ACCURACY_KEYS = ("eval_accuracy", "accuracy", "eval_acc", "acc")
+"""Metric names read as the accuracy of a record, in this order."""
+
+
+def observation_from_record(record: Mapping[str, Any]) -> Observation | None:
+    """The engine's input from one metrics record (pure): train records give loss, grad norm, learning
+    rate (and batch size / accuracy when logged); eval records give accuracy and eval loss. Summaries
+    give nothing. The in-training plugin and the Smart Monitor feed the engine through this alone."""
+    kind = record.get("kind")
+    step = record.get("step")
+    if not isinstance(step, int):
+        return None
+    acc = next((record[k] for k in ACCURACY_KEYS if isinstance(record.get(k), (int, float))), None)
+    if kind == rf.RecordKind.TRAIN.value:
+        bs = record.get("batch_size")
+        return Observation(step=step, loss=_num(record.get("loss")), accuracy=acc, grad_norm=_num(record.get("grad_norm")),
+                           learning_rate=_num(record.get("learning_rate")), batch_size=bs if isinstance(bs, int) else None)
+    if kind == rf.RecordKind.EVAL.value:
+        eval_loss = _num(record.get("eval_loss"))
+        if acc is not None or eval_loss is not None:
+            return Observation(step=step, accuracy=acc, eval_loss=eval_loss)
+    return None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 class RuleEngine:

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
-from collectors.monitor import as_number, world_rank
-from collectors.safety import Guard
+from collectors.runtime import Guard, as_number, is_main_process
 
 logger = logging.getLogger("trainboard")
 
@@ -412,7 +411,7 @@ class CheckpointManager:
         self.checkpoint_dir = self.paths.checkpoints_dir
         self.save_interval = save_interval
         self.keep_last_n = keep_last_n
-        self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
+        self.is_main = is_main_process(main_process)
         self.guard = Guard(logger)
         self.failed_saves = 0
         self.last_error: str | None = None

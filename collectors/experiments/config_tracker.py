@@ -18,8 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors.experiments.checkpoints import jsonable_config, unwrap_model
-from collectors.monitor import BYTES_PER_GB, iso_now
-from collectors.safety import Guard
+from collectors.runtime import BYTES_PER_GB, Guard, iso_now, is_main_process
 
 logger = logging.getLogger("trainboard")
 
@@ -148,9 +147,7 @@ class ConfigTracker:
         self.paths = rf.RunPaths.of(Path(experiment_dir).expanduser())
         if self.paths.root.exists() and not self.paths.root.is_dir():
             raise ValueError(f"ConfigTracker experiment_dir {str(self.paths.root)!r} is not a directory")
-        from collectors.monitor import world_rank
-
-        self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
+        self.is_main = is_main_process(main_process)
         self.experiment_id = self.paths.root.name
         self.guard = Guard(logger)
 

@@ -16,8 +16,7 @@ from typing import Any, Mapping
 
 from collectors import runformat as rf
 from collectors.experiments.layout import run_root_of
-from collectors.monitor import as_number, classify, world_rank
-from collectors.safety import Guard
+from collectors.runtime import Guard, as_number, is_main_process
 
 logger = logging.getLogger("trainboard")
 
@@ -102,7 +101,7 @@ class MetricsLogger:
         self.metrics_file = self.paths.metrics
         self.text_file = self.paths.training_log
         self.log_interval = log_interval
-        self.is_main = world_rank() == 0 if main_process is None else bool(main_process)
+        self.is_main = is_main_process(main_process)
         self.guard = Guard(logger)
         self.bad_lines = 0
         self._writer: rf.JsonlWriter | None = None
@@ -139,7 +138,7 @@ class MetricsLogger:
             raise ValueError(f"log_metrics: metric names {clash} are reserved record fields ({', '.join(RESERVED_FIELDS)})")
         clean = {str(k): as_number(v) for k, v in metrics.items()}
         if kind is None:
-            rec_kind = classify(clean)
+            rec_kind = rf.classify(clean)
         else:
             value = kind.value if isinstance(kind, rf.RecordKind) else kind
             if value not in LOGGED_KINDS:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors.experiments.layout import run_root_of
-from collectors.safety import Guard
+from collectors.runtime import Guard
 
 logger = logging.getLogger("trainboard")
 

@@ -1,6 +1,6 @@
 """Golden vs predicted: a live validation sample with a token-by-token comparison, taken during training.
 
-:class:`SamplesPlugin` is a :class:`collectors.monitor.MonitorPlugin`. Every ``update_frequency`` optimizer
+:class:`SamplesPlugin` is a :class:`collectors.plugin.MonitorPlugin`. Every ``update_frequency`` optimizer
 steps it takes the next sample of a fixed, seeded set, asks the model for its answer and writes
 
 * ``status/training_detail.json`` (atomically): the latest sample, read by the dashboard's Samples page;
@@ -54,8 +54,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from collectors import runformat as rf
-from collectors.alignment import METHOD_ALIGNMENT, METHOD_POSITIONAL, compare
-from collectors.monitor import Monitor, process_memory
+from collectors.plugin import PluginHost
+from collectors.runtime import process_memory
+from collectors.samples.alignment import METHOD_ALIGNMENT, METHOD_POSITIONAL, compare
 
 DEFAULT_UPDATE_FREQUENCY = 50
 DEFAULT_NUM_SAMPLES = 8
@@ -97,7 +98,7 @@ class SamplesConfig:
         num_samples: size of the fixed set the samples rotate through (default 8).
         seed: picks the fixed set; the same seed gives the same set (default 0).
         compare: ``"auto"`` (default: positional for teacher-forced, alignment for generation),
-            ``"alignment"`` or ``"positional"`` (see :mod:`collectors.alignment`).
+            ``"alignment"`` or ``"positional"`` (see :mod:`collectors.samples.alignment`).
         sample_at_end: also take a sample when the training finishes, unless that step was sampled
             (default True).
         max_input_tokens: most tokens fed to the model per sample (default 2048), so one sample stays
@@ -529,18 +530,18 @@ class SamplesPlugin:
         self._last_record: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- hooks
-    def on_step_end(self, monitor: Monitor, step: int) -> None:
+    def on_step_end(self, monitor: PluginHost, step: int) -> None:
         if is_due(step, self.last_step, self.config.update_frequency):
             self.take(monitor, step)
 
-    def on_record(self, monitor: Monitor, record: dict[str, Any]) -> None:
+    def on_record(self, monitor: PluginHost, record: dict[str, Any]) -> None:
         # Plain loops call only ``monitor.log``; a train record at a due step triggers the sample there.
         step = record.get("step")
         if record.get("kind") == rf.RecordKind.TRAIN.value and isinstance(step, int) \
                 and is_due(step, self.last_step, self.config.update_frequency):
             self.take(monitor, step)
 
-    def on_close(self, monitor: Monitor, state: rf.RunState) -> None:
+    def on_close(self, monitor: PluginHost, state: rf.RunState) -> None:
         try:
             step = monitor.tracker.step
             if self.config.sample_at_end and state == rf.RunState.FINISHED and step > self.last_step:
@@ -563,7 +564,7 @@ class SamplesPlugin:
         self._rotation = int(state.get("rotation", 0))
 
     # ----------------------------------------------------------------- work
-    def take(self, monitor: Monitor, step: int) -> dict[str, Any] | None:
+    def take(self, monitor: PluginHost, step: int) -> dict[str, Any] | None:
         """Take one sample now at ``step``: predict, compare, write. Returns the record (``None`` if skipped)."""
         if not monitor.is_main:
             return None
@@ -598,7 +599,7 @@ class SamplesPlugin:
         self.total_ms += self.last_ms
         return record
 
-    def _resolve_dataset(self, monitor: Monitor) -> bool:
+    def _resolve_dataset(self, monitor: PluginHost) -> bool:
         if self._indices is not None:
             return bool(self._indices)
         ds = self.config.dataset
@@ -637,7 +638,7 @@ class SamplesPlugin:
             monitor.guard.warn_once("samples: empty dataset", "samples: the sample dataset is empty; samples are off")
         return bool(self._indices)
 
-    def _next_sample(self, monitor: Monitor, tokenizer: Any, window: int | None) -> PreparedSample | None:
+    def _next_sample(self, monitor: PluginHost, tokenizer: Any, window: int | None) -> PreparedSample | None:
         assert self._indices is not None
         for _ in range(len(self._indices)):
             idx = self._indices[self._rotation % len(self._indices)]
@@ -660,7 +661,7 @@ class SamplesPlugin:
                                 "warnings above); samples are off")
         return None
 
-    def _record(self, monitor: Monitor, step: int, sample: PreparedSample, pred_ids: list[int],
+    def _record(self, monitor: PluginHost, step: int, sample: PreparedSample, pred_ids: list[int],
                 tokenizer: Any) -> dict[str, Any]:
         golden_tokens = tokenizer.batch_decode([[i] for i in sample.golden_ids]) if sample.golden_ids else []
         pred_tokens = tokenizer.batch_decode([[i] for i in pred_ids]) if pred_ids else []
@@ -695,7 +696,7 @@ class SamplesPlugin:
             notes=sample.notes + ([note] if note else []),
         )
 
-    def _write(self, monitor: Monitor, record: dict[str, Any]) -> None:
+    def _write(self, monitor: PluginHost, record: dict[str, Any]) -> None:
         monitor.guard.run("writing training_detail.json", rf.write_json_atomic, monitor.paths.detail, record)
         if self._writer is None:
             self._writer = monitor.guard.run("opening samples.jsonl", rf.JsonlWriter, monitor.paths.samples)
@@ -704,4 +705,7 @@ class SamplesPlugin:
 
 
 __all__ = ["SamplesConfig", "SamplesPlugin", "SampleError", "as_config", "is_due", "choose_indices", "prepare",
-           "normalise_item", "split_chat", "fit_context", "fallback_render", "memory_label"]
+           "normalise_item", "split_chat", "fit_context", "fallback_render", "memory_label", "clean_text",
+           "DEFAULT_UPDATE_FREQUENCY", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SEED",
+           "DEFAULT_MAX_INPUT_TOKENS", "MODE_TEACHER_FORCED", "MODE_GENERATE", "MODES", "COMPARE_AUTO",
+           "COMPARE_METHODS", "PLAIN_TEXT_PROMPT_FRACTION", "FALLBACK_GENERATION_PROMPT"]

@@ -1,5 +1,5 @@
-"""Run sources: detection and reading of Trainboard runs, experiment dirs, real HF Trainer output dirs and
-real TensorBoard event dirs, live (re-read on change) and cheap when unchanged."""
+"""The reading layer: detection and reading of Trainboard runs, experiment dirs, real HF Trainer output dirs
+and real TensorBoard event dirs into one run model, live (re-read on change) and cheap when unchanged."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,9 @@ import torch
 
 from collectors import (CheckpointManager, ConfigTracker, MetricsLogger, Monitor, create_experiment_directory)
 from collectors import runformat as rf
-from collectors import sources as src
+from services import model, readers
+from services.catalog import RunCatalog, discover
+from services.model import RunKind
 
 
 
@@ -33,11 +35,11 @@ from collectors import sources as src
     ("eval", "eval_samples_per_second", None),
 ], ids=lambda v: str(v))
 def test_normalize_metric(kind: str | None, name: str, expected: tuple[str, str] | None) -> None:
-    assert src.normalize_metric(kind, name) == expected
+    assert model.normalize_metric(kind, name) == expected
 
 
 def test_flatten() -> None:
-    assert src.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}, "f": None}) == \
+    assert model.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}, "f": None}) == \
         {"a.b": 1, "a.c.d": [1, 2], "e": {}, "f": None}
 
 
@@ -46,7 +48,7 @@ def test_flatten() -> None:
 ], ids=["finished", "recent", "old", "unknown"])
 def test_live_state(finished: bool, age: float | None, expected: str) -> None:
     now = 1e9
-    assert src.live_state(finished, None if age is None else now - age, now) == expected
+    assert model.live_state(finished, None if age is None else now - age, now) == expected
 
 
 @pytest.mark.parametrize("status,expected", [
@@ -56,17 +58,17 @@ def test_live_state(finished: bool, age: float | None, expected: str) -> None:
     ({}, None), (None, None),
 ], ids=["live", "stale", "crashed", "empty", "none"])
 def test_status_state(status: dict | None, expected: str | None) -> None:
-    assert src.status_state(status, 1e9) == expected
+    assert model.status_state(status, 1e9) == expected
 
 
 def test_best_by_metric_and_resume_commands(tmp_path: Path) -> None:
-    assert src.best_by_metric([("a", {"val_loss": 2.0}), ("b", {"val_loss": 1.5}), ("c", {})]) == "b"
-    assert src.best_by_metric([("a", {}), ("b", {"val_loss": math.nan})]) is None
+    assert readers.best_by_metric([("a", {"val_loss": 2.0}), ("b", {"val_loss": 1.5}), ("c", {})]) == "b"
+    assert readers.best_by_metric([("a", {}), ("b", {"val_loss": math.nan})]) is None
     cmd = {"argv": ["train.py", "--lr", "1e-3"], "cwd": "/work/my dir", "python": "/usr/bin/python3"}
-    assert src.experiment_resume_command(tmp_path, 20, True, cmd) == "cd '/work/my dir' && /usr/bin/python3 train.py --lr 1e-3"
-    line = src.experiment_resume_command(tmp_path, 10, False, cmd)
+    assert readers.experiment_resume_command(tmp_path, 20, True, cmd) == "cd '/work/my dir' && /usr/bin/python3 train.py --lr 1e-3"
+    line = readers.experiment_resume_command(tmp_path, 10, False, cmd)
     assert f"CheckpointManager({str(tmp_path)!r})" in line and "load_checkpoint(step=10)" in line
-    assert src.hf_resume_command(Path("/o/checkpoint-4")) == "trainer.train(resume_from_checkpoint='/o/checkpoint-4')"
+    assert readers.hf_resume_command(Path("/o/checkpoint-4")) == "trainer.train(resume_from_checkpoint='/o/checkpoint-4')"
 
 
 # --------------------------------------------------------------------------- Trainboard and experiment dirs
@@ -87,12 +89,12 @@ def make_trainboard_run(root: Path) -> None:
 def test_trainboard_run(tmp_path: Path) -> None:
     run = tmp_path / "tb-run"
     make_trainboard_run(run)
-    s = src.open_source(run)
-    assert isinstance(s, src.TrainboardSource) and s.kind is src.SourceKind.TRAINBOARD
+    s = readers.open_run(run)
+    assert isinstance(s, readers.TrainboardRun) and s.kind is RunKind.TRAINBOARD
     summary = s.summary()
     assert (summary.state, summary.last_step, summary.alert_count, summary.snapshot_count) == ("finished", 10, 3, 1)
     assert summary.best_eval_loss == pytest.approx(2.0) and summary.duration_s is not None and summary.duration_s >= 0
-    ser = s.series()
+    ser = s.compare_series()
     assert ser["train/loss"].steps == list(range(1, 11)) and ser["eval/loss"].steps == [5, 10]
     assert all(w is not None for w in ser["train/loss"].wall_times)
     assert s.config() == {"lr": 1e-3, "batch_size": 8}
@@ -117,8 +119,8 @@ def make_experiment(root: Path, name: str, lr: float, val: list[float], loss_sca
 
 def test_experiment_dir(tmp_path: Path) -> None:
     root = make_experiment(tmp_path, "exp_a", 1e-3, [3.0, 2.0, 2.5])
-    s = src.open_source(root)
-    assert isinstance(s, src.ExperimentSource)
+    s = readers.open_run(root)
+    assert isinstance(s, readers.ExperimentRun)
     summary = s.summary()
     assert summary.kind == "experiment" and summary.state == "training"  # no results.json yet, written just now
     assert summary.last_step == 30 and summary.best_eval_loss == 2.0 and summary.checkpoint_count == 3
@@ -138,14 +140,14 @@ def test_experiment_dir(tmp_path: Path) -> None:
 def test_trainboard_source_reads_only_new_lines(tmp_path: Path) -> None:
     ml = MetricsLogger(tmp_path / "run", log_interval=1)
     ml.log_metrics(1, {"loss": 2.0})
-    s = src.open_source(tmp_path / "run")
-    assert s.refresh() and s.series()["train/loss"].values == [2.0]
+    s = readers.open_run(tmp_path / "run")
+    assert s.refresh() and s.compare_series()["train/loss"].values == [2.0]
     assert not s.refresh()
     v = s.version
     ml.log_metrics(2, {"loss": 1.5})
     ml.log_metrics(2, {"loss": 1.4})  # a resumed run re-logs a step: the last value wins
     assert s.refresh() and s.version == v + 1
-    assert s.series()["train/loss"].steps == [1, 2] and s.series()["train/loss"].values == [2.0, 1.4]
+    assert s.compare_series()["train/loss"].steps == [1, 2] and s.compare_series()["train/loss"].values == [2.0, 1.4]
     assert s._metrics.state.offset == ml.metrics_file.stat().st_size  # incremental tail, not a re-read
 
 
@@ -179,7 +181,7 @@ def test_real_hf_trainer_output_dir_live(tmp_path: Path) -> None:
     from transformers import TrainerCallback
 
     out = tmp_path / "base" / "hf-run"
-    catalog = src.SourceCatalog(tmp_path / "base", rescan_interval_s=0.0)
+    catalog = RunCatalog(tmp_path / "base", watch=False, rescan_interval_s=0.0)
     seen: list[tuple[int | None, int, str]] = []
 
     class Observer(TrainerCallback):
@@ -187,7 +189,7 @@ def test_real_hf_trainer_output_dir_live(tmp_path: Path) -> None:
 
         def on_save(self, args, state, control, **kwargs):
             s = catalog.get("hf-run")
-            assert s is not None and s.kind is src.SourceKind.HUGGINGFACE
+            assert s is not None and s.kind is RunKind.HUGGINGFACE
             seen.append((s.summary().last_step, len(s.checkpoints()), s.summary().state))
 
     trainer = tiny_trainer(out, [Observer()])
@@ -198,7 +200,7 @@ def test_real_hf_trainer_output_dir_live(tmp_path: Path) -> None:
     s = catalog.get("hf-run")
     train_truth = [(e["step"], e["loss"]) for e in truth if "loss" in e]
     eval_truth = [(e["step"], e["eval_loss"]) for e in truth if "eval_loss" in e]
-    ser = s.series()
+    ser = s.compare_series()
     assert list(zip(ser["train/loss"].steps, ser["train/loss"].values)) == train_truth
     assert list(zip(ser["eval/loss"].steps, ser["eval/loss"].values)) == eval_truth
     assert set(ser) >= {"train/loss", "train/learning_rate", "train/grad_norm", "eval/loss"}
@@ -231,10 +233,10 @@ def test_real_summarywriter_event_dir_live(tmp_path: Path) -> None:
         writer.add_scalar("Learning_rate/train", 1e-3, step)
     writer.add_scalar("eval/loss", 1.25, 10)
     writer.flush()
-    assert src.detect_kind(logdir) is src.SourceKind.TENSORBOARD
-    catalog = src.SourceCatalog(tmp_path / "base", rescan_interval_s=0.0)
+    assert readers.detect_kind(logdir) is RunKind.TENSORBOARD
+    catalog = RunCatalog(tmp_path / "base", watch=False, rescan_interval_s=0.0)
     s = catalog.get("tb-run")
-    ser = s.series()
+    ser = s.compare_series()
     assert ser["train/loss"].steps == list(range(0, 20, 2))
     assert ser["train/loss"].values == pytest.approx([5.0 / (i + 1) for i in range(0, 20, 2)], rel=1e-6)
     assert ser["eval/loss"].values == [1.25] and "train/learning_rate" in ser
@@ -253,7 +255,7 @@ def test_damaged_event_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     d = tmp_path / "tb"
     d.mkdir()
     (d / "events.out.tfevents.123.host").write_bytes(b"\x00garbage" * 10)
-    s = src.open_source(d)
+    s = readers.open_run(d)
     summary = s.summary()
     assert summary.kind == "tensorboard" and summary.last_step is None  # nothing readable, still listed
 
@@ -274,25 +276,25 @@ def test_discovery_of_every_kind(tmp_path: Path) -> None:
     (base / "tblogs" / "run1" / "events.out.tfevents.1.h").write_bytes(b"")
     (base / "junk" / "deeper").mkdir(parents=True)
     (base / ".hidden").mkdir()
-    found = [(rid, kind.value) for rid, kind, _ in src.discover(base)]
+    found = [(rid, kind.value) for rid, kind, _ in discover(base)[0]]
     assert found == [("experiments/exp_a", "experiment"), ("hf-run", "huggingface"), ("tb-run", "trainboard"),
                      ("tblogs/run1", "tensorboard")]
-    assert [(rid, k.value) for rid, k, _ in src.discover(base / "tb-run")] == [(".", "trainboard")]
+    assert [(rid, k.value) for rid, k, _ in discover(base / "tb-run")[0]] == [(".", "trainboard")]
 
 
 def test_catalog_keeps_readers_and_rejects_unknown_ids(tmp_path: Path) -> None:
     base = tmp_path / "base"
     make_trainboard_run(base / "a")
-    cat = src.SourceCatalog(base, rescan_interval_s=0.0)
+    cat = RunCatalog(base, watch=False, rescan_interval_s=0.0)
     first = cat.get("a")
     assert first is not None and cat.get("a") is first
     assert cat.get("../a") is None and cat.get("") is None and cat.get(None) is None
     v1 = cat.version()
     assert cat.version() == v1
     make_trainboard_run(base / "b")
-    assert [s.run_id for s in cat.sources()] == ["a", "b"]
+    assert [s.run_id for s in cat.runs()] == ["a", "b"]
     shutil.rmtree(base / "a")
-    assert [s.run_id for s in cat.sources()] == ["b"]
+    assert [s.run_id for s in cat.runs()] == ["b"]
 
 
 def test_half_written_files_are_problems(tmp_path: Path) -> None:
@@ -304,7 +306,7 @@ def test_half_written_files_are_problems(tmp_path: Path) -> None:
     (run / "checkpoints").mkdir()
     with open(ml.metrics_file, "ab") as fh:
         fh.write(b"{broken\n")
-    s = src.open_source(run)
+    s = readers.open_run(run)
     summary = s.summary()
     assert summary.kind == "experiment" and summary.last_step == 1
     text = " ".join(summary.problems)

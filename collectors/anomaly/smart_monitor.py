@@ -1,6 +1,6 @@
 """The standalone Smart Monitor: watches a training you cannot modify and snapshots it on anomalies.
 
-``python -m collectors.smart_monitor --base-dir DIR`` follows either a Trainboard run directory
+``python -m collectors.anomaly.smart_monitor --base-dir DIR`` follows either a Trainboard run directory
 (``logs/metrics.jsonl``) or a plain Hugging Face output directory (``trainer_state.json``'s
 ``log_history`` and ``checkpoint-*``), runs the same rules as the in-training collector, appends alerts
 to ``logs/alerts.jsonl``, saves ``snapshots/anomaly_*`` as copies of the checkpoint at (or just before)
@@ -13,8 +13,6 @@ after every poll so a restarted monitor continues where it stopped. ``--once`` r
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import logging
 import os
 import signal
@@ -25,16 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from collectors import control
 from collectors import runformat as rf
 from collectors import snapshots as snap
-from collectors.anomaly.actions import AlertActions, ThresholdsFile
-from collectors.anomaly.plugin import observation_from_record
-from collectors.anomaly.rules import AnomalyConfig, RuleEngine, SmartConfig, SnapshotConfig
-from collectors.safety import Guard
+from collectors.alerts import SOURCE_SMART_MONITOR
+from collectors.anomaly.actions import AlertActions
+from collectors.anomaly.rules import AnomalyConfig, RuleEngine, SmartConfig, SnapshotConfig, observation_from_record
+from collectors.control import AlreadyRunning, DirLock
+from collectors.runtime import Guard
 
-PROG = "python -m collectors.smart_monitor"
+PROG = "python -m collectors.anomaly.smart_monitor"
 DEFAULT_POLL_INTERVAL = 10.0
-SOURCE_NAME = "smart_monitor"
+SOURCE_NAME = SOURCE_SMART_MONITOR
 STATE_VERSION = 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 EXIT_OK, EXIT_LOCKED, EXIT_NOTHING = 0, 3, 4
@@ -42,107 +42,7 @@ EXIT_OK, EXIT_LOCKED, EXIT_NOTHING = 0, 3, 4
 log = logging.getLogger("trainboard.smart_monitor")
 
 
-# --------------------------------------------------------------------------- the single-instance lock
-
-class AlreadyRunning(RuntimeError):
-    """Another Smart Monitor holds the directory's lock (``pid`` when known)."""
-
-    def __init__(self, base: Path, pid: int | None) -> None:
-        who = f"pid {pid}" if pid else "another process"
-        hint = f"; stop it first (kill {pid})" if pid else ""
-        super().__init__(f"another Smart Monitor ({who}) is already watching {base}{hint}")
-        self.pid = pid
-
-
-class DirLock:
-    """An exclusive ``flock`` on ``control/smart_monitor.lock``; the kernel drops it when the process dies
-    (even on kill -9), so a crashed monitor never blocks its restart."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.path = rf.RunPaths.of(base).smart_monitor_lock
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        """Raises AlreadyRunning when held elsewhere."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            pid = _read_pid(fd)
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise AlreadyRunning(self.base, pid) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            try:
-                os.ftruncate(self.fd, 0)
-            finally:
-                os.close(self.fd)
-                self.fd = None
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        txt = os.pread(fd, 32, 0).decode().strip()
-    except OSError:
-        return None
-    return int(txt) if txt.isdigit() else None
-
-
-def monitor_running(base: str | os.PathLike[str]) -> int | None:
-    """The pid of a Smart Monitor watching ``base`` (0 when running but pid unknown), else ``None``."""
-    path = rf.RunPaths.of(base).smart_monitor_lock
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        pid = _read_pid(fd)
-        os.close(fd)
-        return pid or 0
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-    return None
-
-
 # --------------------------------------------------------------------------- sources
-
-def hf_trainer_states(base: Path) -> list[tuple[int, Path]]:
-    """``trainer_state.json`` files of an HF output dir (its own and each checkpoint's), by global step."""
-    found = []
-    candidates = [base / rf.HF_TRAINER_STATE] + [p / rf.HF_TRAINER_STATE for _, p in snap.find_checkpoints(base)]
-    for path in candidates:
-        doc, _ = rf.read_json(path)
-        if isinstance(doc, dict) and isinstance(doc.get("log_history"), list):
-            step = doc.get("global_step")
-            found.append((step if isinstance(step, int) else 0, path))
-    return sorted(found)
-
-
-def records_from_log_history(history: Sequence[Any], after_train: int, after_eval: int) -> list[dict[str, Any]]:
-    """Trainboard metrics records from Trainer's ``log_history`` entries newer than the cursors (pure)."""
-    from collectors.monitor import classify
-
-    out = []
-    for entry in history:
-        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
-            continue
-        fields = {k: v for k, v in entry.items() if k != "step"}
-        kind = classify(fields)
-        step = entry["step"]
-        if kind == rf.RecordKind.TRAIN and step > after_train or kind == rf.RecordKind.EVAL and step > after_eval:
-            out.append(rf.make_record(kind, step=step, **fields))
-    return out
-
 
 @dataclass
 class Cursor:
@@ -157,24 +57,43 @@ class Cursor:
 
 
 class Source:
-    """New metrics records from a Trainboard run dir or an HF output dir, whichever ``base`` is."""
+    """New metrics records from a Trainboard run dir or an HF output dir, whichever ``base`` is.
+
+    Attributes:
+        problems: why the HF output dir's ``trainer_state.json`` files could not be read at the last poll
+            (empty when they were, or when there are none).
+        bad_entries: ``log_history`` entries without an integer step, counted at the last poll.
+    """
 
     def __init__(self, base: Path, cursor: Cursor) -> None:
         self.base = base
         self.cursor = cursor
         self.tailer: rf.JsonlTailer | None = None
+        self.state_path: Path | None = None
+        self.problems: list[str] = []
+        self.bad_entries = 0
 
     def describe(self) -> str:
+        if self.cursor.kind == "hf" and self.state_path is not None:
+            return f"Hugging Face output ({self.state_path})"
         return {"trainboard": "Trainboard run (logs/metrics.jsonl)", "hf": "Hugging Face output (trainer_state.json)"}.get(
             self.cursor.kind, "nothing yet (waiting for logs/metrics.jsonl or trainer_state.json)")
+
+    def nothing_found(self) -> str:
+        """Why nothing could be replayed, in words: unreadable files named with their problem, or what is absent."""
+        if self.problems:
+            return "; ".join(self.problems)
+        return (f"no {rf.METRICS_LOG} and no {rf.HF_TRAINER_STATE} (looked in {self.base} and its newest "
+                f"{rf.HF_CHECKPOINT_PREFIX}* directories)")
 
     def poll(self) -> list[dict[str, Any]]:
         if rf.is_run_dir(self.base):
             return self._poll_trainboard()
-        states = hf_trainer_states(self.base)
-        if states:
-            return self._poll_hf(states[-1][1])
-        return []
+        doc, path, self.problems = rf.newest_trainer_state(self.base)
+        if doc is None:
+            return []
+        self.state_path = path
+        return self._poll_hf(doc)
 
     def _poll_trainboard(self) -> list[dict[str, Any]]:
         c = self.cursor
@@ -188,18 +107,20 @@ class Source:
         c.dev, c.inode, c.offset = st.dev, st.inode, st.offset
         return records
 
-    def _poll_hf(self, path: Path) -> list[dict[str, Any]]:
+    def _poll_hf(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
         c = self.cursor
         c.kind = "hf"
-        doc, _ = rf.read_json(path)
-        history = doc.get("log_history", []) if isinstance(doc, dict) else []
-        recs = records_from_log_history(history, c.after_train, c.after_eval)
+        recs, self.bad_entries = rf.records_from_log_history(doc.get("log_history") or [], after_train=c.after_train,
+                                                             after_eval=c.after_eval)
+        out = []
         for r in recs:
-            if r["kind"] == rf.RecordKind.TRAIN.value:
-                c.after_train = max(c.after_train, r["step"])
-            else:
+            if r["kind"] == rf.RecordKind.EVAL.value:
                 c.after_eval = max(c.after_eval, r["step"])
-        return recs
+            else:
+                c.after_train = max(c.after_train, r["step"])
+            if r["kind"] != rf.RecordKind.SUMMARY.value:  # the end-of-training summary holds nothing to judge
+                out.append(r)
+        return out
 
 
 # --------------------------------------------------------------------------- logging
@@ -258,7 +179,9 @@ class SmartMonitor:
         self.alerts = 0
         self.records = 0
         self.stop_event = threading.Event()
-        self._thresholds: ThresholdsFile | None = None
+        self._thresholds: control.ThresholdsFile[AnomalyConfig] | None = None
+        self._reported_problems: tuple[str, ...] = ()
+        self._reported_bad = 0
         self._load_state()
         self.source = Source(base_dir, self.cursor)
 
@@ -301,10 +224,24 @@ class SmartMonitor:
             n += len(batch)
             if self.source.cursor.kind == "hf":
                 break  # one trainer_state.json per poll: it was read whole
+        self._report_source_problems()
         self._honour_request()
         if n:
             self.save_state()
         return n
+
+    def _report_source_problems(self) -> None:
+        """Say (once per distinct problem) why a trainer_state.json that exists could not be read, and how
+        many log_history entries had no step: a silent monitor would look like a healthy training."""
+        problems = tuple(self.source.problems)
+        if problems and problems != self._reported_problems:
+            for problem in problems:
+                log.warning("%s", problem)
+        self._reported_problems = problems
+        if self.source.bad_entries and self.source.bad_entries != self._reported_bad:
+            log.warning("%d log_history entries without an integer step were skipped (%s)", self.source.bad_entries,
+                        self.source.describe())
+        self._reported_bad = self.source.bad_entries
 
     def process(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -335,7 +272,7 @@ class SmartMonitor:
 
     def _reload_thresholds(self) -> None:
         if self._thresholds is None:
-            self._thresholds = ThresholdsFile(self.paths.thresholds, self.base_config)
+            self._thresholds = control.ThresholdsFile(self.paths.thresholds, self.base_config)
         change = self._thresholds.poll()
         if change.kind == "invalid":
             log.warning("%s (keeping the previous thresholds)", change.problem)
@@ -353,16 +290,16 @@ class SmartMonitor:
         if not self.paths.snapshot_request.exists():
             return
         status, _ = rf.read_json(self.paths.status)
-        if snap.live_collector_takes_requests(status, time.time()):
+        if control.live_collector_takes_requests(status, time.time()):
             return  # the training's own collector saves the live weights at its next step
-        req = snap.claim_request(self.base)
+        req = control.claim_request(self.base)
         if req is None:
             return
         if req.get("id") is None:
             res = snap.SnapshotResult(False, error=f"malformed snapshot request: {req.get('problem')}")
         else:
             res = self.actions.save("manual", ["manual"], self.engine.step, {}, None, kind=snap.KIND_MANUAL)
-        snap.write_result(self.base, req, res, handled_by=SOURCE_NAME)
+        control.write_result(self.base, req, res, handled_by=SOURCE_NAME)
         log.info("Snapshot now: %s", f"saved {res.name}" if res.ok else res.error)
 
     # ------------------------------------------------------------------ loop
@@ -379,7 +316,7 @@ class SmartMonitor:
             self.heartbeat()
             self.save_state()
             if self.source.cursor.kind == "":
-                log.error("nothing to replay in %s: no logs/metrics.jsonl and no trainer_state.json", self.base)
+                log.error("nothing to replay in %s: %s", self.base, self.source.nothing_found())
                 return EXIT_NOTHING
             return EXIT_OK
         while not self.stop_event.is_set():

@@ -1,14 +1,15 @@
-"""The in-training spectral collector: a :class:`~collectors.monitor.MonitorPlugin` measuring SVD metrics.
+"""The in-training spectral collector: a :class:`~collectors.plugin.MonitorPlugin` measuring SVD metrics.
 
 Every ``svd_interval`` optimizer steps it measures, for each 2-D layer whose name matches ``layer_pattern``
-(default: attention projections), the metrics of :mod:`collectors.spectral` from the weight and its
+(default: attention projections), the metrics of :mod:`collectors.spectral.metrics` from the weight and its
 gradient (in ``on_pre_optimizer_step``, where gradients are present), feeds them to an
-:class:`~collectors.svd_monitor.SVDMonitor`, and writes:
+:class:`~collectors.spectral.tracker.SVDMonitor`, and writes:
 
 - ``logs/spectral.jsonl``: one ``spectral`` record per layer measurement, with its compute time;
-- ``logs/alerts.jsonl``: an ``alert`` record (category ``spectral``) when a layer's alert starts firing;
+- ``logs/alerts.jsonl``: an ``alert`` record (category ``spectral``) when a layer's alert starts firing,
+  through :class:`collectors.alerts.AlertLog` like every other alert;
 - stdout: one ``[trainboard-svd] step=… layer=…`` line per measurement, the line format
-  ``python -m collectors.svd_monitor --log-file`` reads (``echo=False`` turns it off).
+  ``python -m collectors.spectral.monitor --log-file`` reads (``echo=False`` turns it off).
 
 Enable it with ``Monitor(..., spectral=True)`` / ``MonitorCallback(..., spectral=True)`` (or a
 :class:`SpectralConfig`). An adaptive training reports its own mode and rank with
@@ -23,9 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from collectors import runformat as rf
-from collectors.spectral import DEFAULT_RECON_TARGET, DEFAULT_TOP_K_FRACTION, FULL_SVD_MAX_DIM, METHODS
-from collectors.svd_monitor import (LINE_PREFIX, Mode, SpectralAlert, SVDMetrics, SVDMonitor, SwitchThresholds,
-                                    format_alert, format_line, parse_mode, recommend_mode)
+from collectors.alerts import SOURCE_COLLECTOR, AlertLog
+from collectors.spectral.decisions import Mode, SpectralAlert, SVDMetrics, SwitchThresholds, parse_mode, recommend_mode
+from collectors.spectral.metrics import (DEFAULT_RECON_TARGET, DEFAULT_TOP_K_FRACTION, FULL_SVD_MAX_DIM, METHODS,
+                                         measure)
+from collectors.spectral.text import LINE_PREFIX, format_alert, format_line
+from collectors.spectral.tracker import SVDMonitor
 
 DEFAULT_SVD_INTERVAL = 20
 DEFAULT_LAYER_PATTERN = (r"(?:^|\.)(?:attn\.(?:c_attn|c_proj|c_q|c_k|c_v)|q_proj|k_proj|v_proj|o_proj|out_proj"
@@ -190,7 +194,7 @@ class SpectralPlugin:
         self._last_end: float | None = None
         self._pre_hook_seen = False
         self._spectral: rf.JsonlWriter | None = None
-        self._alerts: rf.JsonlWriter | None = None
+        self._alerts: AlertLog | None = None
 
     # ----------------------------------------------------------------- public API
     def report_mode(self, layer: str, mode: Mode | str | float, r: int | None = None) -> None:
@@ -268,7 +272,7 @@ class SpectralPlugin:
         if self._spectral is None:
             monitor.paths.logs_dir.mkdir(parents=True, exist_ok=True)
             self._spectral = rf.JsonlWriter(monitor.paths.spectral)
-            self._alerts = rf.JsonlWriter(monitor.paths.alerts)
+            self._alerts = AlertLog(monitor.paths.alerts, source=SOURCE_COLLECTOR, guard=monitor.guard)
         out: list[SVDMetrics] = []
         threads = torch.get_num_threads()
         on_cpu = any(layer.module.weight.device.type == "cpu" for layer in layers)
@@ -301,8 +305,6 @@ class SpectralPlugin:
             self._write(monitor, metrics, record, alerts)
 
     def _measure_layer(self, layer: WatchedLayer, step: int) -> tuple[SVDMetrics, dict[str, Any], list[SpectralAlert], bool]:
-        from collectors.spectral import measure
-
         weight = layer.module.weight
         grad = weight.grad
         w = weight.detach()
@@ -341,10 +343,8 @@ class SpectralPlugin:
         firing = {a.rule for a in alerts}
         new = [a for a in alerts if a.rule == "mode_switch" or a.rule not in self._firing.get(metrics.layer_name, set())]
         self._firing[metrics.layer_name] = firing
-        for a in new:  # edge-triggered: an alert is written when it starts firing, not at every measurement
-            if self._alerts is not None:
-                rec = rf.make_record(rf.RecordKind.ALERT, time=record["time"], **a.to_fields())
-                monitor.guard.run("appending to alerts.jsonl", self._alerts.append, rec)
+        if new and self._alerts is not None:  # edge-triggered: written when an alert starts firing, not every time
+            self._alerts.write([a.to_alert() for a in new], now=record["time"])
         if self.config.echo:
             print(format_line(metrics, seconds=f"{record['seconds']:.4f}", method=record["method"]), flush=True)
             for a in new:

@@ -15,7 +15,9 @@ kill at any moment leaves either nothing or a hidden temporary directory that li
 :func:`clean_stale_temps` removes later. Deletion renames first, too. Every function taking a snapshot
 name from outside (the dashboard) validates it and checks it stays inside the run directory.
 
-Used by the in-training plugin, the standalone Smart Monitor and the dashboard's Snapshots page.
+Used by the in-training plugin, the standalone Smart Monitor and the dashboard's Snapshots page. Copies
+of a Trainer checkpoint are made by :mod:`collectors.snapshots.from_checkpoint`, "Snapshot now" by
+:mod:`collectors.snapshots.now`; the request/result files themselves belong to :mod:`collectors.control`.
 """
 from __future__ import annotations
 
@@ -24,32 +26,27 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
+from collectors.runtime import BYTES_PER_GB
 
 TS_FORMAT = "%Y%m%d_%H%M%S"
 KIND_ANOMALY = "anomaly"
 KIND_MANUAL = "manual"
 TMP_SNAPSHOT = rf.TMP_PREFIX + "snap-"
 TMP_DELETE = rf.TMP_PREFIX + "del-"
-TMP_CLAIM = rf.TMP_PREFIX + "claim-"
-BYTES_PER_GB = 1024**3
 MAX_REASON_CHARS = 80
 MAX_NAME_CHARS = 200
 STALE_TEMP_SECONDS = 24 * 3600
 """A temporary directory of a process that may still be alive is removed only after this long."""
-LIVE_STATUS_SECONDS = 120.0
-"""A status file updated within this many seconds, by a live process, means a training is running."""
 METADATA_FIELDS = ("timestamp", "reason", "step", "loss", "accuracy", "triggers", "loss_history",
                    "best_loss", "best_loss_step")
 _NAME_RE = re.compile(r"^(anomaly|manual)_(\d{8}_\d{6})(?:_([A-Za-z0-9._-]+))?$")
 _REASON_BAD = re.compile(r"[^A-Za-z0-9._-]+")
-_CHECKPOINT_RE = re.compile(r"^" + re.escape(rf.HF_CHECKPOINT_PREFIX) + r"(\d+)$")
 
 
 class SnapshotError(ValueError):
@@ -422,223 +419,3 @@ def clean_stale_temps(run_dir: str | os.PathLike[str], now: float | None = None)
             shutil.rmtree(e.path, ignore_errors=True)
             removed.append(e.name)
     return removed
-
-
-# --------------------------------------------------------------------------- checkpoints (standalone / dashboard)
-
-def find_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """``checkpoint-<step>`` directories of a Hugging Face output dir, oldest first."""
-    try:
-        entries = list(os.scandir(output_dir))
-    except OSError:
-        return []
-    out = []
-    for e in entries:
-        m = _CHECKPOINT_RE.match(e.name)
-        if m and e.is_dir():
-            out.append((int(m.group(1)), Path(e.path)))
-    return sorted(out)
-
-
-def pick_checkpoint(checkpoints: Sequence[tuple[int, Path]], step: int | None = None) -> tuple[int, Path] | None:
-    """Pure: the latest checkpoint, or with ``step`` the newest at or before it (the weights just before
-    the event), else the earliest after it."""
-    if not checkpoints:
-        return None
-    if step is None:
-        return checkpoints[-1]
-    before = [c for c in checkpoints if c[0] <= step]
-    return before[-1] if before else checkpoints[0]
-
-
-def copy_tree_linked(src: Path, dst: Path) -> None:
-    """Copy ``src``'s contents into the existing ``dst``, hard-linking files where possible (instant, no
-    extra disk; checkpoint files are never rewritten in place), copying otherwise."""
-    for root, dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        target_dir = dst / rel
-        target_dir.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            s, d = Path(root) / f, target_dir / f
-            try:
-                os.link(s, d)
-            except OSError:
-                shutil.copy2(s, d)
-
-
-def checkpoint_dirs_for(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Where a run's ``checkpoint-*`` live: the Trainer output dir recorded in the status, and the dir itself."""
-    root = Path(run_dir)
-    out = []
-    status, _ = rf.read_json(rf.RunPaths.of(root).status)
-    cfg = status.get("config") if isinstance(status, dict) else None
-    od = cfg.get("output_dir") if isinstance(cfg, dict) else None
-    if isinstance(od, str) and od:
-        p = Path(od)
-        out.append(p if p.is_absolute() else (Path.cwd() / p))
-    out.append(root)
-    return out
-
-
-def latest_checkpoint(run_dir: str | os.PathLike[str], step: int | None = None) -> tuple[int, Path] | None:
-    found: list[tuple[int, Path]] = []
-    for d in checkpoint_dirs_for(run_dir):
-        found.extend(find_checkpoints(d))
-    return pick_checkpoint(sorted(found), step)
-
-
-# --------------------------------------------------------------------------- snapshot now (control files)
-
-def request_snapshot(run_dir: str | os.PathLike[str], *, note: str = "", requested_by: str = "dashboard") -> dict[str, Any]:
-    """Write ``control/snapshot_request.json`` (atomically) and return it; its ``id`` names the result."""
-    req = {"v": rf.SCHEMA_VERSION, "id": secrets.token_hex(8), "requested_at": time.time(),
-           "requested_by": requested_by, "note": str(note)[:200]}
-    rf.write_json_atomic(rf.RunPaths.of(run_dir).snapshot_request, req)
-    return req
-
-
-def claim_request(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Take the pending snapshot request, if any. The rename makes exactly one claimer win when the
-    training, the standalone monitor and the dashboard look at the same moment. A malformed request
-    is claimed and returned as ``{"id": None, "problem": ...}`` so it is answered, not retried forever."""
-    paths = rf.RunPaths.of(run_dir)
-    src = paths.snapshot_request
-    if not src.exists():
-        return None
-    claimed = paths.control_dir / f"{TMP_CLAIM}{os.getpid()}-{secrets.token_hex(4)}.json"
-    try:
-        os.rename(src, claimed)
-    except OSError:
-        return None
-    doc, problem = rf.read_json(claimed)
-    try:
-        claimed.unlink()
-    except OSError:
-        pass
-    if not isinstance(doc, dict):
-        return {"id": None, "problem": problem or "the request is not a JSON object"}
-    return doc
-
-
-def write_result(run_dir: str | os.PathLike[str], request: Mapping[str, Any] | None, result: SnapshotResult,
-                 *, handled_by: str) -> dict[str, Any]:
-    """Write ``control/snapshot_result.json`` answering ``request``."""
-    doc = {"v": rf.SCHEMA_VERSION, "id": (request or {}).get("id"), "ok": result.ok, "name": result.name,
-           "skipped": result.skipped, "error": result.error, "handled_by": handled_by, "finished_at": time.time()}
-    rf.write_json_atomic(rf.RunPaths.of(run_dir).snapshot_result, doc)
-    return doc
-
-
-def read_result(run_dir: str | os.PathLike[str], request_id: str | None = None) -> dict[str, Any] | None:
-    """The latest snapshot result (only the one for ``request_id`` when given)."""
-    doc, _ = rf.read_json(rf.RunPaths.of(run_dir).snapshot_result)
-    if not isinstance(doc, dict) or (request_id is not None and doc.get("id") != request_id):
-        return None
-    return doc
-
-
-def training_is_live(status: Mapping[str, Any] | None, now: float, *, host: str | None = None,
-                     alive: Callable[[int], bool] = rf.pid_alive, stale_s: float = LIVE_STATUS_SECONDS) -> bool:
-    """Pure given ``alive``: the status says training/evaluating, was updated within ``stale_s`` and, on
-    this host, its process still exists."""
-    if not isinstance(status, Mapping) or status.get("state") not in (rf.RunState.TRAINING.value, rf.RunState.EVALUATING.value):
-        return False
-    updated = status.get("updated_at")
-    if not isinstance(updated, (int, float)) or now - updated > stale_s:
-        return False
-    pid = status.get("pid")
-    if status.get("host") == (host or socket.gethostname()) and isinstance(pid, int):
-        return alive(pid)
-    return True
-
-
-def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIND_MANUAL, reason: str | None = None,
-                             step: int | None = None, metadata: Mapping[str, Any] | None = None,
-                             min_free_gb: float = 0.0, now: float | None = None, source_dirs: Sequence[Path] | None = None,
-                             pinned: bool = False) -> SnapshotResult:
-    """A snapshot whose ``model/`` is a copy of the run's latest ``checkpoint-*`` (or the newest at/before
-    ``step``); skipped, with the reason, when there is no checkpoint yet."""
-    now = time.time() if now is None else now
-    if source_dirs is None:
-        found = latest_checkpoint(run_dir, step)
-    else:
-        cps: list[tuple[int, Path]] = []
-        for d in source_dirs:
-            cps.extend(find_checkpoints(d))
-        found = pick_checkpoint(sorted(cps), step)
-    if found is None:
-        where = ", ".join(str(d) for d in (source_dirs or checkpoint_dirs_for(run_dir)))
-        return SnapshotResult(False, skipped=True, error=f"no checkpoint-* directory to copy yet (looked in {where})")
-    cp_step, cp_path = found
-    status, _ = rf.read_json(rf.RunPaths.of(run_dir).status)
-    status = dict(status) if isinstance(status, dict) else {}
-    status["snapshot_source"] = {"kind": "checkpoint", "path": str(cp_path), "checkpoint_step": cp_step}
-    if metadata is None:
-        latest = status.get("latest") if isinstance(status.get("latest"), dict) else {}
-        metadata = build_metadata(timestamp=format_ts(now), reason=reason or kind, step=status.get("step", cp_step),
-                                  loss=status.get("train_loss"), accuracy=latest.get("eval_accuracy"),
-                                  triggers=[reason or kind], loss_history=[], best_loss=None, best_loss_step=None)
-    return create_snapshot(run_dir, kind=kind, reason=reason, metadata=metadata, status=status,
-                           write_model=lambda d: copy_tree_linked(cp_path, d), pinned=pinned, min_free_gb=min_free_gb,
-                           now=now)
-
-
-def live_collector_takes_requests(status: Any, now: float) -> bool:
-    """Whether the training that wrote ``status`` is alive and runs the anomaly plugin, which saves the
-    live weights for a snapshot request at its next step (the plugin announces itself in the status)."""
-    return (isinstance(status, dict) and isinstance(status.get("anomaly"), dict)
-            and bool(status["anomaly"].get("enabled")) and training_is_live(status, now))
-
-
-def wait_for_result(run_dir: str | os.PathLike[str], request_id: str, wait_s: float,
-                    poll_s: float) -> dict[str, Any] | None:
-    """Poll for the result of request ``request_id`` for up to ``wait_s`` seconds; None if none came."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        res = read_result(run_dir, request_id)
-        if res is not None:
-            return res
-        time.sleep(poll_s)
-    return None
-
-
-SNAPSHOT_NOW_WAIT_S = 60.0
-"""How long "Snapshot now" waits for a live training (or the standalone monitor) to answer its request."""
-
-
-def snapshot_now(run_dir: str | os.PathLike[str], *, wait_s: float = SNAPSHOT_NOW_WAIT_S,
-                 progress: Callable[[str], Any] = lambda _msg: None, poll_s: float = 0.25) -> dict[str, Any]:
-    """Take a manual snapshot of a run, by whoever can: used by the dashboard's "Snapshot now".
-
-    A live training whose collector runs the anomaly plugin, or a standalone Smart Monitor, gets a
-    request in ``control/`` and answers at its next step/poll (live weights / checkpoint copy). When
-    neither is running — or neither answers within ``wait_s`` — the request is taken back and the
-    latest ``checkpoint-*`` is copied here. Returns the result document (``ok``, ``name``, ``error``,
-    ``handled_by``); never raises for an expected failure (no checkpoint, disk full).
-    """
-    from collectors.smart_monitor import monitor_running
-
-    root = Path(run_dir)
-    status, _ = rf.read_json(rf.RunPaths.of(root).status)
-    collector = live_collector_takes_requests(status, time.time())
-    watcher = monitor_running(root)
-    if collector or watcher is not None:
-        req = request_snapshot(root)
-        who = "the training" if collector else f"the Smart Monitor (pid {watcher})"
-        progress(f"Requested; waiting for {who} to save at its next step...")
-        res = wait_for_result(root, req["id"], wait_s, poll_s)
-        if res is not None:
-            return res
-        if claim_request(root) is None:  # taken by the other side just now: give it a little longer
-            progress(f"{who} took the request; waiting for it to finish...")
-            res = wait_for_result(root, req["id"], wait_s, poll_s)
-            if res is not None:
-                return res
-            return {"id": req["id"], "ok": False, "name": "", "skipped": False, "handled_by": "dashboard",
-                    "error": f"{who} took the request but gave no result within {2 * wait_s:.0f} s"}
-        progress(f"{who} did not answer within {wait_s:.0f} s; copying the latest checkpoint instead...")
-    else:
-        req = {"id": secrets.token_hex(8)}
-        progress("No live training or Smart Monitor: copying the latest checkpoint...")
-    res = snapshot_from_checkpoint(root)
-    return write_result(root, req, res, handled_by="dashboard")

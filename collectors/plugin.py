@@ -1,0 +1,51 @@
+"""The plugin protocol between :class:`collectors.monitor.Monitor` and the features it runs.
+
+A feature (anomaly rules, samples, spectral metrics, or a user's own) is an object with some of the
+hooks of :class:`MonitorPlugin`; each hook receives the monitor as a :class:`PluginHost`, which names
+what a feature may use of it. Both protocols live here, below the features and the Monitor, so a
+feature can be typed against the monitor without importing it (the Monitor imports the features).
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from collectors import runformat as rf
+from collectors.runtime import Guard
+
+
+class PluginHost(Protocol):
+    """What the Monitor offers the plugins it calls.
+
+    Attributes:
+        paths: the run directory's paths (write only what your feature owns).
+        guard: report problems once through it; never raise into the training.
+        is_main: only the world rank 0 process writes files.
+        closed: the run was closed (hooks after close do nothing).
+        model, optimizer, tokenizer: what ``Monitor.watch`` was given (``None`` when not).
+        tracker: the status tracker (``step``, ``document(now, memory, extra)``).
+        extra_status: fields merged into every status document (a feature may announce itself there).
+    """
+
+    paths: rf.RunPaths
+    guard: Guard
+    is_main: bool
+    closed: bool
+    model: Any
+    optimizer: Any
+    tokenizer: Any
+    tracker: Any
+    extra_status: dict[str, Any]
+
+
+class MonitorPlugin(Protocol):
+    """What a feature plugged into :class:`collectors.monitor.Monitor` may implement (every method is optional).
+
+    Plugins run inside the training: the Monitor calls each hook through its :class:`Guard`, so a plugin
+    that raises is reported once and skipped, never breaking the step.
+    """
+
+    def on_start(self, monitor: PluginHost) -> None: ...
+    def on_record(self, monitor: PluginHost, record: dict[str, Any]) -> None: ...
+    def on_step_end(self, monitor: PluginHost, step: int) -> None: ...
+    def on_pre_optimizer_step(self, monitor: PluginHost, step: int) -> None: ...
+    def on_close(self, monitor: PluginHost, state: rf.RunState) -> None: ...

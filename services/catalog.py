@@ -1,0 +1,309 @@
+"""The run catalog: which runs exist under the base directory, each read by the reader of its kind.
+
+One catalog serves every page (run picker, Overview, Alerts, Snapshots, Samples, SVD, Runs). It
+discovers runs to :data:`DISCOVERY_DEPTH` levels below the base dir (a directory recognised as a run
+is not searched further: its ``checkpoints/`` or an HF dir's ``runs/`` event files belong to it), keeps
+one reader per run between calls so re-reads are incremental, and is kept current by file events
+(:class:`services.watch.DirWatcher`, non-recursive watches on the directories it reads) or, without
+them, by checking file signatures on each request.
+
+Symbolic links below the base dir are not followed: a linked directory is listed in
+:attr:`RunCatalog.problems` with the reason, so it is never shown as a run that then has no data.
+Only ids produced by discovery are accepted, so nothing a browser sends can point outside the base.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+import time
+from pathlib import Path
+from typing import Any
+
+from collectors import runformat as rf
+from services.model import Run, RunKind, listdir, mtime
+from services.readers import READERS, TB_EVENT_MARK, detect_kind
+from services.watch import DirWatcher
+
+BASE_RUN_ID = "."
+"""Run id of a base directory that is itself a run."""
+DISCOVERY_DEPTH = 2
+"""Runs are looked for in the base dir and this many levels below it."""
+RESCAN_INTERVAL_S = 2.0
+"""Even with file events, the tree is searched for new runs this often (events can be lost on network
+filesystems, and a run dir's first status file appears in a directory not watched yet)."""
+RECHECK_INTERVAL_S = 5.0
+"""A watched Trainboard run with no event is still re-checked this often."""
+COLLECTOR_DIRS = (rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR)
+"""What is watched inside a collector-written run: its status, logs and control files, and which
+snapshots exist (``snapshots/`` itself, never the inside of a snapshot)."""
+
+
+def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH
+             ) -> tuple[list[tuple[str, RunKind, Path]], list[Path], list[str]]:
+    """Every run under ``base``: ``(run_id, kind, path)`` sorted by id, the non-run directories searched
+    (to watch for new runs) and the problems met (symbolic links not followed), in words.
+
+    ``run_id`` is the path relative to base (``"."`` for base itself). Hidden and temporary directories
+    are skipped.
+    """
+    root = Path(base)
+    found: list[tuple[str, RunKind, Path]] = []
+    searched: list[Path] = []
+    problems: list[str] = []
+    level = [root]
+    for d in range(depth + 1):
+        nxt: list[Path] = []
+        for p in level:
+            kind = detect_kind(p)
+            if kind is not None:
+                rid = BASE_RUN_ID if p == root else p.relative_to(root).as_posix()
+                found.append((rid, kind, p))
+                continue
+            searched.append(p)
+            if d >= depth:
+                continue
+            for n in listdir(p):
+                if n.startswith((".", rf.TMP_PREFIX)):
+                    continue
+                child = p / n
+                if child.is_symlink():
+                    if child.is_dir() and detect_kind(child) is not None:
+                        problems.append(f"{child.relative_to(root).as_posix()} is a symbolic link to "
+                                        f"{os.path.realpath(child)}: not followed (start the dashboard with "
+                                        f"--base-dir on its target to watch it)")
+                    continue
+                if child.is_dir():
+                    nxt.append(child)
+        level = nxt
+    return sorted(found, key=lambda t: t[0]), searched, problems
+
+
+def activity_time(kind: RunKind, root: Path) -> float:
+    """When a run last wrote anything its reader reads (mtime), without reading it: picks the default run."""
+    if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
+        paths = [rf.RunPaths(root).status, rf.RunPaths(root).metrics]
+    elif kind is RunKind.HUGGINGFACE:
+        paths = rf.trainer_state_files(root)[-2:] + [root / rf.HF_TRAINER_STATE]
+    else:
+        paths = [root / n for n in listdir(root) if n.startswith(TB_EVENT_MARK)]
+    return max((t for t in (mtime(p) for p in paths) if t is not None), default=0.0)
+
+
+def import_tbparse() -> None:
+    """Import tbparse (and pandas) once, while no reader thread is running (see :meth:`RunCatalog.warm`)."""
+    try:
+        import tbparse  # noqa: F401
+    except ImportError:  # the TensorBoard reader reports it as the run's problem
+        pass
+
+
+class RunCatalog:
+    """All runs under one base directory, kept current by file events and on-demand reading.
+
+    Args:
+        base_dir: a run directory, or a root with runs up to :data:`DISCOVERY_DEPTH` levels down.
+        poll: no file events: check file signatures on each request (network filesystems, containers
+            without inotify).
+        watch: watch files at all (tests of the pure parts pass False).
+
+    Attributes:
+        base: the resolved base directory.
+        problems: discovery problems (symbolic links not followed), in words.
+
+    Example:
+        >>> cat = RunCatalog("runs", watch=False)                     # doctest: +SKIP
+        >>> for run in cat.runs():
+        ...     s = run.summary(); print(s.name, s.kind, s.state, s.last_step, s.best_eval_loss)
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, poll: bool = False, watch: bool = True,
+                 rescan_interval_s: float = RESCAN_INTERVAL_S) -> None:
+        self.base = Path(base_dir).expanduser().resolve()
+        self.poll = poll
+        self.rescan_interval_s = rescan_interval_s
+        self.problems: list[str] = []
+        self._runs: dict[str, Run] = {}
+        self._run_ids: list[str] = []
+        self._dirty_all = True
+        self._dirty: set[str] = set()
+        self._owner: dict[str, str | None] = {}
+        """Watched directory -> the run id it belongs to (None: a directory searched for runs)."""
+        self._last_scan = -1e18
+        self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
+        self._watcher: DirWatcher | None = None
+        _CATALOGS.add(self)
+        if watch and not poll:
+            self._watcher = DirWatcher(self._on_change)
+            if not self._watcher.available:
+                self._watcher = None if self._watcher.problem is None else self._watcher
+
+    def _after_fork(self) -> None:
+        """In a forked child (Dash's background callbacks, e.g. "Snapshot now", run in one) a lock may have
+        been copied while another thread held it, and the watcher thread does not exist: start clean and
+        check files on each request."""
+        self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
+        self._watcher = None
+        for run in list(self._runs.values()):
+            run._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ watching
+    @property
+    def watching(self) -> bool:
+        return self._watcher is not None and self._watcher.available
+
+    @property
+    def watch_problem(self) -> str | None:
+        """Why files are checked on each request instead of by events (None when watching or asked to poll)."""
+        return None if self._watcher is None or self._watcher.available else self._watcher.problem
+
+    def watched_dirs(self) -> list[str]:
+        return self._watcher.watched() if self._watcher is not None else []
+
+    def _watch(self, path: Path, owner: str | None) -> None:
+        if self.watching and self._watcher is not None and self._watcher.watch(path):
+            self._owner[os.fspath(path)] = owner
+
+    def _watch_run(self, run_id: str, kind: RunKind, root: Path) -> None:
+        self._watch(root, run_id)
+        if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
+            for name in COLLECTOR_DIRS:
+                sub = root / name
+                if os.fspath(sub) not in self._owner and sub.is_dir() and not sub.is_symlink():
+                    self._watch(sub, run_id)
+
+    def _on_change(self, dir_path: str) -> None:
+        """From the watcher thread: remember which run changed (or that the run list may have)."""
+        with self._lock:
+            owner = self._owner.get(dir_path)
+            if owner is None:
+                self._dirty_all = True
+                return
+            self._dirty.add(owner)  # files in a run (root, status, logs, control, snapshots): that run only
+
+    def _root_of(self, run_id: str) -> Path:
+        return self.base if run_id == BASE_RUN_ID else self.base / run_id
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    # ------------------------------------------------------------------ discovery
+    def rescan(self, force: bool = False) -> list[str]:
+        """Search the tree for runs when it changed (or every ``rescan_interval_s``); returns the run ids."""
+        with self._scan_lock:  # a caller arriving during a scan waits for its result instead of the old list
+            now = time.monotonic()
+            with self._lock:
+                due = force or self._dirty_all or now - self._last_scan >= self.rescan_interval_s
+                if not due:
+                    return list(self._run_ids)
+                self._dirty_all = False
+                self._last_scan = now
+            found, searched, problems = discover(self.base)
+            if any(kind is RunKind.TENSORBOARD for _, kind, _ in found):
+                import_tbparse()
+            with self._lock:
+                fresh: dict[str, Run] = {}
+                for rid, kind, path in found:
+                    old = self._runs.get(rid)
+                    fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
+                self._runs = fresh
+                self._run_ids = [rid for rid, _, _ in found]
+                self.problems = problems
+                for d in searched:
+                    self._watch(d, None)
+                for rid, kind, path in found:
+                    self._watch_run(rid, kind, path)
+                return list(self._run_ids)
+
+    def run_ids(self) -> list[str]:
+        """Ids of the runs under the base dir (rescanned when the tree changed, or every few seconds)."""
+        return self.rescan()
+
+    def kind_of(self, run_id: str) -> RunKind | None:
+        run = self._runs.get(run_id)
+        return run.kind if run is not None else None
+
+    def label(self, run_id: str) -> str:
+        """The picker's label of a run: its path (the base dir's folder name for ``"."``) and its kind."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return self.base.name if run_id == BASE_RUN_ID else run_id
+        return run.label
+
+    # ------------------------------------------------------------------ reading
+    def get(self, run_id: str | None) -> Run | None:
+        """The run ``run_id``, brought up to date; None when it is not a run under the base dir."""
+        if not run_id or run_id not in self.rescan():
+            return None
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or not rf.is_within(self.base, run.root):
+                return None
+            dirty = (run_id in self._dirty or not self.watching or run.version == 0 or not run.has_collector
+                     or time.monotonic() - run._checked > RECHECK_INTERVAL_S)
+            self._dirty.discard(run_id)
+            if dirty and self.watching:
+                self._watch_run(run_id, run.kind, run.root)
+        if dirty:
+            run._checked = time.monotonic()
+            run.refresh()
+        return run
+
+    def runs(self, refresh: bool = True) -> list[Run]:
+        """Every run, refreshed (cheap for runs whose files did not change), by id."""
+        out = []
+        for rid in self.rescan():
+            run = self.get(rid) if refresh else self._runs.get(rid)
+            if run is not None:
+                out.append(run)
+        return out
+
+    def version(self) -> tuple[tuple[str, int], ...]:
+        """A fingerprint of all runs' versions: unchanged means nothing new anywhere."""
+        return tuple((r.run_id, r.version) for r in self.runs())
+
+    def default_run(self) -> str | None:
+        """The run to show first: the most recently active one."""
+        ids = self.rescan()
+        if not ids:
+            return None
+        with self._lock:
+            kinds = {rid: self._runs[rid].kind for rid in ids if rid in self._runs}
+        return max(ids, key=lambda rid: activity_time(kinds.get(rid, RunKind.TRAINBOARD), self._root_of(rid)))
+
+    def warm(self) -> threading.Thread:
+        """Read the most recent run in a background thread, so a large history is parsed before the first
+        page asks for it (a browser that asks sooner just waits on the same run's lock).
+
+        Discovery runs first, in the caller's thread: when a TensorBoard run exists, tbparse (and pandas)
+        are imported here, before the server answers anything. Imported later in a reader thread, pandas
+        is half-initialised for a moment in ``sys.modules``, and plotly serialising a page in another
+        thread at that moment fails with "partially initialized module 'pandas'".
+        """
+        self.rescan()
+        t = threading.Thread(target=lambda: self.get(self.default_run()), name="trainboard-warm", daemon=True)
+        t.start()
+        return t
+
+    def describe(self) -> dict[str, Any]:
+        """What the catalog knows, for messages: counts per kind, watch mode and problems."""
+        kinds: dict[str, int] = {}
+        for r in list(self._runs.values()):
+            kinds[r.kind.value] = kinds.get(r.kind.value, 0) + 1
+        return {"base": str(self.base), "kinds": kinds, "watching": self.watching, "problems": list(self.problems)}
+
+
+_CATALOGS: "weakref.WeakSet[RunCatalog]" = weakref.WeakSet()
+
+
+def _reset_catalogs_after_fork() -> None:
+    for catalog in list(_CATALOGS):
+        catalog._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_catalogs_after_fork)
