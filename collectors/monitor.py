@@ -67,7 +67,8 @@ class StatusTracker:
         if record.get("epoch") is not None:
             self.epoch = record["epoch"]
         if kind == rf.RecordKind.TRAIN.value:
-            self.train_loss = record.get("loss", self.train_loss)
+            # a loss Trainer replaced (its NaN/Inf filter) is not a loss: shown as NaN, never as 0.0
+            self.train_loss = math.nan if record.get(rf.LOSS_REPLACED) else record.get("loss", self.train_loss)
             self.learning_rate = record.get("learning_rate", self.learning_rate)
             self.grad_norm = record.get("grad_norm", self.grad_norm)
         elif kind == rf.RecordKind.EVAL.value:
@@ -304,6 +305,8 @@ class Monitor:
         self.start()
         if not self.is_main or self.closed:
             return None
+        for plugin in self.plugins:
+            self._call(plugin, "on_annotate", record)
         with self._lock:
             now = record.get("time") or time.time()
             self.tracker.update(record, now)

@@ -88,6 +88,12 @@ MANUAL_SNAPSHOT_PREFIX = "manual_"
 HF_TRAINER_STATE = "trainer_state.json"
 HF_CHECKPOINT_PREFIX = "checkpoint-"
 
+LOSS_REPLACED = "loss_replaced"
+"""Set (true) on a train record whose ``loss`` Trainer replaced: its ``logging_nan_inf_filter`` logs the
+mean of the interval's finite losses (or 0.0) where a step's loss was NaN/Inf. Readers show NaN."""
+LOSS_NONFINITE_STEP = "loss_nonfinite_step"
+"""The first step of the logged interval whose real training loss was NaN/Inf (with ``loss_replaced``)."""
+
 NAN_TOKEN = "NaN"
 POS_INF_TOKEN = "Infinity"
 NEG_INF_TOKEN = "-Infinity"

@@ -37,7 +37,7 @@ STALE_AFTER_S = 120.0
 The one live/stale rule: the Overview marks its cards stale after it, the Runs table says "stale" for a
 status that claims training, and a run without a status file counts as training only while its files
 changed within it."""
-NUMERIC_SKIP = frozenset({"v", "kind", "step", "time"})
+NUMERIC_SKIP = frozenset({"v", "kind", "step", "time", rf.LOSS_REPLACED, rf.LOSS_NONFINITE_STEP})
 """Record fields that are not metric series."""
 SKIP_TAGS = frozenset({"epoch", "step", "total_flos", "runtime", "samples_per_second", "steps_per_second"})
 """Numbers logged alongside metrics that are bookkeeping, not curves worth comparing (Runs page)."""
@@ -456,6 +456,8 @@ class Run:
     def _ingest_group(self, kind: Any, first: dict[str, Any], group: list[dict[str, Any]]) -> bool:
         if kind not in METRIC_KINDS:
             return True
+        if rf.LOSS_REPLACED in first:  # Trainer logged a stand-in for a NaN/Inf loss: show the NaN
+            group = [{**r, "loss": math.nan} if r.get(rf.LOSS_REPLACED) else r for r in group]
         try:
             steps = array("d", map(itemgetter("step"), group))
             times = array("d", (t if isinstance(t, (int, float)) else math.nan for t in map(itemgetter("time"), group))) \
@@ -486,6 +488,8 @@ class Run:
         if not is_number(step) or not math.isfinite(step):
             self.bad_steps += 1
             return
+        if rec.get(rf.LOSS_REPLACED):
+            rec = {**rec, "loss": math.nan}
         t = rec.get("time")
         t = float(t) if is_number(t) else math.nan
         for name, value in rec.items():

@@ -10,6 +10,7 @@ the monitor's Guard: a problem here is reported once and the training goes on.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from collectors import snapshots as snap
 from collectors.alerts import SOURCE_COLLECTOR, Severity
 from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
-from collectors.anomaly.rules import AnomalyConfig, RuleEngine, coerce_config, observation_from_record
+from collectors.anomaly.losswatch import LossWatch
+from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config, observation_from_record
 from collectors.runtime import process_memory
 
 CONTROL_POLL_SECONDS = 1.0
@@ -148,6 +150,7 @@ class AnomalyPlugin:
         self.control_poll_s = float(control_poll_s)
         self.alerts_written = 0
         self.stop_requested = False
+        self.losswatch: LossWatch | None = None
         self.thresholds_problem: str | None = None
         self.actions: AlertActions | None = None
         self._thresholds: control.ThresholdsFile[AnomalyConfig] | None = None
@@ -173,12 +176,45 @@ class AnomalyPlugin:
         if self._pending_state:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
         snap.clean_stale_temps(monitor.paths.root)
+        if (monitor.model is not None and targs is not None and getattr(targs, "logging_nan_inf_filter", False)
+                and self.losswatch is None):
+            self._attach_losswatch(monitor)
         self._poll_control(monitor, force=True)
+
+    def _attach_losswatch(self, monitor: Any) -> None:
+        """Trainer hides NaN/Inf losses (``logging_nan_inf_filter``): read them from the model's outputs."""
+        def attach() -> None:
+            self.losswatch = LossWatch(monitor.model)
+            state = getattr(monitor, "trainer_state", None)
+            self.losswatch.set_step((getattr(state, "global_step", 0) or 0) + 1)
+        monitor.guard.run("watching the training loss for NaN/Inf", attach)
+
+    def on_annotate(self, monitor: Any, record: dict[str, Any]) -> None:
+        """Mark a logged train loss that Trainer replaced, and where the real one went non-finite."""
+        if self.losswatch is None or record.get("kind") != rf.RecordKind.TRAIN.value or "loss" not in record:
+            return
+        check = self.losswatch.collect()
+        if check.non_finite:
+            record[rf.LOSS_REPLACED] = True
+            if check.first_step is not None:
+                record[rf.LOSS_NONFINITE_STEP] = check.first_step
 
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
         if self.actions is None:
             return
         obs = observation_from_record(record)
+        if obs is not None and record.get(rf.LOSS_REPLACED):
+            # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
+            # never enters the windows, nor becomes a "new best model"
+            bad_step = record.get(rf.LOSS_NONFINITE_STEP)
+            alerts = self.engine.observe(Observation(step=bad_step if isinstance(bad_step, int) else obs.step,
+                                                     loss=math.nan))
+            for a in alerts:
+                a.metadata.update(hidden_by_trainer=True, logged_loss=record.get("loss"))
+                a.message += f" (Trainer's logging_nan_inf_filter logged {record.get('loss')!r} in its place)"
+            if alerts:
+                self._act(monitor, alerts, obs.step)
+            obs.loss = None
         if obs is not None:
             if obs.loss is not None and obs.grad_norm is None:
                 self._want_grad_norm = True
@@ -202,6 +238,8 @@ class AnomalyPlugin:
             self._grad_cache = (step, norm)
 
     def on_step_end(self, monitor: Any, step: int) -> None:
+        if self.losswatch is not None:
+            self.losswatch.set_step(step + 1)  # the forwards until the next step end belong to the next step
         if self.actions is not None:
             self._poll_control(monitor, step=step)
 
@@ -210,6 +248,9 @@ class AnomalyPlugin:
             return
         self._poll_control(monitor, force=True)
         self.actions.close()
+        if self.losswatch is not None:
+            self.losswatch.close()
+            self.losswatch = None
 
     # ------------------------------------------------------------------ internals
     def _grad_norm_for(self, monitor: Any, step: int) -> float | None:
