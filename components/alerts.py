@@ -46,7 +46,11 @@ SLIDERS: tuple[SliderDef, ...] = (
               "10 = accuracy 10 points below its recent average"),
     SliderDef("snapshots.min_steps_between_saves", "Min steps between anomaly snapshots", 0, 5000, 50,
               "best-model snapshots are never blocked"),
-    SliderDef("gradient.explosion_threshold", "Gradient explosion (norm)", 1, 100, 1, "critical above this norm"),
+    SliderDef("noise.k", "Noise gate (robust standard deviations)", 2, 20, 0.5,
+              "6 = a spike must also clear the loss's own batch-to-batch spread 6 times over (on top of the "
+              "fraction above)"),
+    SliderDef("gradient.explosion_threshold", "Gradient explosion (norm)", 1, 100, 1,
+              "critical above this norm, when also beyond the norms' own noise"),
     SliderDef("learning_rate.change_threshold", "LR sudden change (fraction of peak)", 0.05, 2.0, 0.05,
               "a rise above the schedule's own trend"),
     SliderDef("convergence.plateau_threshold", "Plateau (relative improvement)", 0.0, 0.05, 0.001,

@@ -39,6 +39,7 @@ EDITABLE_THRESHOLDS: tuple[ThresholdRange, ...] = (
     ThresholdRange("smart.loss_spike_threshold", 0.05, 2.0),
     ThresholdRange("smart.accuracy_drop_threshold", 1, 50),
     ThresholdRange("snapshots.min_steps_between_saves", 0, 5000, integer=True),
+    ThresholdRange("noise.k", 2, 20),
     ThresholdRange("gradient.explosion_threshold", 1, 100),
     ThresholdRange("learning_rate.change_threshold", 0.05, 2.0),
     ThresholdRange("convergence.plateau_threshold", 0.0, 0.05),
