@@ -9,6 +9,7 @@ from dash import dcc, html
 
 from components import ids
 from components.severity import SEVERITY_STYLES, Severity, style_of
+from services.validation import THRESHOLDS_BY_KEY, ThresholdRange
 
 DASHBOARD_SOURCE = "dashboard"
 """``source`` of alerts the dashboard detected itself (services.detection writes it)."""
@@ -21,39 +22,50 @@ MARKER_SYMBOL = "x-thin-open"
 
 @dataclass(frozen=True)
 class SliderDef:
-    """One threshold slider: ``key`` is ``section.name`` in ``control/thresholds.json``."""
+    """One threshold slider: ``key`` is ``section.name`` in ``control/thresholds.json``. Its range is the
+    one the server accepts (``services.validation``), so a slider can never offer a refused value."""
 
     key: str
     label: str
-    min: float
-    max: float
     step: float
     help: str
 
     @property
+    def range(self) -> ThresholdRange:
+        return THRESHOLDS_BY_KEY[self.key]
+
+    @property
+    def min(self) -> float:
+        return self.range.lo
+
+    @property
+    def max(self) -> float:
+        return self.range.hi
+
+    @property
     def section(self) -> str:
-        return self.key.split(".", 1)[0]
+        return self.range.section
 
     @property
     def name(self) -> str:
-        return self.key.split(".", 1)[1]
+        return self.range.name
 
 
 SLIDERS: tuple[SliderDef, ...] = (
-    SliderDef("smart.loss_spike_threshold", "Loss spike (fraction above recent average)", 0.05, 2.0, 0.05,
+    SliderDef("smart.loss_spike_threshold", "Loss spike (fraction above recent average)", 0.05,
               "0.3 = a loss 30 % above the average of the last 5 is a spike"),
-    SliderDef("smart.accuracy_drop_threshold", "Accuracy drop (percentage points)", 1, 50, 1,
+    SliderDef("smart.accuracy_drop_threshold", "Accuracy drop (percentage points)", 1,
               "10 = accuracy 10 points below its recent average"),
-    SliderDef("snapshots.min_steps_between_saves", "Min steps between anomaly snapshots", 0, 5000, 50,
+    SliderDef("snapshots.min_steps_between_saves", "Min steps between anomaly snapshots", 50,
               "best-model snapshots are never blocked"),
-    SliderDef("noise.k", "Noise gate (robust standard deviations)", 2, 20, 0.5,
+    SliderDef("noise.k", "Noise gate (robust standard deviations)", 0.5,
               "6 = a spike must also clear the loss's own batch-to-batch spread 6 times over (on top of the "
               "fraction above)"),
-    SliderDef("gradient.explosion_threshold", "Gradient explosion (norm)", 1, 100, 1,
+    SliderDef("gradient.explosion_threshold", "Gradient explosion (norm)", 1,
               "critical above this norm, when also beyond the norms' own noise"),
-    SliderDef("learning_rate.change_threshold", "LR sudden change (fraction of peak)", 0.05, 2.0, 0.05,
+    SliderDef("learning_rate.change_threshold", "LR sudden change (fraction of peak)", 0.05,
               "a rise above the schedule's own trend"),
-    SliderDef("convergence.plateau_threshold", "Plateau (relative improvement)", 0.0, 0.05, 0.001,
+    SliderDef("convergence.plateau_threshold", "Plateau (relative improvement)", 0.001,
               "below this improvement over the window = plateau"),
 )
 
