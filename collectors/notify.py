@@ -461,7 +461,7 @@ class Notifier:
         finally:
             _CAPTURE.reset(token)
         if plugin is None:
-            why = f": {reasons[-1]}" if reasons else ""
+            why = f": {_mask(reasons[-1], url)}" if reasons else ""
             raise ValueError(f"{label}: apprise cannot use this URL (check its tokens, host and port){why}")
         # explicit timeouts: apprise's defaults differ per service (mailto uses a 15 s connect timeout)
         plugin.socket_read_timeout = self.send_timeout_s
@@ -660,6 +660,7 @@ class Notifier:
                     self._counts.failed += 1
             if not ok:
                 scheme = url_scheme(self.urls[index])
+                why = _mask(why, self.urls[index])
                 self.guard.warn_once(f"notify: url {index}", f"notify: sending to notify URL #{index + 1} "
                                      f"({scheme}://...) failed{': ' + why if why else ''}; later failures "
                                      f"are counted, not logged")
@@ -718,6 +719,16 @@ class Notifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mask(text: str, url: str) -> str:
+    """``text`` with the URL and its longer parts (tokens, passwords, webhook ids) replaced by ``***``,
+    because apprise's messages quote the URL and warnings end up in shared logs."""
+    text = text.replace(url, "***")
+    for part in sorted(set(re.split(r"[/:@?&=#,]+", url.split("://", 1)[-1])), key=len, reverse=True):
+        if len(part) >= 6:
+            text = text.replace(part, "***")
+    return text
 
 
 def _drain(q: queue.Queue[object]) -> list[object]:
