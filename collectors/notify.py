@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import inspect
 import logging
 import math
 import os
@@ -63,7 +62,7 @@ Ten a minute lets several distinct faults through while a storm of rules cannot 
 DEFAULT_QUEUE_SIZE = 100
 """Messages waiting for the sending thread; when full, new ones are dropped and counted."""
 DEFAULT_SEND_TIMEOUT_S = 5.0
-"""Read timeout of one delivery (one message to one URL), and the whole-call limit given to apprise."""
+"""Read timeout of one delivery (one message to one URL), set on apprise's service explicitly."""
 CONNECT_TIMEOUT_S = 4.0
 """TCP connect timeout of one delivery (apprise's own default, capped by the send timeout)."""
 MAX_SERVICE_THROTTLE_S = 1.0
@@ -436,7 +435,6 @@ class Notifier:
         except ImportError as exc:
             raise ImportError("notifications need the apprise package: pip install apprise") from exc
         self._services = [self._build_service(i, url) for i, url in enumerate(url_list)]
-        self._timeout_kw = _notify_accepts_timeout()
         _install_log_filter()
 
     # -- configuration -------------------------------------------------------------------------------
@@ -453,7 +451,7 @@ class Notifier:
         if known == "disabled":
             raise ValueError(f"{label}: apprise's {scheme}:// service is disabled on this machine "
                              f"(it needs extra system packages, e.g. dbus/gi for desktop notifications)")
-        asset = apprise.AppriseAsset(async_mode=False)
+        asset = _sync_asset()
         token = _CAPTURE.set([])  # apprise logs why a URL is unusable; keep it out of the console
         try:
             plugin = apprise.Apprise.instantiate(url, asset=asset, suppress_exceptions=True)
@@ -648,11 +646,7 @@ class Notifier:
         msg = format_message(event, public_url=self.public_url,
                              suppressed_before=int(event.get("suppressed_before") or 0))
         for index, service in enumerate(self._services):
-            timeout = self.send_timeout_s
-            deadline = self._close_deadline
-            if deadline is not None:
-                timeout = max(0.1, min(timeout, deadline - time.monotonic()))
-            ok, why = _send_one(service, msg, timeout if self._timeout_kw else None)
+            ok, why = _send_one(service, msg)
             with self._lock:
                 if ok:
                     self._counts.sent += 1
@@ -672,13 +666,13 @@ class Notifier:
         ``sent``/``failed`` count deliveries (one message to one URL); ``dropped`` counts messages lost to
         a full queue, to ``close()`` running out of time, or submitted after close; ``suppressed`` counts
         messages held back on purpose: below ``min_severity`` (``below_severity``) or over the rate limit
-        (``rate_limited``); ``pending`` is what waits in the queue now.
+        (``rate_limited``); ``pending`` is what waits in the queue now (0 after close: the rest is dropped).
         """
         with self._lock:
             c = self._counts
             return {"sent": c.sent, "failed": c.failed, "dropped": c.dropped, "suppressed": c.suppressed,
                     "rate_limited": c.rate_limited, "below_severity": c.below_severity,
-                    "pending": self._queue.qsize()}
+                    "pending": 0 if self._closed else self._queue.qsize()}
 
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Send what can be sent within ``timeout`` seconds, then stop; never waits longer, never raises.
@@ -770,25 +764,27 @@ def _known_scheme(scheme: str) -> bool | str | None:
         return None
 
 
-def _notify_accepts_timeout() -> bool:
-    """apprise >= 2 takes ``notify(timeout=...)`` (a whole-call limit); older versions do not."""
+def _sync_asset() -> Any:
+    """An apprise asset that sends on the calling thread (our daemon thread), one service at a time.
+
+    apprise >= 2 otherwise runs each send on its shared ThreadPoolExecutor, whose non-daemon workers the
+    interpreter joins at exit: a hung receiver could then delay the end of a training. On our daemon
+    thread a send is bounded by the explicit connect/read timeouts and never holds up exit or close().
+    """
     import apprise
 
     try:
-        return "timeout" in inspect.signature(apprise.Apprise.notify).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
+        return apprise.AppriseAsset(async_mode=False, service_timeout=0)
+    except Exception:  # noqa: BLE001 - apprise < 2 has no service_timeout (and no executor either)
+        return apprise.AppriseAsset(async_mode=False)
 
 
-def _send_one(service: Any, msg: Message, timeout: float | None) -> tuple[bool, str]:
+def _send_one(service: Any, msg: Message) -> tuple[bool, str]:
     """Deliver one message to one apprise service; (ok, why it failed) with apprise's logs captured."""
     buf: list[str] = []
     token = _CAPTURE.set(buf)
     try:
-        kwargs: dict[str, Any] = {"body": msg.body, "title": msg.title, "notify_type": msg.notify_type}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        ok = bool(service.notify(**kwargs))
+        ok = bool(service.notify(body=msg.body, title=msg.title, notify_type=msg.notify_type))
     except Exception as exc:  # noqa: BLE001 - apprise or a plugin raising must count as a failure
         return False, f"{type(exc).__name__}: {exc}"
     finally:
