@@ -40,6 +40,9 @@ _LAZY: dict[str, str] = {
     "SwitchThresholds": "collectors.svd_monitor",
     "SpectralPlugin": "collectors.spectral_collector",
     "SpectralConfig": "collectors.spectral_collector",
+    # issue 10: notifications (apprise is imported only when a Notifier is built)
+    "Notifier": "collectors.notify",
+    "notifier_from_settings": "collectors.notify",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

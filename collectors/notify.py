@@ -3,7 +3,7 @@
 Who uses it: the collector (``Monitor(notify=...)`` / ``MonitorCallback(notify=...)``) inside a training,
 and ``trainboard serve --notify URL`` for runs without the collector. Delivery goes through apprise
 (https://github.com/caronc/apprise), one maintained library that speaks ~100 services through one URL
-syntax (``slack://...``, ``discord://...``, ``msteams://...``, ``mailto://...``, ``ntfy://...``,
+syntax (``slack://...``, ``discord://...``, ``workflows://...`` (Teams), ``mailto://...``, ``ntfy://...``,
 ``tgram://...``, ``dbus://`` / ``macosx://`` / ``windows://`` desktop, and ``json://`` / ``form://``
 plain webhooks).
 
@@ -80,7 +80,7 @@ RATE_WINDOW_S = 60.0
 
 _URL_START = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _SPLIT_BEFORE_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
-_COMMON_SCHEMES = "slack, discord, msteams, mailto, ntfy, tgram, json, form, dbus, macosx, windows"
+_COMMON_SCHEMES = "slack, discord, workflows (Teams), mailto, ntfy, tgram, json, form, dbus, macosx, windows"
 
 _STOP = object()
 """Queue sentinel that ends the sending thread."""

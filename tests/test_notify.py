@@ -8,8 +8,11 @@ second while the receiver holds each request for 30 s, and close() within a few 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -223,6 +226,24 @@ def test_secrets_stay_out_of_error_messages():
     with pytest.raises(ValueError) as err:
         Notifier("slack://SECRETTOKEN")
     assert "SECRETTOKEN" not in str(err.value)
+
+
+def test_importing_the_collector_does_not_import_apprise():
+    code = ("import sys, collectors, collectors.notify; from collectors import Notifier; "
+            "assert 'apprise' not in sys.modules, 'apprise imported eagerly'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parent.parent),
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_desktop_url_without_its_system_support_is_refused_with_the_reason():
+    from apprise.manager_plugins import NotificationManager
+
+    if NotificationManager()["dbus"].enabled:
+        pytest.skip("this machine can show dbus desktop notifications")
+    with pytest.raises(ValueError, match=r"dbus:// service is disabled on this machine"):
+        Notifier("dbus://")
 
 
 def test_missing_apprise_warns_once_and_training_goes_on(monkeypatch, caplog):
