@@ -434,8 +434,8 @@ class Notifier:
             import apprise  # noqa: F401
         except ImportError as exc:
             raise ImportError("notifications need the apprise package: pip install apprise") from exc
+        _install_log_filter()  # before building: apprise explains unusable URLs through its logger
         self._services = [self._build_service(i, url) for i, url in enumerate(url_list)]
-        _install_log_filter()
 
     # -- configuration -------------------------------------------------------------------------------
     def _build_service(self, index: int, url: str) -> Any:
@@ -459,7 +459,7 @@ class Notifier:
         finally:
             _CAPTURE.reset(token)
         if plugin is None:
-            why = f": {_mask(reasons[-1], url)}" if reasons else ""
+            why = f": {_mask('; '.join(reasons[-2:]), url)}" if reasons else ""
             raise ValueError(f"{label}: apprise cannot use this URL (check its tokens, host and port){why}")
         # explicit timeouts: apprise's defaults differ per service (mailto uses a 15 s connect timeout)
         plugin.socket_read_timeout = self.send_timeout_s
