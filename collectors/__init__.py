@@ -53,6 +53,9 @@ _LAZY: dict[str, str] = {
     "SwitchThresholds": "collectors.spectral.decisions",
     "SpectralPlugin": "collectors.spectral.plugin",
     "SpectralConfig": "collectors.spectral.plugin",
+    # issue 10: notifications (apprise is imported only when a Notifier is built)
+    "Notifier": "collectors.notify",
+    "notifier_from_settings": "collectors.notify",
 }
 
 __all__ = ["Monitor", "MonitorPlugin", *_LAZY]

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "collectors.runformat": 0,
     "collectors.runtime": 1,
     "collectors.alerts": 2,
+    "collectors.notify": 2,
     "collectors.control": 2,
     "collectors.plugin": 2,
     "collectors.snapshots": 3,
