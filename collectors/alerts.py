@@ -167,10 +167,13 @@ class AlertLog:
         >>> log.write([Alert("loss_spike", "loss", "high", 37, 1.02, 0.3, "Loss spike")])  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, *, source: str, guard: Guard | None = None) -> None:
+    def __init__(self, path: str | Path, *, source: str, guard: Guard | None = None, notifier: Any = None) -> None:
         self.path = Path(path)
         self.source = source
         self.guard = guard or Guard()
+        self.notifier = notifier
+        """A :class:`collectors.notify.Notifier` (or None): each written alert is also submitted to it; it
+        filters by severity, groups repeats and sends on its own thread, so this never waits."""
         self.written = 0
         self._writer: rf.JsonlWriter | None = None
         self._lock = threading.Lock()
@@ -189,9 +192,11 @@ class AlertLog:
         at = clock_now() if now is None else now
         n = 0
         for a in batch:
-            if self.guard.run("appending to alerts.jsonl", writer.append,
-                              alert_record(a, source=self.source, now=at), default=False) is not False:
+            rec = alert_record(a, source=self.source, now=at)
+            if self.guard.run("appending to alerts.jsonl", writer.append, rec, default=False) is not False:
                 n += 1
+            if self.notifier is not None:
+                self.guard.run("queueing a notification", self.notifier.submit, rec)
         self.written += n
         return n
 

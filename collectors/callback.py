@@ -14,6 +14,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from collectors import features
 from collectors import runformat as rf
 from collectors.monitor import Monitor
+from collectors.notify import notifier_from_settings
 from collectors.plugin import MonitorPlugin
 
 
@@ -48,7 +49,7 @@ class MonitorCallback(TrainerCallback):
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
                  tokens_per_step: float | None = None, samples: Any = None, anomaly: Any = True,
-                 spectral: Any = None) -> None:
+                 spectral: Any = None, notify: Any = None) -> None:
         if base_dir is not None and not str(base_dir).strip():
             raise ValueError("MonitorCallback(base_dir=...) must be a directory path or None; got an empty string")
         self.base_dir = base_dir
@@ -60,6 +61,8 @@ class MonitorCallback(TrainerCallback):
         self.monitor: Monitor | None = None
         features.check_anomaly(anomaly)  # a bad value fails at construction, not at train begin
         self.anomaly = anomaly
+        # bad notification URLs fail here too; the Notifier is handed to the Monitor at train begin
+        self.notify: Any = notifier_from_settings(notify) if notify is not False else False
 
     # ------------------------------------------------------------------ helpers
     def _ensure(self, args: TrainingArguments, state: TrainerState, model: Any = None, **kwargs: Any) -> Monitor:
@@ -69,6 +72,7 @@ class MonitorCallback(TrainerCallback):
             per_step = args.per_device_train_batch_size * max(args.gradient_accumulation_steps, 1) * world
             self.monitor = Monitor(base, samples_per_step=per_step, tokens_per_step=self.tokens_per_step,
                                    plugins=self.plugins, main_process=state.is_world_process_zero, anomaly=self.anomaly,
+                                   notify=self.notify,
                                    run_config={"output_dir": args.output_dir, "learning_rate": args.learning_rate,
                                                "per_device_train_batch_size": args.per_device_train_batch_size,
                                                "gradient_accumulation_steps": args.gradient_accumulation_steps,

@@ -25,9 +25,13 @@ from types import TracebackType
 from typing import Any, Mapping, Sequence
 
 from collectors import features
+from collectors.notify import notifier_from_settings
 from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
+
+NOTIFY_CLOSE_S = 5.0
+"""Longest a closing run waits for its last notifications (a receiver that hangs is given up on)."""
 
 LR_ALIASES = ("lr",)
 """Names accepted for the learning rate in ``Monitor.log``; stored as ``learning_rate`` like Trainer."""
@@ -172,7 +176,7 @@ class Monitor:
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
                  run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
-                 anomaly: Any = True, spectral: Any = None) -> None:
+                 anomaly: Any = True, spectral: Any = None, notify: Any = None) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -183,6 +187,13 @@ class Monitor:
                 raise ValueError(f"Monitor({name}=...) must be a positive number or None; got {val!r}")
         self.is_main = is_main_process(main_process)
         self.guard = Guard()
+        # alerts to Slack/Discord/email/webhooks (apprise), from notify= or TRAINBOARD_NOTIFY; bad URLs fail here
+        self.notifier: Any = notifier_from_settings(notify, run_name=self.paths.root.name, guard=self.guard) \
+            if self.is_main else None
+        if self.notifier is not None and self.notifier.run_name == "run":
+            self.notifier.run_name = self.paths.root.name  # a Notifier built by the callback names the run now
+        if not self.is_main and hasattr(notify, "close"):
+            notify.close(0.0)  # another rank's callback built it: only world rank 0 sends
         assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral)  # options -> plugins, in one place
         self.plugins: list[MonitorPlugin] = assembled.plugins
         self.spectral: Any = assembled.spectral
@@ -247,6 +258,8 @@ class Monitor:
                 self.tracker.error = error
             for plugin in self.plugins:
                 self._call(plugin, "on_close", state)
+            if self.notifier is not None:
+                self.guard.run("sending the last notifications", self.notifier.close, NOTIFY_CLOSE_S)
             if self.is_main:
                 self._write_status()
                 if self._metrics is not None:
@@ -341,6 +354,8 @@ class Monitor:
             return
         now = time.time() if now is None else now
         doc = self.tracker.document(now, process_memory(), self.extra_status)
+        if self.notifier is not None:
+            doc["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
         self.guard.run("writing training_status.json", rf.write_json_atomic, self.paths.status, doc)
 
     def _call(self, plugin: MonitorPlugin, hook: str, *args: Any) -> None:

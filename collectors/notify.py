@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
-from collectors.safety import Guard
+from collectors.runtime import Guard
 
 logger = logging.getLogger("trainboard")
 

@@ -24,6 +24,7 @@ class PluginHost(Protocol):
         model, optimizer, tokenizer: what ``Monitor.watch`` was given (``None`` when not).
         tracker: the status tracker (``step``, ``document(now, memory, extra)``).
         extra_status: fields merged into every status document (a feature may announce itself there).
+        notifier: where alerts are also sent (``notify=``), or None; :class:`collectors.alerts.AlertLog` takes it.
     """
 
     paths: rf.RunPaths
@@ -35,6 +36,7 @@ class PluginHost(Protocol):
     tokenizer: Any
     tracker: Any
     extra_status: dict[str, Any]
+    notifier: Any
 
 
 class MonitorPlugin(Protocol):

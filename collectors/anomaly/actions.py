@@ -46,16 +46,18 @@ class AlertActions:
         engine: the rule engine (its histories fill ``metadata.json``).
         source: written in every alert record (``collector`` or ``smart_monitor``).
         guard: reports file problems once.
+        notifier: where alerts are also sent (``Monitor(notify=...)``), or None.
     """
 
-    def __init__(self, run_dir: str | Path, engine: RuleEngine, *, source: str, guard: Guard | None = None) -> None:
+    def __init__(self, run_dir: str | Path, engine: RuleEngine, *, source: str, guard: Guard | None = None,
+                 notifier: Any = None) -> None:
         self.paths = rf.RunPaths.of(run_dir)
         self.engine = engine
         self.source = source
         self.guard = guard or Guard()
         self.last_anomaly_save_step: int | None = None
         self.snapshots_saved: list[str] = []
-        self.log = AlertLog(self.paths.alerts, source=source, guard=self.guard)
+        self.log = AlertLog(self.paths.alerts, source=source, guard=self.guard, notifier=notifier)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 

@@ -167,7 +167,8 @@ class AnomalyPlugin:
     def on_start(self, monitor: Any) -> None:
         if not monitor.is_main:
             return
-        self.actions = AlertActions(monitor.paths.root, self.engine, source=SOURCE_COLLECTOR, guard=monitor.guard)
+        self.actions = AlertActions(monitor.paths.root, self.engine, source=SOURCE_COLLECTOR, guard=monitor.guard,
+                                    notifier=getattr(monitor, "notifier", None))
         # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
         control.announce_request_handler(monitor.extra_status)
         targs = getattr(monitor, "trainer_args", None)  # a Trainer that evaluates: best model = best eval loss

@@ -272,7 +272,8 @@ class SpectralPlugin:
         if self._spectral is None:
             monitor.paths.logs_dir.mkdir(parents=True, exist_ok=True)
             self._spectral = rf.JsonlWriter(monitor.paths.spectral)
-            self._alerts = AlertLog(monitor.paths.alerts, source=SOURCE_COLLECTOR, guard=monitor.guard)
+            self._alerts = AlertLog(monitor.paths.alerts, source=SOURCE_COLLECTOR, guard=monitor.guard,
+                                    notifier=getattr(monitor, "notifier", None))
         out: list[SVDMetrics] = []
         threads = torch.get_num_threads()
         on_cpu = any(layer.module.weight.device.type == "cpu" for layer in layers)
