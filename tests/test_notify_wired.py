@@ -16,7 +16,8 @@ from tests.helpers.http_receiver import Receiver
 
 def test_monitor_sends_critical_alerts_and_counts_in_status(tmp_path: Path) -> None:
     with Receiver(hang_s=20) as rx:
-        urls = [rx.url("json", "/ok"), rx.url("json", "/hang"), rx.url("json", "/fail")]
+        # sent in this order on the notifier thread: the hanging one last, so close() gives up on it alone
+        urls = [rx.url("json", "/ok"), rx.url("json", "/fail"), rx.url("json", "/hang")]
         t0 = time.monotonic()
         with Monitor(tmp_path / "run", notify=urls) as mon:
             for step in range(1, 30):
