@@ -64,12 +64,17 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
     slider_input.fill("0.55")
     slider_input.press("Tab")  # the typed value is committed when the box loses focus
     page.get_by_text("Saved smart.loss_spike_threshold = 0.55").wait_for(timeout=TIMEOUT_MS)
+    typed = page.locator('[id=\'{"key":"smart.accuracy_drop_threshold","type":"alerts-threshold"}\'] input').first
+    typed.fill("12")
+    typed.press("Enter")  # Enter saves too (assets/thresholds.js), not only leaving the box
+    page.get_by_text("Saved smart.accuracy_drop_threshold = 12").wait_for(timeout=TIMEOUT_MS)
     thumb = page.locator('[id=\'{"key":"gradient.explosion_threshold","type":"alerts-threshold"}\'] [role=slider]')
     thumb.focus()
     thumb.press("ArrowRight")  # moving the slider itself (keyboard): 10 → 11
     page.get_by_text("Saved gradient.explosion_threshold = 11").wait_for(timeout=TIMEOUT_MS)
     doc = json.loads(rf.RunPaths.of(run).thresholds.read_text())
     assert doc["smart"]["loss_spike_threshold"] == 0.55 and doc["gradient"]["explosion_threshold"] == 11
+    assert doc["smart"]["accuracy_drop_threshold"] == 12
     plugin = AnomalyPlugin(control_poll_s=0)
     mon = Monitor(run, plugins=[plugin], run_config={"output_dir": str(hf)})  # the training goes on
     mon.start()
