@@ -489,18 +489,16 @@ class Notifier:
 
     def submit_incident_opened(self, record: object) -> bool:
         """Announce an incident that opened (sent once per incident id; see :meth:`submit`)."""
-        try:
-            return self._offer_incident(_as_mapping(record), "open")
-        except Exception as exc:  # noqa: BLE001
-            self.guard.warn_once("notify: bad record", f"notify: an incident could not be used "
-                                 f"({type(exc).__name__}: {exc}); it was not sent")
-            return False
+        return self._offer_incident_safely(record, "open")
 
     def submit_incident_resolved(self, record: object) -> bool:
         """Announce that an incident resolved (sent only with ``on_resolved=True`` and if its opening was)."""
+        return self._offer_incident_safely(record, "resolved")
+
+    def _offer_incident_safely(self, record: object, state: str) -> bool:
         try:
-            return self._offer_incident(_as_mapping(record), "resolved")
-        except Exception as exc:  # noqa: BLE001
+            return self._offer_incident(_as_mapping(record), state)
+        except Exception as exc:  # noqa: BLE001 - a bad record must never reach the training
             self.guard.warn_once("notify: bad record", f"notify: an incident could not be used "
                                  f"({type(exc).__name__}: {exc}); it was not sent")
             return False

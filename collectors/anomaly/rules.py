@@ -627,11 +627,6 @@ def noise_level(window: Sequence[float]) -> NoiseLevel:
     return NoiseLevel(med, 1.4826 * mad / math.sqrt(2.0), ordered[-1])
 
 
-def above_noise(level: NoiseLevel, current: float, k: float) -> bool:
-    """Whether ``current`` is more than ``k`` robust standard deviations above the median."""
-    return current > level.median + k * level.sigma
-
-
 def beyond_window(level: NoiseLevel, current: float, factor: float) -> bool:
     """Whether ``current`` exceeds everything the window holds by the factor (a single value that fires at once)."""
     top = level.maximum
@@ -1092,27 +1087,18 @@ class RuleEngine:
         if len(window) < max(n.warmup_logs, n.patience + 1):
             return NOT_FIRED
         lvl = self._level(key, window)
-        rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
         tail = [window[-j] for j in range(1, n.patience + 2)]
         tail.append(current)
         tail.remove(max(tail))
         mean = math.fsum(tail) / len(tail)
-        if key == "grad_norm" and guide.alert is not None and guide.alert.threshold is not None:
-            rel = max(rel, guide.alert.threshold)
-        elif key == "grad_norm":
-            rel = max(rel, self.config.gradient.explosion_threshold)
-        shift_limit = max(rel, lvl.median + n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+        shift_limit = self._shift_limit(key, lvl, rel_threshold, guide, len(tail))
         if not mean > shift_limit:  # on a level at most LEVEL_REFRESH logs old: the window moves slowly
             if mean < 0.5 * (shift_limit + lvl.median):  # hysteresis: a shift re-arms once clearly over
                 self._shifted[key] = False
             return NOT_FIRED
         if self._levels.get(key, [None, 0])[1] != 0:  # judged on a cached level: confirm on the exact one
             lvl = self._level(key, window, fresh=True)
-            rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
-            if key == "grad_norm":
-                rel = max(rel, guide.alert.threshold if guide.alert is not None and guide.alert.threshold
-                          is not None else self.config.gradient.explosion_threshold)
-            shift_limit = max(rel, lvl.median + n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+            shift_limit = self._shift_limit(key, lvl, rel_threshold, guide, len(tail))
             if not mean > shift_limit:
                 self._shifted[key] = False
                 return NOT_FIRED
@@ -1120,6 +1106,15 @@ class RuleEngine:
             return NOT_FIRED
         self._shifted[key] = True
         return make(mean, shift_limit, lvl, len(tail), False, guide)
+
+    def _shift_limit(self, key: str, lvl: NoiseLevel, rel_threshold: float, guide: RuleResult, n_tail: int) -> float:
+        """What the trimmed recent mean must exceed to be a level shift: the guide's fraction above the
+        median (for gradient norms, at least the guide's absolute limit) and ``shift_k`` standard errors."""
+        rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
+        if key == "grad_norm":
+            rel = max(rel, guide.alert.threshold if guide.alert is not None and guide.alert.threshold is not None
+                      else self.config.gradient.explosion_threshold)
+        return max(rel, lvl.median + self.config.noise.shift_k * lvl.sigma / math.sqrt(n_tail))
 
     def _level(self, key: str, window: Sequence[float], fresh: bool = False) -> NoiseLevel:
         """The window's level, recomputed every :data:`LEVEL_REFRESH` logs (it moves slowly) or when a
