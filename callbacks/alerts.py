@@ -1,11 +1,14 @@
-"""Alerts page: live alert feed with severity colours and filters, summary counts, threshold sliders.
+"""Alerts page: incidents (expandable to their firings), events on a timeline, ack and mute, thresholds.
 
-The feed tails ``logs/alerts.jsonl`` (``services.alerts.AlertFeed``) at each tick and re-renders only
-when something new was read or a filter changed. A slider change is validated and written atomically
-to ``control/thresholds.json``; the running detector reloads it within its poll interval.
+The page tails ``logs/alerts.jsonl`` (``services.alerts.AlertFeed``) at each tick, folds its records into
+incidents and events (``collectors.anomaly.incidents.fold``) and re-renders only when something new was
+read, a filter changed or the ack/mute file changed. Acknowledge and Mute write ``control/incidents.json``
+atomically; the running collector and the Smart Monitor follow it. A slider change is validated and
+written atomically to ``control/thresholds.json``; the running detector reloads it within its poll.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dash
@@ -15,7 +18,10 @@ from dash.exceptions import PreventUpdate
 from collectors import runformat as rf
 from collectors.anomaly.rules import AnomalyConfig
 from components import ids
-from components.alerts import SLIDERS, build_alerts_layout, build_feed, build_summary
+from collectors.anomaly import incidents as inc
+from components.alerts import (MUTE_CHOICES, SLIDERS, build_alerts_layout, build_incident_list,
+                               build_incident_summary, build_mutes, event_timeline_figure)
+from services.model import series_key
 from components.messages import build_notice, build_problem, build_waiting
 from services import alerts as svc
 from services.context import catalog_for
@@ -79,6 +85,12 @@ def triggered_slider(inputs_list: Any, values: Any, trig: Any) -> tuple[Any, Any
     return key, None
 
 
+def can_write_control(run: Any) -> bool:
+    """Acks and mutes are written only where something follows them: a collector run, or a run a Smart
+    Monitor watches (it writes ``logs/alerts.jsonl`` into the directory it watches)."""
+    return bool(run.has_collector or run.paths.alerts.exists())
+
+
 def alerts_message(view: svc.AlertsView, run_label: str) -> Any:
     """What the feed is made of when that needs saying: the dashboard's own detection, or lines skipped."""
     if view.detected:
@@ -93,6 +105,55 @@ def alerts_message(view: svc.AlertsView, run_label: str) -> Any:
     return None
 
 
+MUTE_SECONDS = frozenset(secs for _label, secs in MUTE_CHOICES)
+
+
+def control_signature(root: Any) -> list[int] | None:
+    """(mtime, size) of ``control/incidents.json``, None when absent: the page re-renders when it changes."""
+    try:
+        st = inc.control_path(root).stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def logged_steps(run: Any) -> list[int] | None:
+    """The run's logged train steps (to group legacy alert files exactly as the tracker would)."""
+    s = run.series.get(series_key("train", "loss"))
+    if s is None or not len(s):
+        return None
+    x, _ = s.arrays()
+    return [int(v) for v in x]
+
+
+def incident_action(root: Any, trig: Any, duration: Any, now: float | None = None) -> tuple[str, bool]:
+    """Apply one Acknowledge / Mute / Unmute click to ``control/incidents.json``: ``(message, ok)``.
+
+    ``trig`` is the clicked button's pattern-matching id; what it names is only ever a key inside the
+    control document of a listed run, never a path. A mute lasts one of :data:`MUTE_CHOICES`.
+    """
+    if not isinstance(trig, dict):
+        return "Not saved: unknown action.", False
+    kind = trig.get("type")
+    if kind == ids.INCIDENT_ACK_TYPE:
+        iid = trig.get("incident")
+        doc, problem = inc.acknowledge(root, iid, who="dashboard", now=now)
+        return (problem, False) if problem else (f"Acknowledged {iid}: no further notifications for it.", True)
+    if kind == ids.INCIDENT_MUTE_TYPE:
+        rule = trig.get("rule")
+        if isinstance(duration, bool) or duration not in MUTE_SECONDS:
+            return f"Not saved: choose how long to mute (one of {', '.join(l for l, _ in MUTE_CHOICES)}).", False
+        doc, problem = inc.mute(root, rule, float(duration), who="dashboard", now=now)
+        label = next(l for l, secs in MUTE_CHOICES if secs == duration)
+        return (problem, False) if problem else (
+            f"Muted {rule} for {label}: no notifications and no snapshots from it on this run.", True)
+    if kind == ids.INCIDENT_UNMUTE_TYPE:
+        rule = trig.get("rule")
+        doc, problem = inc.unmute_rule(root, rule, now=now)
+        return (problem, False) if problem else (f"Unmuted {rule}.", True)
+    return "Not saved: unknown action.", False
+
+
 def layout(**_query: Any) -> Any:
     return build_alerts_layout(slider_values(AnomalyConfig()))
 
@@ -103,23 +164,54 @@ def register(app: Dash) -> None:
     dash.register_page("alerts", path="/alerts", name="Alerts", title="Trainboard · Alerts", layout=layout, order=10)
 
     @app.callback(Output(ids.ALERTS_SUMMARY, "children"), Output(ids.ALERTS_FEED, "children"),
+                  Output(ids.ALERTS_EVENTS_GRAPH, "figure"), Output(ids.ALERTS_MUTES, "children"),
                   Output(ids.ALERTS_MESSAGE, "children"), Output(ids.ALERTS_STATE, "data"),
                   Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"),
                   Input(ids.ALERTS_SEVERITY_FILTER, "value"), Input(ids.ALERTS_CATEGORY_FILTER, "value"),
-                  State(ids.ALERTS_STATE, "data"))
-    def update_alerts(_n, run_id, severities, categories, prev):
+                  Input(ids.ALERTS_CONTROL_VERSION, "data"), State(ids.ALERTS_STATE, "data"))
+    def update_alerts(_n, run_id, severities, categories, _control_version, prev):
         run = store.get(run_id)
         if run is None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
-            return [], build_feed([], 0), build_waiting(str(store.base), "Alerts appear here once a run exists."), {"waiting": True}
+            return ([], build_incident_list([], 0, {}, False), event_timeline_figure([]), [],
+                    build_waiting(str(store.base), "Alerts appear here once a run exists."), {"waiting": True})
         view = svc.alerts_for(feed, run)
-        state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or []}
+        now = time.time()
+        state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or [],
+                 "control": control_signature(run.paths.root), "minute": int(now // 60)}
         if prev == state:
             raise PreventUpdate
-        shown = svc.filter_alerts(view.alerts, categories, severities)
-        return (build_summary(svc.summarize(view.alerts)), build_feed(svc.newest_first(shown), len(view.alerts)),
-                alerts_message(view, run.label), state)
+        iv = svc.incidents_of(view, run.paths.root, logged_steps(run), now)
+        shown = svc.filter_incidents(iv.incidents, categories, severities)
+        can_act = can_write_control(run)
+        message = alerts_message(view, run.label)
+        if iv.control_problem:
+            message = [message, build_problem(iv.control_problem, "Acks and mutes are not applied until it is fixed.")]
+        return (build_incident_summary(svc.summarize_incidents(iv.incidents, iv.events)),
+                build_incident_list(shown, len(iv.incidents), iv.mutes, can_act),
+                event_timeline_figure(iv.events), build_mutes(iv.mutes, now, can_act), message, state)
+
+    @app.callback(Output(ids.ALERTS_ACTION_MESSAGE, "children"), Output(ids.ALERTS_CONTROL_VERSION, "data"),
+                  Input({"type": ids.INCIDENT_ACK_TYPE, "incident": ALL}, "n_clicks"),
+                  Input({"type": ids.INCIDENT_MUTE_TYPE, "rule": ALL}, "n_clicks"),
+                  Input({"type": ids.INCIDENT_UNMUTE_TYPE, "rule": ALL}, "n_clicks"),
+                  State(ids.ALERTS_MUTE_DURATION, "value"), State(ids.SHELL_RUN_PICKER, "value"),
+                  State(ids.ALERTS_CONTROL_VERSION, "data"), prevent_initial_call=True)
+    def act_on_incident(_acks, _mutes, _unmutes, duration, run_id, version):
+        trig = ctx.triggered_id
+        if not isinstance(trig, dict) or len(ctx.triggered) != 1 or not ctx.triggered[0].get("value"):
+            raise PreventUpdate  # buttons (re)drawn with n_clicks 0: not a click
+        try:
+            root = require_listed_run(store, run_id)
+        except PathRefused as exc:
+            return build_problem(f"Not saved: {exc}."), no_update
+        run = store.get(run_id)
+        if run is None or not can_write_control(run):
+            return build_problem("Not saved: this run has no Trainboard collector or Smart Monitor to follow acks "
+                                 "and mutes, and the dashboard never writes into another tool's output directory."), no_update
+        msg, ok = incident_action(root, trig, duration)
+        return (msg if ok else build_problem(msg)), (version or 0) + 1
 
     @app.callback(Output({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
                   Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children", allow_duplicate=True),

@@ -27,8 +27,8 @@ from components.layout import build_overview_layout
 from components.messages import build_notice, build_problem, build_waiting
 from callbacks.alerts import feed_for
 from collectors.snapshots import list_snapshots
-from components.alerts import build_alert_marker_traces
-from services.alerts import alerts_for, marker_points
+from components.alerts import build_alert_marker_traces, build_event_marker_trace
+from services.alerts import alerts_for, event_points, event_records, marker_points
 from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from collectors.runformat import RunPaths
@@ -158,14 +158,16 @@ def plan_chart(prev: Mapping[str, Any] | None, lengths: Mapping[str, int], view:
     return "extend"
 
 
-def loss_markers(run: Run, alerts: Sequence[Mapping[str, Any]], snapshots: Sequence[Mapping[str, Any]]
-                 ) -> list[dict[str, Any]]:
-    """Alert markers (one trace per severity, shared colours) and snapshot markers on the train-loss curve."""
+def loss_markers(run: Run, alerts: Sequence[Mapping[str, Any]], snapshots: Sequence[Mapping[str, Any]],
+                 events: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Alert markers (one trace per severity, shared colours), event markers (when shown) and snapshot
+    markers on the train-loss curve."""
     s = run.series.get(series_key("train", "loss"))
     if s is None or not len(s):
         return []
     x, y = s.arrays()
     traces = build_alert_marker_traces(marker_points(alerts, x, y))
+    traces += build_event_marker_trace(event_points(events, x, y))
     snaps = marker_points([{"step": sn.get("step"), "severity": "snapshot",
                             "message": f"snapshot {sn.get('name')} ({sn.get('reason')})"} for sn in snapshots], x, y)
     if "snapshot" in snaps:
@@ -360,9 +362,10 @@ def register(app: Dash) -> None:
         Output(ids.OVERVIEW_GRAD_GRAPH, "figure"), Output(ids.OVERVIEW_CHART_STATE, "data"),
         Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"), Input(ids.OVERVIEW_LOG_Y, "value"),
         Input(ids.OVERVIEW_LOSS_GRAPH, "relayoutData"), Input(ids.OVERVIEW_LR_GRAPH, "relayoutData"),
-        Input(ids.OVERVIEW_GRAD_GRAPH, "relayoutData"), State(ids.OVERVIEW_CHART_STATE, "data"),
+        Input(ids.OVERVIEW_GRAD_GRAPH, "relayoutData"), Input(ids.OVERVIEW_SHOW_EVENTS, "value"),
+        State(ids.OVERVIEW_CHART_STATE, "data"),
     )
-    def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, prev_state):
+    def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, show_events, prev_state):
         run = store.get(run_id)
         triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
         if run is None or not run.has_data():
@@ -380,9 +383,10 @@ def register(app: Dash) -> None:
         if unchanged and triggered == ids.SHELL_TICK:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
         snaps = snapshot_rows(run.paths) if run.has_collector else []
-        markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}"
+        events = event_records(alerts_view.records) if "events" in (show_events or []) else []
+        markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}"
         figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
-                                    loss_markers(run, alerts_view.alerts, snaps), markers_key)
+                                    loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
         state["alerts_version"] = alerts_view.version
         if unchanged:
             return (no_update, no_update, no_update, no_update, *figs, state)

@@ -178,24 +178,33 @@ class AlertLog:
         self._writer: rf.JsonlWriter | None = None
         self._lock = threading.Lock()
 
-    def write(self, alerts: Iterable[Alert], *, now: float | None = None) -> int:
-        """Append ``alerts`` (one line each, all with the same time); returns how many were written."""
-        batch = list(alerts)
+    def write(self, alerts: Iterable[Alert], *, now: float | None = None, notify: bool = True) -> int:
+        """Append ``alerts`` (one line each, all with the same time); returns how many were written.
+
+        ``notify=False`` when the caller sends the incident records of these alerts instead (one message
+        per incident, see :mod:`collectors.anomaly.incidents`)."""
+        at = clock_now() if now is None else now
+        return self.append([alert_record(a, source=self.source, now=at) for a in alerts],
+                           notify=None if notify else ())
+
+    def append(self, records: Iterable[dict[str, Any]], *, notify: Iterable[bool] | None = None) -> int:
+        """Append ready records (alerts, incident changes, events); ``notify`` says per record whether it
+        also goes to the notifier (default: every record). Returns how many lines were written."""
+        batch = list(records)
         if not batch:
             return 0
+        flags = [True] * len(batch) if notify is None else (list(notify) + [False] * len(batch))[:len(batch)]
         with self._lock:
             if self._writer is None:
                 self._writer = self.guard.run("opening alerts.jsonl", rf.JsonlWriter, self.path)
             writer = self._writer
         if writer is None:
             return 0
-        at = clock_now() if now is None else now
         n = 0
-        for a in batch:
-            rec = alert_record(a, source=self.source, now=at)
+        for rec, send in zip(batch, flags):
             if self.guard.run("appending to alerts.jsonl", writer.append, rec, default=False) is not False:
                 n += 1
-            if self.notifier is not None:
+            if send and self.notifier is not None:
                 self.guard.run("queueing a notification", self.notifier.submit, rec)
         self.written += n
         return n

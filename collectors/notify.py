@@ -479,6 +479,8 @@ class Notifier:
         """
         try:
             data = _as_mapping(record)
+            if "id" in data and data.get("state") == "updated":
+                return False  # one message per incident: its opening (and resolution), not its updates
             if "id" in data and data.get("state") in ("open", "resolved"):
                 return self._offer_incident(data, str(data["state"]))
             return self._offer_alert(data)

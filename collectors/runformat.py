@@ -110,6 +110,8 @@ class RecordKind(str, enum.Enum):
     SPECTRAL = "spectral"
     SUMMARY = "summary"
     EVENT = "event"
+    INCIDENT = "incident"
+    """An incident opened, updated or resolved (``logs/alerts.jsonl``, see collectors/anomaly/incidents.py)."""
 
 
 KNOWN_KINDS = frozenset(k.value for k in RecordKind)

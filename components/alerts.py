@@ -18,6 +18,8 @@ DETECTED_LABEL = "detected by the dashboard"
 ANOMALY_SEVERITIES = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW)
 CATEGORIES = ("loss", "accuracy", "gradient", "learning_rate", "batch_size", "convergence", "reward", "snapshot")
 MARKER_SYMBOL = "x-thin-open"
+FEED_LIMIT = 200
+"""Incidents listed on the page (the newest); the counters cover every incident."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,18 @@ def build_threshold_panel(values: Mapping[str, float]) -> html.Div:
                     className="panel")
 
 
+MUTE_CHOICES: tuple[tuple[str, int], ...] = (("15 min", 900), ("1 hour", 3600), ("4 hours", 4 * 3600),
+                                              ("1 day", 86400), ("7 days", 7 * 86400))
+"""How long the Mute button mutes a rule (label, seconds); the collector's limit is 30 days."""
+DEFAULT_MUTE_SECONDS = 3600
+FIRINGS_SHOWN = 50
+"""Firings listed inside one expanded incident (the newest; the count says how many there were)."""
+
+
 def build_alerts_layout(slider_values: Mapping[str, float]) -> html.Div:
     sev_opts = [{"label": s.value, "value": s.value} for s in ANOMALY_SEVERITIES]
     cat_opts = [{"label": c.replace("_", " "), "value": c} for c in CATEGORIES]
+    mute_opts = [{"label": label, "value": secs} for label, secs in MUTE_CHOICES]
     return html.Div([
         html.Div(id=ids.ALERTS_MESSAGE),
         html.Div(id=ids.ALERTS_SUMMARY, className="alert-summary"),
@@ -105,51 +116,187 @@ def build_alerts_layout(slider_values: Mapping[str, float]) -> html.Div:
                                  placeholder="all severities", className="alerts__filter"),
                     dcc.Dropdown(id=ids.ALERTS_CATEGORY_FILTER, options=cat_opts, value=[], multi=True,
                                  placeholder="all categories", className="alerts__filter"),
+                    html.Label(["Mute for ",
+                                dcc.Dropdown(id=ids.ALERTS_MUTE_DURATION, options=mute_opts, value=DEFAULT_MUTE_SECONDS,
+                                             clearable=False, className="alerts__mute-duration")],
+                               className="alerts__mute-label"),
                 ], className="alerts__filters"),
+                html.Div(id=ids.ALERTS_ACTION_MESSAGE, className="alerts__action-message", role="status"),
+                html.Div(id=ids.ALERTS_MUTES, className="alerts__mutes"),
+                html.H3("Incidents", className="panel__title"),
                 html.Div(id=ids.ALERTS_FEED, className="alert-feed"),
+                html.H3("Events", className="panel__title"),
+                html.Div("New best model, plateau and spectral mode switches: information, never counted as alerts.",
+                         className="panel__hint"),
+                dcc.Graph(id=ids.ALERTS_EVENTS_GRAPH, figure=event_timeline_figure([]),
+                          config={"displaylogo": False}, className="alerts__events"),
             ], className="panel alerts__main"),
             build_threshold_panel(slider_values),
         ], className="alerts__grid"),
         dcc.Store(id=ids.ALERTS_STATE, data=None),
+        dcc.Store(id=ids.ALERTS_CONTROL_VERSION, data=0),
     ], className="page page--alerts")
 
 
-def build_summary(summary: Mapping[str, Any]) -> list[html.Div]:
-    """Count badges: total, then one per severity in the shared colours."""
-    out = [html.Div([html.Span("Alerts", className="badge__label"),
-                     html.Span(str(summary.get("total_alerts", 0)), className="badge__value")], className="badge")]
+def build_incident_summary(summary: Mapping[str, Any]) -> list[html.Div]:
+    """Count badges: incidents in total and open, one per severity (incidents, not firings), then events."""
+    out = [html.Div([html.Span("Incidents", className="badge__label"),
+                     html.Span(str(summary.get("total_incidents", 0)), className="badge__value")], className="badge"),
+           html.Div([html.Span("open", className="badge__label"),
+                     html.Span(str(summary.get("open", 0)), className="badge__value")], className="badge")]
     for sev in ANOMALY_SEVERITIES:
         n = summary.get("by_severity", {}).get(sev.value, 0)
         out.append(html.Div([html.Span(sev.value, className="badge__label"), html.Span(str(n), className="badge__value")],
                             className=f"badge {SEVERITY_STYLES[sev].css_class}"))
+    out.append(html.Div([html.Span("events", className="badge__label"),
+                         html.Span(str(summary.get("events", 0)), className="badge__value")], className="badge badge--event"))
     cats = summary.get("by_category") or {}
     if cats:
         out.append(html.Div(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cats.items()), className="badge__cats"))
     return out
 
 
+def fmt_value(v: Any) -> str:
+    """A value as a person reads it: ``nan``/``inf`` spelled out, 4 significant digits otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "–"
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "Inf" if v > 0 else "-Inf"
+    return f"{v:.4g}"
+
+
+def fmt_until(until: float, now: float) -> str:
+    left = max(0.0, until - now)
+    if left < 3600:
+        return f"{left / 60:.0f} min"
+    if left < 2 * 86400:
+        return f"{left / 3600:.1f} h"
+    return f"{left / 86400:.1f} days"
+
+
+def build_mutes(mutes: Mapping[str, float], now: float, can_act: bool) -> list[Any]:
+    """The rules muted now, each with when its mute ends and an Unmute button."""
+    if not mutes:
+        return []
+    items = [html.Span("Muted (no notifications, no snapshots):", className="alerts__mutes-label")]
+    for rule, until in sorted(mutes.items()):
+        items.append(html.Span([
+            html.Span(rule, className="alerts__muted-rule"),
+            html.Span(f" for {fmt_until(until, now)} more ", className="alerts__muted-left"),
+            html.Button("Unmute", id={"type": ids.INCIDENT_UNMUTE_TYPE, "rule": rule}, n_clicks=0,
+                        className="button button--small", disabled=not can_act),
+        ], className="alerts__muted"))
+    return items
+
+
+def _firing_row(f: Mapping[str, Any]) -> html.Tr:
+    return html.Tr([html.Td(str(f.get("step", "?"))), html.Td(fmt_value(f.get("value"))),
+                    html.Td(fmt_value(f.get("threshold"))), html.Td(str(f.get("message", "")))])
+
+
+def build_incident(i: Any, *, muted: bool, can_act: bool) -> html.Details:
+    """One incident: a summary line (severity, rule, steps, count, worst value, state, ack/mute buttons)
+    that expands to its firings, newest first."""
+    st = style_of(i.severity)
+    span = f"step {i.first_step}" if i.last_step == i.first_step else f"steps {i.first_step}–{i.last_step}"
+    state = "open" if i.is_open else f"resolved at step {i.resolved_step}"
+    tags = []
+    if i.acked:
+        tags.append(html.Span("acknowledged", className="incident__tag incident__tag--acked"))
+    if muted or i.muted:
+        tags.append(html.Span("muted", className="incident__tag incident__tag--muted"))
+    if any(f.get("source") == DASHBOARD_SOURCE for f in i.firings):
+        tags.append(html.Span(DETECTED_LABEL, className="alert__source"))
+    firings = list(reversed(i.firings))[:FIRINGS_SHOWN]
+    more = len(i.firings) - len(firings)
+    body: list[Any] = [html.Table([
+        html.Thead(html.Tr([html.Th("step"), html.Th("value"), html.Th("threshold"), html.Th("message")])),
+        html.Tbody([_firing_row(f) for f in firings])], className="incident__firings")] if firings else [
+        html.Div("No firing records kept for this incident (older than the file's window).", className="panel__hint")]
+    if more > 0:
+        body.append(html.Div(f"… and {more} older firing(s)", className="panel__hint"))
+    if i.count > len(i.firings):
+        body.append(html.Div(f"{i.count} firings in all; repeats of a lasting condition are counted, not "
+                             "written one per step.", className="panel__hint"))
+    buttons = [
+        html.Button("Acknowledged" if i.acked else "Acknowledge",
+                    id={"type": ids.INCIDENT_ACK_TYPE, "incident": i.id}, n_clicks=0,
+                    className="button button--small", disabled=i.acked or not can_act,
+                    title="Stop notifications for this incident"),
+        html.Button("Mute rule", id={"type": ids.INCIDENT_MUTE_TYPE, "rule": i.rule}, n_clicks=0,
+                    className="button button--small", disabled=muted or not can_act,
+                    title=f"No notifications and no snapshots from {i.rule} on this run for the chosen time"),
+    ]
+    return html.Details([
+        html.Summary([
+            html.Span(i.severity, className=f"alert__sev {st.css_class}"),
+            html.Span(i.rule + (f" · {i.subject}" if i.subject else ""), className="alert__rule"),
+            html.Span(span, className="alert__step"),
+            html.Span(f"{i.count}×", className="incident__count", title="firings"),
+            html.Span(f"worst {fmt_value(i.worst_value)}", className="incident__worst"),
+            html.Span(state, className=f"incident__state incident__state--{'open' if i.is_open else 'resolved'}"),
+            html.Span(fmt_time(i.opened_at), className="alert__time", title="opened at"),
+            *tags,
+            html.Span(i.message, className="alert__msg"),
+            html.Span(buttons, className="incident__actions"),
+        ], className="incident__summary"),
+        *body,
+    ], className="incident", id={"type": "incident", "incident": i.id}, style={"borderLeftColor": st.colour})
+
+
+def build_incident_list(incidents: Sequence[Any], total: int, mutes: Mapping[str, float], can_act: bool,
+                        limit: int = FEED_LIMIT) -> Any:
+    """Incidents newest first, each expandable to its firings; or an honest empty state."""
+    if not incidents:
+        text = "No incidents match these filters." if total else "No incidents yet — the rules are watching."
+        return html.Div(text, className="alert-feed__empty")
+    rows: list[Any] = [build_incident(i, muted=i.rule in mutes, can_act=can_act) for i in incidents[:limit]]
+    if len(incidents) > limit:
+        rows.append(html.Div(f"{len(incidents) - limit} older incident(s) not shown", className="panel__hint"))
+    return rows
+
+
+EVENT_COLOURS = {"best_model": "#2ca02c", "convergence_plateau": "#9467bd", "mode_switch": "#8c564b"}
+
+
+def event_timeline_figure(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The events along the step axis, one row per event rule (plotly figure dict, pure)."""
+    by_rule: dict[str, tuple[list[Any], list[str]]] = {}
+    for e in events:
+        step = e.get("step")
+        if not isinstance(step, (int, float)) or isinstance(step, bool):
+            continue
+        xs, texts = by_rule.setdefault(str(e.get("rule", "event")), ([], []))
+        xs.append(step)
+        texts.append(str(e.get("message", "")))
+    traces = [{"type": "scatter", "mode": "markers", "name": rule.replace("_", " "), "x": xs, "y": [rule] * len(xs),
+               "customdata": texts, "hovertemplate": "step %{x}<br>%{customdata}<extra></extra>",
+               "marker": {"symbol": "diamond", "size": 10, "color": EVENT_COLOURS.get(rule, "#7f7f7f")}}
+              for rule, (xs, texts) in sorted(by_rule.items())]
+    layout: dict[str, Any] = {"height": 90 + 30 * max(1, len(by_rule)), "margin": {"l": 140, "r": 10, "t": 10, "b": 30},
+                              "showlegend": False, "xaxis": {"title": {"text": "step"}},
+                              "yaxis": {"type": "category"}}
+    if not traces:
+        layout["annotations"] = [{"text": "no events yet", "showarrow": False, "xref": "paper", "yref": "paper",
+                                  "x": 0.5, "y": 0.5}]
+        layout["xaxis"]["visible"] = layout["yaxis"]["visible"] = False
+    return {"data": traces, "layout": layout}
+
+
+def build_event_marker_trace(points: tuple[list[float], list[float], list[str]]) -> list[dict[str, Any]]:
+    """The Overview loss chart's event markers (one trace, legend-toggleable), or none."""
+    xs, ys, texts = points
+    if not xs:
+        return []
+    return [{"type": "scatter", "mode": "markers", "name": "events", "x": xs, "y": ys, "customdata": texts,
+             "hovertemplate": "step %{x}<br>%{customdata}<extra></extra>",
+             "marker": {"color": EVENT_COLOURS["best_model"], "symbol": "diamond-open", "size": 9}}]
+
+
 def fmt_time(t: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else ""
-
-
-def build_feed(alerts: Sequence[Mapping[str, Any]], total: int) -> html.Div | list:
-    """The newest alerts first, each with its severity colour; or an honest empty state."""
-    if not alerts:
-        text = "No alerts match these filters." if total else "No alerts yet — the rules are watching."
-        return html.Div(text, className="alert-feed__empty")
-    rows = []
-    for a in alerts:
-        st = style_of(a.get("severity"))
-        rows.append(html.Div([
-            html.Span(str(a.get("severity", "?")), className=f"alert__sev {st.css_class}"),
-            html.Span(f"step {a.get('step', '?')}", className="alert__step"),
-            html.Span(str(a.get("rule", "")), className="alert__rule"),
-            html.Span([str(a.get("message", "")),
-                       *([html.Span(DETECTED_LABEL, className="alert__source")] if a.get("source") == DASHBOARD_SOURCE
-                         else [])], className="alert__msg"),
-            html.Span(fmt_time(a.get("time")), className="alert__time"),
-        ], className="alert", style={"borderLeftColor": st.colour}))
-    return rows
 
 
 def build_alert_marker_traces(points: Mapping[str, tuple[list[float], list[float], list[str]]]) -> list[dict[str, Any]]:

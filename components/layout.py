@@ -53,8 +53,12 @@ def build_overview_layout() -> html.Div:
         dcc.Store(id=ids.OVERVIEW_UPDATED_AT, data=None),
         dcc.Store(id=ids.OVERVIEW_CHART_STATE, data=None),
         html.Div([
-            html.Div([dcc.Checklist(id=ids.OVERVIEW_LOG_Y, options=[{"label": " log-scale loss", "value": "log"}],
-                                    value=[], className="chart__toggle"),
+            html.Div([html.Div([
+                dcc.Checklist(id=ids.OVERVIEW_LOG_Y, options=[{"label": " log-scale loss", "value": "log"}],
+                              value=[], className="chart__toggle", inline=True),
+                dcc.Checklist(id=ids.OVERVIEW_SHOW_EVENTS,
+                              options=[{"label": " events (new best model, plateau)", "value": "events"}],
+                              value=["events"], className="chart__toggle", inline=True)], className="chart__toggles"),
                       dcc.Graph(id=ids.OVERVIEW_LOSS_GRAPH, config=graph_cfg, className="chart__graph")],
                      className="chart chart--wide"),
             html.Div(dcc.Graph(id=ids.OVERVIEW_LR_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),

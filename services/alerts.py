@@ -15,11 +15,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors.alerts import Severity
+from collectors.anomaly import incidents as inc
 from collectors.anomaly.rules import AnomalyConfig, Category
 
 MAX_ALERTS_KEPT = 5000
 """Alerts kept per run in memory (the feed shows the newest; counts cover what is kept)."""
-FEED_ROWS = 200
 SEVERITY_ORDER = tuple(s.value for s in Severity)
 CATEGORY_ORDER = tuple(c.value for c in Category)
 
@@ -28,17 +28,24 @@ CATEGORY_ORDER = tuple(c.value for c in Category)
 class AlertsView:
     """What one poll of a run's alerts gives the page."""
 
-    alerts: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    """Every record of ``logs/alerts.jsonl`` kept: alerts, events and incident changes, in file order."""
     version: int
     bad_lines: int
     problem: str | None = None
     detected: bool = False
     """True when the dashboard detected these alerts itself (the run has no collector, no alerts.jsonl)."""
 
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alert records (firings of fault rules), without events and incident changes."""
+        return [r for r in self.records if r.get("kind", rf.RecordKind.ALERT.value) == rf.RecordKind.ALERT.value
+                and r.get("rule") not in inc.EVENT_RULES]
+
 
 class _RunAlerts:
     def __init__(self, path: Path) -> None:
-        self.tailer = rf.JsonlTailer(path, known_kinds=(rf.RecordKind.ALERT.value,))
+        self.tailer = rf.JsonlTailer(path, known_kinds=inc.ALERTS_LOG_KINDS)
         self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS_KEPT)
         self.version = 0
 
@@ -79,14 +86,6 @@ def alerts_for(feed: AlertFeed, run: Any) -> AlertsView:
 
 # --------------------------------------------------------------------------- pure functions
 
-def filter_alerts(alerts: Iterable[Mapping[str, Any]], categories: Sequence[str] | None,
-                  severities: Sequence[str] | None) -> list[Mapping[str, Any]]:
-    """Alerts whose category and severity are selected (an empty/None selection means all)."""
-    cats = set(categories or ())
-    sevs = set(severities or ())
-    return [a for a in alerts if (not cats or a.get("category") in cats) and (not sevs or a.get("severity") in sevs)]
-
-
 def summarize(alerts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """``total_alerts``, ``by_severity`` (every severity, in order) and ``by_category`` counts."""
     sev: Counter[str] = Counter()
@@ -98,10 +97,6 @@ def summarize(alerts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         cat[str(a.get("category"))] += 1
     return {"total_alerts": n, "by_severity": {s: sev.get(s, 0) for s in SEVERITY_ORDER},
             "by_category": dict(sorted(cat.items(), key=lambda kv: (-kv[1], kv[0])))}
-
-
-def newest_first(alerts: Sequence[Mapping[str, Any]], limit: int = FEED_ROWS) -> list[Mapping[str, Any]]:
-    return list(reversed(alerts[-limit:]))
 
 
 def marker_points(alerts: Iterable[Mapping[str, Any]], steps: Sequence[float], values: Sequence[float]
@@ -170,3 +165,56 @@ def current_thresholds(run_root: Path) -> tuple[AnomalyConfig, str | None]:
     except ValueError as exc:
         return AnomalyConfig(), f"{path} is invalid ({exc}); the training keeps its previous thresholds"
 
+
+
+# --------------------------------------------------------------------------- incidents and events
+
+@dataclass
+class IncidentsView:
+    """A run's incidents (newest first, each with its firings), its events, and its acks and mutes."""
+
+    incidents: list[inc.Incident]
+    events: list[dict[str, Any]]
+    mutes: dict[str, float]
+    """Rules muted now, with the time each mute ends (seconds since the epoch)."""
+    control_problem: str | None = None
+
+
+def incidents_of(view: AlertsView, root: Path, logged_steps: Sequence[int] | None = None,
+                 now: float | None = None) -> IncidentsView:
+    """Fold a run's alert records into incidents and events (pure over the records plus one read of
+    ``control/incidents.json``; never raises). ``logged_steps`` are the run's logged train steps, so a
+    file written before incidents existed is grouped exactly as the collector's tracker would."""
+    now = time.time() if now is None else now
+    control, problem = inc.read_control(root) if not view.detected else (inc.empty_control(), None)
+    folded = inc.fold(view.records, logged_steps=logged_steps, control=control)
+    mutes = {rule: until for rule in control.get("mutes", {})
+             if (until := inc.mute_until(control, rule, now)) is not None}
+    return IncidentsView(folded.incidents, folded.events, mutes, problem)
+
+
+def filter_incidents(incidents: Iterable[inc.Incident], categories: Sequence[str] | None,
+                     severities: Sequence[str] | None) -> list[inc.Incident]:
+    """Incidents whose category and severity are selected (an empty/None selection means all)."""
+    cats, sevs = set(categories or ()), set(severities or ())
+    return [i for i in incidents if (not cats or i.category in cats) and (not sevs or i.severity in sevs)]
+
+
+def summarize_incidents(incidents: Sequence[inc.Incident], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Alerts page's counters: incidents (not firings) in total, open, by severity and category,
+    plus the number of events (which are never counted as alerts)."""
+    base = summarize({"severity": i.severity, "category": i.category} for i in incidents)
+    return {**base, "total_incidents": len(incidents), "open": sum(i.is_open for i in incidents),
+            "events": len(events)}
+
+
+def event_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The events among a run's alert records (event records, and legacy alert records of event rules)."""
+    return inc.fold(records).events
+
+
+def event_points(events: Iterable[Mapping[str, Any]], steps: Sequence[float], values: Sequence[float]
+                 ) -> tuple[list[float], list[float], list[str]]:
+    """Event markers on the loss curve (new best model, plateau, mode switches): ``(xs, ys, texts)``."""
+    pts = marker_points(({**e, "severity": "event"} for e in events), steps, values)
+    return pts.get("event", ([], [], []))

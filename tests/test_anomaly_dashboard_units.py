@@ -12,7 +12,8 @@ from callbacks.snapshots import apply_action, listing_signature, selected_name, 
 from collectors import runformat as rf
 from collectors import snapshots as S
 from collectors.anomaly.rules import AnomalyConfig
-from components.alerts import SLIDERS, build_alert_marker_traces, build_feed
+from collectors.anomaly.incidents import fold_records
+from components.alerts import SLIDERS, build_alert_marker_traces, build_incident_list
 from components.severity import SEVERITY_STYLES, Severity
 from components.snapshots import fmt_size, table_rows
 from services import alerts as svc
@@ -25,10 +26,11 @@ ALERTS = [
 ]
 
 
-@pytest.mark.parametrize("cats,sevs,expected", [(None, None, 3), (["loss"], None, 2), (None, ["critical"], 1),
-                                                (["loss"], ["critical"], 0), ([], [], 3)])
-def test_filter_alerts(cats, sevs, expected) -> None:
-    assert len(svc.filter_alerts(ALERTS, cats, sevs)) == expected
+@pytest.mark.parametrize("cats,sevs,expected", [(None, None, 2), (["loss"], None, 1), (None, ["critical"], 1),
+                                                (["loss"], ["critical"], 0), ([], [], 2)])
+def test_filter_incidents(cats, sevs, expected) -> None:
+    incidents = fold_records([rf.make_record("alert", **a) for a in ALERTS])
+    assert len(svc.filter_incidents(incidents, cats, sevs)) == expected
 
 
 def test_summarize_counts_every_severity() -> None:
@@ -52,11 +54,16 @@ def test_marker_points_sit_on_the_loss_curve_and_use_severity_colours() -> None:
     assert svc.marker_points(ALERTS, [], []) == {}
 
 
-def test_feed_empty_states_and_rows() -> None:
-    assert "No alerts yet" in build_feed([], 0).children
-    assert "match these filters" in build_feed([], 5).children
-    rows = build_feed(ALERTS, 3)
-    assert len(rows) == 3 and rows[0].style["borderLeftColor"] == SEVERITY_STYLES[Severity.HIGH].colour
+def test_incident_list_empty_states_and_rows() -> None:
+    assert "No incidents yet" in build_incident_list([], 0, {}, True).children
+    assert "match these filters" in build_incident_list([], 5, {}, True).children
+    incidents = fold_records([rf.make_record("alert", **a) for a in ALERTS])
+    rows = build_incident_list(incidents, len(incidents), {"loss_spike": 2e9}, True)
+    assert len(rows) == 2  # the new best model is an event, not an incident
+    by_rule = {r.id["incident"].rsplit("-", 1)[0]: r for r in rows}
+    assert by_rule["loss_spike"].style["borderLeftColor"] == SEVERITY_STYLES[Severity.HIGH].colour
+    text = str(by_rule["loss_spike"])
+    assert "muted" in text and "Mute rule" in text and "Acknowledge" in text
 
 
 def test_alert_feed_tails_and_resets(tmp_path: Path) -> None:

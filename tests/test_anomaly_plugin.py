@@ -25,7 +25,8 @@ def _model() -> torch.nn.Module:
 
 
 def _alerts(run: Path) -> list[dict]:
-    return list(rf.iter_records(rf.RunPaths.of(run).alerts))
+    """Firings: alert and event records (a new best model is an event), not the incident records."""
+    return [r for r in rf.iter_records(rf.RunPaths.of(run).alerts) if r["kind"] in ("alert", "event")]
 
 
 def _plugin(mon: Monitor) -> AnomalyPlugin:

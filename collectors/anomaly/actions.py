@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 from collectors import runformat as rf
 from collectors import snapshots as snap
 from collectors.alerts import Alert, AlertLog, Severity
+from collectors.anomaly.incidents import IncidentLog
 from collectors.anomaly.rules import AnomalyConfig, Category, Rule, RuleEngine, SnapshotPlan, plan_snapshots
 from collectors.runtime import Guard
 
@@ -58,12 +59,20 @@ class AlertActions:
         self.last_anomaly_save_step: int | None = None
         self.snapshots_saved: list[str] = []
         self.log = AlertLog(self.paths.alerts, source=source, guard=self.guard, notifier=notifier)
+        self.incidents = IncidentLog(self.log, self.paths.root, source=source, guard=self.guard)
+        """Groups each logged step's alerts into incidents and follows ack/mute (``control/incidents.json``)."""
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 
     @property
     def config(self) -> AnomalyConfig:
         return self.engine.config
+
+    def record_step(self, step: int, alerts: Sequence[Alert], held: Sequence[Alert] = ()) -> list[Alert]:
+        """Write one logged step's alerts, events and incident changes (see :class:`IncidentLog`); call it
+        for every logged step, clean ones too. Returns the alerts that may save a snapshot (muted rules and
+        events left out)."""
+        return self.incidents.observe(step, alerts, held)
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         """Append ``alerts`` (the snapshot thread reports failed background saves here too)."""

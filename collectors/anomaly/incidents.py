@@ -18,8 +18,8 @@ every place that sees alerts:
   makes incidents (marked ``muted``) so nothing is hidden, but the caller sends no notification and takes
   no snapshot for it.
 
-Standard library only (plus :mod:`collectors.runformat`): it imports inside any training and in the
-dashboard. Nothing here touches torch, dash or the network. See docs/anomaly.md, "Incidents".
+Standard library only (plus :mod:`collectors.runformat` and :mod:`collectors.alerts`): it imports inside
+any training and in the dashboard. Nothing here touches torch, dash or the network. See docs/anomaly.md, "Incidents".
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from collectors import runformat as rf
+from collectors.alerts import Alert, alert_record
 
 # --------------------------------------------------------------------------- names and defaults
 
-INCIDENT_KIND = "incident"
-"""Record kind of an incident change in ``logs/alerts.jsonl``. Not yet in :class:`runformat.RecordKind`:
-readers that filter on ``runformat.KNOWN_KINDS`` must add it (see :data:`ALERTS_LOG_KINDS`)."""
+INCIDENT_KIND = rf.RecordKind.INCIDENT.value
+"""Record kind of an incident change in ``logs/alerts.jsonl``."""
 EVENT_KIND = rf.RecordKind.EVENT.value
 """Record kind of an informational event (already a :class:`runformat.RecordKind`)."""
 ALERT_KIND = rf.RecordKind.ALERT.value
@@ -1078,3 +1078,107 @@ class ControlFollower:
         changed = doc != self.doc
         self.doc = doc
         return changed, None
+
+
+# --------------------------------------------------------------------------- the collector's incident log
+
+
+class IncidentLog:
+    """Incidents as the collector writes them: one per run, used by the anomaly plugin inside a training
+    and by the standalone Smart Monitor (through :class:`collectors.anomaly.actions.AlertActions`).
+
+    Each logged step goes through :meth:`observe` once, with the alerts the rule engine returned and the
+    firings its repeat suppression held back. What reaches ``logs/alerts.jsonl`` through the one alerts
+    writer (:class:`collectors.alerts.AlertLog`):
+
+    * an ``alert`` record per returned alert that is not an event (tagged with its ``incident`` id), so
+      the file stays as short as before: a lasting condition writes its first firing and every 50th;
+    * an ``event`` record per informational firing (new best model, plateau...), never counted as alerts;
+    * an ``incident`` record when an incident opens, is updated (bounded rate) or resolves.
+
+    Only incident records go to the notifier (one message per incident, not per firing), and only when
+    the rule is not muted and the incident not acknowledged (``control/incidents.json``, followed here
+    with one ``stat`` per :meth:`poll_control`). A muted rule's alerts are still written (nothing is
+    hidden), but :meth:`observe` leaves them out of what it returns, so the caller saves no snapshot.
+    Incident records are tagged with :data:`ALERTS_LOG_KINDS`' ``incident`` kind; readers that count
+    alerts count ``alert`` records (or better, the folded incidents), never events.
+
+    Args:
+        log: the run's :class:`collectors.alerts.AlertLog` (anything with its ``append`` method).
+        run_dir: the run directory (for ``control/incidents.json``).
+        source: the records' ``source`` (``collector``, ``smart_monitor``).
+        guard: reports an invalid control file once (anything with ``warn_once``), or None.
+        resolve_after: clean logged steps that resolve an incident (default :data:`RESOLVE_AFTER`).
+    """
+
+    def __init__(self, log: Any, run_dir: str | os.PathLike[str], *, source: str, guard: Any = None,
+                 resolve_after: int = RESOLVE_AFTER) -> None:
+        self.log = log
+        self.source = source
+        self.guard = guard
+        self.tracker = IncidentTracker(resolve_after, source=source)
+        self.follower = ControlFollower(run_dir)
+        self.changes_written = 0
+
+    def poll_control(self) -> None:
+        """Pick up a new ack/mute document (one ``stat`` when nothing changed); report a bad file once."""
+        changed, problem = self.follower.poll()
+        if problem is not None and self.guard is not None:
+            self.guard.warn_once("control/incidents.json", f"{problem}; the previous acks and mutes stay in effect")
+        if changed:
+            self.tracker.set_control(self.follower.doc)
+
+    def is_muted(self, rule: str, now: float | None = None) -> bool:
+        return self.tracker.is_muted(rule, now)
+
+    def observe(self, step: int, alerts: Sequence[Any], held: Sequence[Any] = (), *,
+                now: float | None = None) -> list[Any]:
+        """Write one logged step (see the class doc); returns ``alerts`` minus muted rules: the ones that
+        may still save a snapshot (a new best model is an event, and still saves its snapshot)."""
+        now = time.time() if now is None else now
+        # held-back repeats keep a fault's incident open; repeats of an informational condition (a plateau
+        # lasting 50 logs) are not new events
+        held = [h for h in held if alert_fields(h).get("rule") not in self.tracker.event_rules]
+        changes = self.tracker.observe(step, list(alerts) + held, now=now)
+        records: list[dict[str, Any]] = []
+        flags: list[bool] = []
+        actionable: list[Any] = []
+        for a in alerts:
+            f = alert_fields(a)
+            rule = f.get("rule")
+            if not isinstance(rule, str):
+                continue
+            if not self.tracker.is_muted(rule, now):
+                actionable.append(a)
+            if rule in self.tracker.event_rules:
+                continue  # its event record comes with the changes
+            inc = self.tracker.open.get(incident_key(rule, subject_of(f)))
+            rec = _alert_record(a, f, self.source, now)
+            if inc is not None:
+                rec["incident"] = inc.id
+            records.append(rec)
+            flags.append(False)
+        for ch in changes:
+            records.append(ch.record)
+            flags.append(ch.notify and ch.state != STATE_UPDATED)  # one message per incident
+        self.changes_written += len(changes)
+        if records:
+            self.log.append(records, notify=flags)
+        return actionable
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tracker.load_state_dict(state)
+
+
+def _alert_record(alert: Any, fields_: Mapping[str, Any], source: str, now: float) -> dict[str, Any]:
+    """The alert record of ``alert``: :func:`collectors.alerts.alert_record` for an ``Alert``, else the
+    fields as given (a record from elsewhere), with this log's time and source."""
+    if isinstance(alert, Alert):
+        return alert_record(alert, source=source, now=now)
+    out = {k: v for k, v in fields_.items() if k not in ("v", "kind")}
+    out.setdefault("time", now)
+    out.setdefault("source", source)
+    return rf.make_record(ALERT_KIND, **out)

@@ -176,6 +176,7 @@ class AnomalyPlugin:
             self.engine.expect_eval = True
         if self._pending_state:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
+            self.actions.incidents.load_state_dict(self._pending_state.get("incidents") or {})
         snap.clean_stale_temps(monitor.paths.root)
         if (monitor.model is not None and targs is not None and getattr(targs, "logging_nan_inf_filter", False)
                 and self.losswatch is None):
@@ -204,6 +205,7 @@ class AnomalyPlugin:
         if self.actions is None:
             return
         obs = observation_from_record(record)
+        self._poll_control(monitor)
         if obs is not None and record.get(rf.LOSS_REPLACED):
             # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
             # never enters the windows, nor becomes a "new best model"
@@ -213,8 +215,9 @@ class AnomalyPlugin:
             for a in alerts:
                 a.metadata.update(hidden_by_trainer=True, logged_loss=record.get("loss"))
                 a.message += f" (Trainer's logging_nan_inf_filter logged {record.get('loss')!r} in its place)"
-            if alerts:
-                self._act(monitor, alerts, obs.step)
+            at = bad_step if isinstance(bad_step, int) else obs.step
+            if alerts or at != obs.step:
+                self._act(monitor, alerts, list(self.engine.held), at)
             obs.loss = None
         if obs is not None:
             if obs.loss is not None and obs.grad_norm is None:
@@ -223,9 +226,7 @@ class AnomalyPlugin:
             if obs.loss is not None and obs.learning_rate is None and monitor.optimizer is not None:
                 obs.learning_rate = optimizer_lr(monitor.optimizer)
             alerts = self.engine.observe(obs)
-            if alerts:
-                self._act(monitor, alerts, obs.step)
-        self._poll_control(monitor)
+            self._act(monitor, alerts, list(self.engine.held), obs.step)  # clean steps resolve incidents
 
     def on_pre_optimizer_step(self, monitor: Any, step: int) -> None:
         if self.actions is None or not self._want_grad_norm or monitor.model is None:
@@ -278,10 +279,12 @@ class AnomalyPlugin:
             return BackgroundWrite(lambda d: save_live_model(model, tok, d, state_dict=state))
         return lambda d: save_live_model(model, tok, d)
 
-    def _act(self, monitor: Any, alerts: list, step: int) -> None:
+    def _act(self, monitor: Any, alerts: list, held: list, step: int) -> None:
         assert self.actions is not None
-        self.actions.write_alerts(alerts)
+        actionable = self.actions.record_step(step, alerts, held)
         self.alerts_written += len(alerts)
+        if not alerts:
+            return
         writers: list[Any] = []
 
         def writer_for(plan: Any, s: int) -> Any:  # the weights are copied only when a snapshot is planned
@@ -290,7 +293,8 @@ class AnomalyPlugin:
             return writers[0]
 
         source = "live weights" if monitor.model is not None else "checkpoint"
-        self.actions.snapshot_for(alerts, step, self._status(monitor, source), writer_for)
+        if actionable:  # a muted rule saves no snapshot
+            self.actions.snapshot_for(actionable, step, self._status(monitor, source), writer_for)
         if self.config.stop_on_critical and any(a.severity == Severity.CRITICAL.value for a in alerts):
             self.stop_requested = True
             control = getattr(monitor, "trainer_control", None)
@@ -303,6 +307,8 @@ class AnomalyPlugin:
             return
         self._next_poll = now + self.control_poll_s
         self._reload_thresholds(monitor)
+        if self.actions is not None:
+            self.actions.incidents.poll_control()
         if monitor.paths.snapshot_request.exists():
             self._honour_request(monitor, step if step is not None else monitor.tracker.step)
 
@@ -335,11 +341,14 @@ class AnomalyPlugin:
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         return {"engine": self.engine.state_dict(),
-                "last_anomaly_save_step": self.actions.last_anomaly_save_step if self.actions else None}
+                "last_anomaly_save_step": self.actions.last_anomaly_save_step if self.actions else None,
+                "incidents": self.actions.incidents.state_dict() if self.actions else
+                (self._pending_state or {}).get("incidents")}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.engine.load_state_dict(state.get("engine") or {})
         self._pending_state = dict(state)
         if self.actions is not None:
             self.actions.last_anomaly_save_step = state.get("last_anomaly_save_step")
+            self.actions.incidents.load_state_dict(state.get("incidents") or {})
 

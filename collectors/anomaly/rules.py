@@ -912,6 +912,10 @@ class RuleEngine:
         self.seen_eval = False
         self._alloc()
         self._active: dict[str, int] = {}
+        self.held: list[Alert] = []
+        """The firings of the latest :meth:`observe` that repeat suppression kept out of its result (a
+        lasting condition between its every-``ALERT_REPEAT_EVERY`` repeats). The file stays short; the
+        incident tracker still counts them, so a lasting incident does not resolve between repeats."""
 
     def _alloc(self, old: "RuleEngine | None" = None) -> None:
         c = self.config
@@ -1244,6 +1248,7 @@ class RuleEngine:
     def _gate(self, alerts: list[Alert]) -> list[Alert]:
         """Drop repeats of lasting conditions (see :data:`LEVEL_RULES`)."""
         fired = {a.rule for a in alerts}
+        self.held = []
         for rule in list(self._active):
             if rule not in fired:
                 del self._active[rule]
@@ -1253,6 +1258,7 @@ class RuleEngine:
                 seen = self._active.get(a.rule)
                 self._active[a.rule] = 1 if seen is None else seen + 1
                 if seen is not None and seen % ALERT_REPEAT_EVERY != 0:
+                    self.held.append(a)
                     continue
                 if seen is not None:
                     a.metadata["repeated_for"] = seen

@@ -30,6 +30,7 @@ from collectors.alerts import SOURCE_SMART_MONITOR
 from collectors.anomaly.actions import AlertActions
 from collectors.anomaly.rules import AnomalyConfig, RuleEngine, SmartConfig, SnapshotConfig, observation_from_record
 from collectors.control import AlreadyRunning, DirLock
+from collectors.notify import notifier_from_settings
 from collectors.runtime import Guard
 
 PROG = "python -m collectors.anomaly.smart_monitor"
@@ -167,14 +168,17 @@ class SmartMonitor:
         poll_interval: seconds between polls.
     """
 
-    def __init__(self, base_dir: Path, config: AnomalyConfig, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(self, base_dir: Path, config: AnomalyConfig, poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 notifier: Any = None) -> None:
         self.base = base_dir
         self.paths = rf.RunPaths.of(base_dir)
         self.base_config = config
         self.poll_interval = poll_interval
         self.guard = Guard(log)
         self.engine = RuleEngine(config)
-        self.actions = AlertActions(base_dir, self.engine, source=SOURCE_NAME, guard=self.guard)
+        self.notifier = notifier
+        """Where incidents are sent (``--notify``), or None; muted rules and acknowledged incidents are not."""
+        self.actions = AlertActions(base_dir, self.engine, source=SOURCE_NAME, guard=self.guard, notifier=notifier)
         self.cursor = Cursor()
         self.alerts = 0
         self.records = 0
@@ -194,6 +198,7 @@ class SmartMonitor:
             self.engine.load_state_dict(doc.get("engine") or {})
             self.cursor = Cursor(**(doc.get("cursor") or {}))
             self.actions.last_anomaly_save_step = doc.get("last_anomaly_save_step")
+            self.actions.incidents.load_state_dict(doc.get("incidents") or {})
             self.alerts = int(doc.get("alerts") or 0)
             self.records = int(doc.get("records") or 0)
         except (TypeError, ValueError) as exc:
@@ -207,6 +212,7 @@ class SmartMonitor:
     def save_state(self) -> None:
         doc = {"version": STATE_VERSION, "engine": self.engine.state_dict(), "cursor": vars(self.cursor),
                "last_anomaly_save_step": self.actions.last_anomaly_save_step, "alerts": self.alerts,
+               "incidents": self.actions.incidents.state_dict(),
                "records": self.records, "saved_at": time.time(), "pid": os.getpid()}
         self.guard.run("saving the monitor state", rf.write_json_atomic, self.paths.smart_monitor_state, doc)
 
@@ -214,6 +220,7 @@ class SmartMonitor:
     def poll(self) -> int:
         """Process every new record, then control files; returns how many records were processed."""
         self._reload_thresholds()
+        self.actions.incidents.poll_control()
         n = 0
         while True:
             batch = self.source.poll()
@@ -249,14 +256,14 @@ class SmartMonitor:
         if obs is None:
             return
         alerts = self.engine.observe(obs)
+        actionable = self.actions.record_step(obs.step, alerts, list(self.engine.held))  # clean steps too
         if not alerts:
             return
         self.alerts += len(alerts)
-        self.actions.write_alerts(alerts)
         for a in alerts:
             log.warning("ALERT [%s] %s at step %d: %s", a.severity.upper(), a.reason, a.step, a.message)
         status, _ = rf.read_json(self.paths.status)
-        for res in self.actions.snapshot_for(alerts, obs.step, status if isinstance(status, dict) else {},
+        for res in self.actions.snapshot_for(actionable, obs.step, status if isinstance(status, dict) else {},
                                              lambda plan, step: None):
             if res.ok:
                 log.info("Snapshot saved: %s", res.path)
@@ -346,6 +353,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss-window", type=int, default=SmartConfig.loss_window,
                    help="losses kept for the spike and divergence rules (default %(default)s)")
     p.add_argument("--once", action="store_true", help="replay the history that exists now, then exit")
+    p.add_argument("--notify", action="append", default=[], metavar="URL",
+                   help="send incidents to this apprise URL (slack://..., discord://..., json://host/path; repeat "
+                        "for several; TRAINBOARD_NOTIFY adds more)")
+    p.add_argument("--notify-min-severity", default="high", choices=("critical", "high", "medium", "low"),
+                   help="lowest severity that is sent (default %(default)s)")
+    p.add_argument("--public-url", default=None, help="the dashboard's address as people reach it; messages link "
+                   "to the run's Alerts page")
     args = p.parse_args(argv)
     base = Path(args.base_dir).expanduser()
     if not base.exists():
@@ -398,7 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: cannot create the lock in {lock.path.parent}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_LOCKED
     handlers = _configure_logging(args.base)
-    monitor = SmartMonitor(args.base, args.config, args.poll_interval)
+    try:
+        notifier = notifier_from_settings(args.notify or None, min_severity=args.notify_min_severity,
+                                          public_url=args.public_url, run_name=args.base.name)
+    except ValueError as exc:
+        print(f"{PROG}: error: --notify: {exc}", file=sys.stderr)
+        lock.release()
+        return 2
+    monitor = SmartMonitor(args.base, args.config, args.poll_interval, notifier=notifier)
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("Stopping (%s)", signal.Signals(signum).name)
@@ -413,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     finally:
         monitor.actions.close()
+        if notifier is not None:
+            notifier.close()
         lock.release()
         for h in handlers:
             log.removeHandler(h)
