@@ -179,18 +179,21 @@ def register(app: Dash) -> None:
         view = svc.alerts_for(feed, run)
         now = time.time()
         state = {"run": run_id, "version": view.version, "sev": severities or [], "cat": categories or [],
-                 "control": control_signature(run.paths.root), "minute": int(now // 60)}
+                 "control": control_signature(run.paths.root)}
         if prev == state:
-            raise PreventUpdate
+            raise PreventUpdate  # nothing changed: the DOM (and any expanded incident) stays as it is
         iv = svc.incidents_of(view, run.paths.root, logged_steps(run), now)
         shown = svc.filter_incidents(iv.incidents, categories, severities)
         can_act = can_write_control(run)
         message = alerts_message(view, run.label)
         if iv.control_problem:
             message = [message, build_problem(iv.control_problem, "Acks and mutes are not applied until it is fixed.")]
+        same_run = isinstance(prev, dict) and prev.get("run") == run_id
+        mutes_same = same_run and prev.get("control") == state["control"]
         return (build_incident_summary(svc.summarize_incidents(iv.incidents, iv.events)),
                 build_incident_list(shown, len(iv.incidents), iv.mutes, can_act),
-                event_timeline_figure(iv.events), build_mutes(iv.mutes, now, can_act), message, state)
+                no_update if same_run and prev.get("version") == view.version else event_timeline_figure(iv.events),
+                no_update if mutes_same else build_mutes(iv.mutes, now, can_act), message, state)
 
     @app.callback(Output(ids.ALERTS_ACTION_MESSAGE, "children"), Output(ids.ALERTS_CONTROL_VERSION, "data"),
                   Input({"type": ids.INCIDENT_ACK_TYPE, "incident": ALL}, "n_clicks"),

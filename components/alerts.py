@@ -168,12 +168,9 @@ def fmt_value(v: Any) -> str:
 
 
 def fmt_until(until: float, now: float) -> str:
-    left = max(0.0, until - now)
-    if left < 3600:
-        return f"{left / 60:.0f} min"
-    if left < 2 * 86400:
-        return f"{left / 3600:.1f} h"
-    return f"{left / 86400:.1f} days"
+    """When a mute ends, as a clock time (a date when it is not today): it stays true between re-renders."""
+    fmt = "%H:%M" if time.localtime(until)[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(until))
 
 
 def build_mutes(mutes: Mapping[str, float], now: float, can_act: bool) -> list[Any]:
@@ -184,7 +181,7 @@ def build_mutes(mutes: Mapping[str, float], now: float, can_act: bool) -> list[A
     for rule, until in sorted(mutes.items()):
         items.append(html.Span([
             html.Span(rule, className="alerts__muted-rule"),
-            html.Span(f" for {fmt_until(until, now)} more ", className="alerts__muted-left"),
+            html.Span(f" until {fmt_until(until, now)} ", className="alerts__muted-left"),
             html.Button("Unmute", id={"type": ids.INCIDENT_UNMUTE_TYPE, "rule": rule}, n_clicks=0,
                         className="button button--small", disabled=not can_act),
         ], className="alerts__muted"))

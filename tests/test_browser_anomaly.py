@@ -43,19 +43,19 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
     hf = make_run(run)
     srv = dashboard(base)
 
-    # ---- Alerts page: live feed, severity colours, filters, summary
+    # ---- Alerts page: live incidents, severity colours, filters, summary
     page.goto(srv.url + "/alerts", wait_until="load")
     page.locator("#alerts-feed .alert__rule", has_text="loss_spike").wait_for(timeout=TIMEOUT_MS)
     assert page.locator("#alerts-feed .alert__sev.severity--critical").count() >= 1  # gradient explosion
-    assert page.locator("#alerts-summary .badge").first.inner_text().replace("\n", " ").startswith("ALERTS")
+    assert page.locator("#alerts-summary .badge").first.inner_text().replace("\n", " ").startswith("INCIDENTS")
     with rf.JsonlWriter(rf.RunPaths.of(run).alerts) as w:  # a new alert arrives: the feed follows
         w.append(rf.make_record("alert", rule="lr_too_high", category="learning_rate", severity="high", step=13,
                                 value=2.0, threshold=1.0, message="LR injected by the test", metadata={}, time=time.time()))
-    page.get_by_text("LR injected by the test").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#alerts-feed .alert__msg", has_text="LR injected by the test").wait_for(timeout=TIMEOUT_MS)
     page.locator("#alerts-severity-filter").click()
     page.keyboard.type("critical")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelectorAll('#alerts-feed .alert').length === "
+    page.wait_for_function("() => document.querySelectorAll('#alerts-feed .incident').length === "
                            "document.querySelectorAll('#alerts-feed .alert__sev.severity--critical').length", timeout=TIMEOUT_MS)
 
     # ---- threshold slider → control/thresholds.json → the detector uses it
@@ -112,6 +112,77 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
                            timeout=TIMEOUT_MS)
     assert [s for s in S.list_snapshots(run) if s.kind == "manual"] == []
     assert all(s.pinned for s in S.list_snapshots(run) if s.reason.startswith("best_model"))
+    assert_no_console_errors(page)
+
+
+def make_incident_run(run: Path) -> None:
+    """A run with a lasting gradient explosion, a short NaN and improving losses (best-model events)."""
+    torch = pytest.importorskip("torch")
+    import math
+    with Monitor(run) as mon:
+        mon.watch(model=torch.nn.Linear(4, 2))
+        for step in range(1, 121):
+            loss = 2.0 * 0.99 ** step * (1 + 0.03 * math.sin(step * 1.3))
+            grad = 80.0 if 40 <= step < 50 else 1.0 + 0.05 * math.sin(step)
+            mon.log(step, loss=math.nan if step == 90 else loss, grad_norm=grad, learning_rate=1e-3)
+
+
+def test_incidents_ack_mute_and_events(tmp_path, dashboard, page):
+    from collectors.anomaly import incidents as inc
+    base = tmp_path / "base"
+    run = base / "run-i"
+    make_incident_run(run)
+    srv = dashboard(base)
+    page.goto(srv.url + "/alerts", wait_until="load")
+    explosion = page.locator("#alerts-feed .incident", has_text="gradient_explosion")
+    explosion.wait_for(timeout=TIMEOUT_MS)
+    assert "10×" in explosion.locator(".incident__count").inner_text()  # ten firings, one incident
+    badges = {b.locator(".badge__label").inner_text().lower(): b.locator(".badge__value").inner_text()
+              for b in page.locator("#alerts-summary .badge").all()}
+    assert badges["incidents"] == "2", badges  # gradient explosion + NaN, not the events
+    assert int(badges["events"]) > 0
+    # expandable to its firings
+    explosion.locator("summary .alert__rule").click()
+    explosion.locator(".incident__firings td", has_text="40").first.wait_for(timeout=TIMEOUT_MS)
+    # mute a rule: written to control/incidents.json, shown with an Unmute button
+    nan = page.locator("#alerts-feed .incident", has_text="non_finite_loss")
+    nan.get_by_role("button", name="Mute rule").click()
+    page.locator("#alerts-action-message", has_text="Muted non_finite_loss for 1 hour").wait_for(timeout=TIMEOUT_MS)
+    doc, problem = inc.read_control(run)
+    assert problem is None and inc.is_muted(doc, "non_finite_loss", time.time())
+    page.locator("#alerts-mutes .alerts__muted-rule", has_text="non_finite_loss").wait_for(timeout=TIMEOUT_MS)
+    nan.locator(".incident__tag--muted").wait_for(timeout=TIMEOUT_MS)
+    # acknowledge an incident
+    explosion.get_by_role("button", name="Acknowledge").click()
+    page.locator("#alerts-action-message", has_text="Acknowledged gradient_explosion-40").wait_for(timeout=TIMEOUT_MS)
+    explosion.get_by_role("button", name="Acknowledged").wait_for(timeout=TIMEOUT_MS)
+    assert inc.is_acked(inc.read_control(run)[0], "gradient_explosion-40")
+    # unmute
+    unmuted = page.locator("#alerts-action-message", has_text="Unmuted non_finite_loss")
+    for _ in range(3):  # a click that lands while the strip is being redrawn is lost: click again
+        page.locator("#alerts-mutes").get_by_role("button", name="Unmute").click()
+        try:
+            unmuted.wait_for(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            continue
+    unmuted.wait_for(timeout=TIMEOUT_MS)
+    assert not inc.is_muted(inc.read_control(run)[0], "non_finite_loss", time.time())
+    # events on the timeline
+    page.wait_for_function("() => { const g = document.querySelector('#alerts-events-graph .js-plotly-plot');"
+                           " return g && g.data && g.data.some(t => t.name === 'best model' && t.x.length > 0); }",
+                           timeout=TIMEOUT_MS)
+    save_screenshot(page, "incidents.png")
+    assert_no_console_errors(page)
+    # Overview: event markers on the loss chart, toggled off and on
+    page.goto(srv.url + "/", wait_until="load")
+    names = "() => { const g = document.querySelector('#overview-loss-graph .js-plotly-plot');" \
+            " return g && g.data ? g.data.map(t => t.name) : []; }"
+    page.wait_for_function(f"() => ({names})().includes('events')", timeout=TIMEOUT_MS)
+    page.locator("#overview-show-events input").uncheck()
+    page.wait_for_function(f"() => !({names})().includes('events') && ({names})().length > 0", timeout=TIMEOUT_MS)
+    page.locator("#overview-show-events input").check()
+    page.wait_for_function(f"() => ({names})().includes('events')", timeout=TIMEOUT_MS)
     assert_no_console_errors(page)
 
 
