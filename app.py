@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import dash
+import flask
 from dash import Dash
 
 from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
@@ -23,6 +24,7 @@ from components.layout import build_shell
 from services.cachedir import make_cache_dir
 from services.catalog import RunCatalog
 from services.context import attach_catalog
+from services.notify_watch import DashboardNotifier
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
                                install_token_guard, is_ip_literal, is_loopback)
 
@@ -36,10 +38,12 @@ PAGE_MODULES = (overview, samples, alerts, snapshots, runs, svd)
 
 
 def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: str | None = None,
-               host: str = DEFAULT_HOST, allow_hosts: Sequence[str] = ()) -> Dash:
+               host: str = DEFAULT_HOST, allow_hosts: Sequence[str] = (), notifier: Any = None) -> Dash:
     """Build the dashboard for ``base_dir`` (a run, or a root of runs one level down). Requests must name
     a loopback address, ``localhost``, ``host`` or one of ``allow_hosts`` in ``Host``; with ``token``,
-    every request must carry it (see services.security and docs/security.md)."""
+    every request must carry it (see services.security and docs/security.md). With ``notifier`` (a
+    :class:`collectors.notify.Notifier`), the incidents the dashboard detects in runs without a
+    collector are sent through it (services.notify_watch)."""
     import diskcache
 
     cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
@@ -58,10 +62,14 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     nav = [(p["name"], p["path"]) for p in sorted(dash.page_registry.values(), key=lambda p: p.get("order") or 0)]
 
     def serve_layout() -> Any:  # per page load, so the run picker arrives filled (one round trip fewer)
-        return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store))
+        requested = flask.request.args.get("run") if flask.has_request_context() else None
+        return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store, requested))
 
     app.layout = serve_layout
     store.warm()  # read the most recent run now, not when the first browser asks
+    if notifier is not None:
+        watcher = DashboardNotifier(store, notifier).start()
+        atexit.register(watcher.stop)
     return app
 
 
@@ -86,6 +94,15 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "python app.py") -
                         "--base-dir, and serve the dashboard on it")
     p.add_argument("--demo-steps", type=int, default=3000, help="optimizer steps of the demo training (default %(default)s)")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (reloader off): for developing Trainboard")
+    p.add_argument("--notify", action="append", default=[], metavar="URL",
+                   help="send the incidents the dashboard detects in runs without the collector to this apprise "
+                        "URL (slack://..., discord://..., ntfy://..., json://host/path; repeatable; "
+                        "$TRAINBOARD_NOTIFY adds more). Collector runs notify from the training itself")
+    p.add_argument("--notify-min-severity", default="high", choices=("critical", "high", "medium", "low"),
+                   help="lowest severity that is sent (default %(default)s)")
+    p.add_argument("--public-url", default=None, metavar="URL",
+                   help="the dashboard's address as people reach it (e.g. https://gpu-box:8081): messages link to "
+                        "the run's Alerts page")
     p.add_argument("--token", default=None,
                    help=f"access token every request must carry (required when --host is not loopback; default: "
                         f"${TOKEN_ENV}); open the dashboard once with ?token=...")
@@ -108,6 +125,15 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "python app.py") -
     for name in args.allow_host:
         if not name.strip() or any(c in name for c in " /@\\") or (":" in name and not is_ip_literal(name.strip("[]"))):
             p.error(f"--allow-host takes a host name or address without port or scheme; got {name!r}")
+    if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
+        p.error(f"--public-url must start with http:// or https://; got {args.public_url!r}")
+    try:
+        from collectors.notify import notifier_from_settings
+
+        args.notifier = notifier_from_settings(args.notify or None, min_severity=args.notify_min_severity,
+                                               public_url=args.public_url, run_name=base.name)
+    except ValueError as exc:
+        p.error(f"--notify: {exc}")
     args.base_dir = base
     return args
 
@@ -138,7 +164,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python app.py") -> int:
     args.base_dir.mkdir(parents=True, exist_ok=True)
     # SIGTERM (kill, systemd, a test's terminate()) exits like Ctrl-C, so atexit cleanup runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    app = create_app(args.base_dir, poll=args.poll, token=args.token, host=args.host, allow_hosts=args.allow_host)
+    app = create_app(args.base_dir, poll=args.poll, token=args.token, host=args.host, allow_hosts=args.allow_host,
+                     notifier=args.notifier)
+    if args.notifier is not None:
+        print(f"Notifications: incidents the dashboard detects are sent to {len(args.notifier.urls)} receiver(s)",
+              flush=True)
     print(f"Trainboard watching {args.base_dir.resolve()} on http://{args.host}:{args.port}", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     return 0

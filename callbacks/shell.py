@@ -30,10 +30,12 @@ def run_hint(n_runs: int, problems: Sequence[str] = ()) -> str:
     return text
 
 
-def picker_state(catalog: RunCatalog) -> tuple[list[dict[str, str]], str | None, str]:
-    """Options, selected run and hint of the run picker as the page opens."""
+def picker_state(catalog: RunCatalog, requested: str | None = None) -> tuple[list[dict[str, str]], str | None, str]:
+    """Options, selected run and hint of the run picker as the page opens. ``requested`` is the page
+    address's ``?run=`` (a notification's link): selected when it is a listed run, else ignored."""
     run_ids = catalog.run_ids()
-    return run_options(run_ids, catalog.label), catalog.default_run(), run_hint(len(run_ids), catalog.problems)
+    chosen = requested if isinstance(requested, str) and requested in run_ids else catalog.default_run()
+    return run_options(run_ids, catalog.label), chosen, run_hint(len(run_ids), catalog.problems)
 
 
 def register(app: Dash) -> None:
