@@ -139,7 +139,8 @@ def svd_view(data: SpectralRunData, selected: Sequence[str] | None) -> SvdView:
         layer = (rec.get("metadata") or {}).get("layer", "")
         if wanted and layer not in wanted:
             continue
-        view.feed.append(FeedItem(str(rec.get("severity", "INFO")), rec.get("step", "?"), str(layer),
+        level = (rec.get("metadata") or {}).get("spectral_level") or rec.get("severity", "INFO")  # the monitor's word
+        view.feed.append(FeedItem(str(level), rec.get("step", "?"), str(layer),
                                   str(rec.get("message", ""))))
         if len(view.feed) >= FEED_LENGTH:
             break

@@ -59,7 +59,9 @@ def test_anomaly_and_spectral_alerts_are_written_in_one_shape(tmp_path: Path) ->
     assert [list(r) for r in records] == [["v", "kind", *ALERT_FIELDS]] * 2  # same fields, same order
     nan, clobber = records
     assert (nan["rule"], nan["severity"], nan["source"], nan["value"]) == ("non_finite_loss", "critical", "smart_monitor", "NaN")
-    assert (clobber["category"], clobber["severity"], clobber["source"]) == ("spectral", "critical", "collector")
+    # Trainboard's scale: clobbering is advice to an adaptive-rank training (medium); the monitor's word is kept
+    assert (clobber["category"], clobber["severity"], clobber["source"]) == ("spectral", "medium", "collector")
+    assert clobber["metadata"]["spectral_level"] == "CRITICAL"
     assert clobber["metadata"]["layer"] == "h.0.attn.c_attn" and clobber["reason"] == "clobbering" and clobber["time"] == 123.0
 
 

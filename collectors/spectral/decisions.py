@@ -27,6 +27,21 @@ DEFAULT_ANGLE_STABLE = 0.1
 DEFAULT_RECON_SAFE = 0.01
 
 ALERT_CATEGORY = "spectral"
+TRAINBOARD_SEVERITY: dict[str, Severity] = {
+    "clobbering": Severity.MEDIUM,
+    "optimal_conditions": Severity.LOW,
+    "approaching_clobbering": Severity.LOW,
+    "approaching_optimal": Severity.LOW,
+    "subspace_stabilizing": Severity.LOW,
+    "gradients_safer": Severity.LOW,
+    "mode_switch": Severity.LOW,
+}
+"""The level of each spectral rule on Trainboard's one alert scale (logs/alerts.jsonl, the Alerts page,
+notifications). The spectral monitor's own words (CRITICAL clobbering, WARNING approaching...) are advice
+to an adaptive-rank training on when to switch a layer to low rank, and its terminal output and the SVD
+page keep them (``metadata.spectral_level``). For a person they are not a fault to act on at 3 a.m.: a
+healthy full-rank training crosses the clobbering threshold routinely (4 times in a 3,000-step demo), so
+on Trainboard's scale, where high and critical mean "act now", clobbering is medium and the rest low."""
 TREND_MIN_POINTS = 5
 """Fewest measurements of a layer before a trend is reported."""
 TREND_MAX_POINTS = 20
@@ -211,10 +226,12 @@ class SpectralAlert:
         return SPECTRAL_LABELS[Severity.parse(self.severity)]
 
     def to_fields(self) -> dict[str, Any]:
-        """The record fields (without ``v``/``kind``/``time``/``source``/``reason``, which the writer adds)."""
-        return {"rule": self.rule, "category": self.category, "severity": self.severity.value, "step": self.step,
+        """The record fields (without ``v``/``kind``/``time``/``source``/``reason``, which the writer adds), on
+        Trainboard's scale (:data:`TRAINBOARD_SEVERITY`); the spectral word is kept in ``spectral_level``."""
+        sev = TRAINBOARD_SEVERITY.get(self.rule, Severity.parse(self.severity))
+        return {"rule": self.rule, "category": self.category, "severity": sev.value, "step": self.step,
                 "value": self.value, "threshold": self.threshold, "message": self.message,
-                "metadata": {"layer": self.layer, **self.metadata}}
+                "metadata": {"layer": self.layer, "spectral_level": self.label, **self.metadata}}
 
     def to_alert(self) -> Alert:
         """The same alert in the one shape every producer writes (:class:`collectors.alerts.Alert`)."""
