@@ -31,7 +31,7 @@ from components.alerts import build_alert_marker_traces, build_event_marker_trac
 from services.alerts import alerts_for, event_points, event_records, marker_points
 from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
-from collectors.runformat import RunPaths
+from collectors.runformat import LOSS_NONFINITE_STEP, LOSS_REPLACED, RunPaths
 from services.model import STALE_AFTER_S, Run, RunKind, series_key
 REDRAW_AFTER_EXTEND = MAX_POINTS // 5
 """A downsampled chart is re-chosen after this many raw points were appended to it."""
@@ -89,8 +89,14 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
     max_steps = cfg.get("max_steps")
     loss = status.get("train_loss")
     bad_loss = isinstance(loss, float) and not math.isfinite(loss)
+    latest = status.get("latest") if isinstance(status.get("latest"), dict) else {}
+    loss_note = None
+    if latest.get(LOSS_REPLACED):  # Trainer's logging_nan_inf_filter logged a stand-in: say so, never show it
+        at = latest.get(LOSS_NONFINITE_STEP)
+        loss_note = (f"replaced: Trainer logged {fmt_sig(latest.get('loss'))} in its place"
+                     + (f" (NaN/Inf from step {at})" if isinstance(at, int) else ""))
     return [
-        CardData("train_loss", "Train loss", fmt_sig(loss), tone="bad" if bad_loss else None),
+        CardData("train_loss", "Train loss", fmt_sig(loss), note=loss_note, tone="bad" if bad_loss else None),
         CardData("eval_loss", "Eval loss", fmt_sig(status.get("eval_loss"))),
         CardData("step", "Step", fmt_int(status.get("step")),
                  note=f"of {fmt_int(max_steps)}" if isinstance(max_steps, int) and max_steps > 0 else None),

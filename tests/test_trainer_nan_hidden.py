@@ -58,6 +58,11 @@ def test_hidden_nan_loss_is_critical_within_one_logged_step(tmp_path: Path, max_
     assert not [a for a in alerts if a["rule"] == "best_model" and a["step"] >= NAN_STEP]
     status, _ = rf.read_json(paths.status)
     assert math.isnan(status["train_loss"])
+    # the Overview's loss card: NaN, marked as replaced, never the stand-in as a normal value
+    from callbacks.overview import overview_cards
+
+    card = next(c for c in overview_cards(status) if c.metric == "train_loss")
+    assert card.value == "NaN" and card.tone == "bad" and "replaced: Trainer logged" in (card.note or "")
 
 
 def test_replaced_loss_reads_as_nan_on_the_dashboard(tmp_path: Path) -> None:
