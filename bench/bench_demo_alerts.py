@@ -8,7 +8,7 @@ events (new best model, plateau, mode switches; target: at most :data:`MAX_EVENT
 1,000 steps, documented in docs/anomaly.md), alert records written, and snapshots left on disk.
 
 Run: ``python bench/bench_demo_alerts.py [--seeds 0 1 2] [--steps 3000] [--quick]`` (about 10-20 minutes
-per seed on 2 cores; ``--quick``: one seed, 150 steps, for the test that checks what it reports).
+per seed on 2 cores; ``--quick``: one seed, 60 steps, for the test that checks what it reports).
 """
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--quick", action="store_true", help="one seed, 150 steps")
+    p.add_argument("--quick", action="store_true", help="one seed, 60 steps")
     p.add_argument("--keep", type=Path, default=None, help="write the runs here (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    seeds, steps = ([args.seeds[0]], 150) if args.quick else (args.seeds, args.steps)
+    seeds, steps = ([args.seeds[0]], 60) if args.quick else (args.seeds, args.steps)
     base = args.keep or Path(tempfile.mkdtemp(prefix="trainboard-demo-alerts-"))
     rows = []
     for seed in seeds:
