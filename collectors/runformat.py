@@ -8,7 +8,8 @@ Layout of one run directory (see docs/run-format.md)::
 
     <run>/status/training_status.json   latest status, rewritten atomically
     <run>/status/training_detail.json   latest golden-vs-predicted sample (issue 4)
-    <run>/logs/metrics.jsonl            one record per logged step (kind "train" or "eval")
+    <run>/logs/metrics.jsonl            one record per logged step (kind "train" or "eval"; "resume" where a
+                                        training resumed into the run dir)
     <run>/logs/alerts.jsonl             one record per alert (kind "alert")
     <run>/logs/samples.jsonl            one record per sample (kind "sample")
     <run>/logs/spectral.jsonl           one record per layer measurement (kind "spectral")
@@ -110,6 +111,8 @@ class RecordKind(str, enum.Enum):
     SPECTRAL = "spectral"
     SUMMARY = "summary"
     EVENT = "event"
+    RESUME = "resume"
+    """A training resumed into this run dir at ``step``: what an earlier process logged after it is rolled back."""
 
 
 KNOWN_KINDS = frozenset(k.value for k in RecordKind)
