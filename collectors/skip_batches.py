@@ -99,7 +99,11 @@ class SkipBatches(TrainerCallback, ExportableState):
             state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         loader = base_loader(train_dataloader)
         inner = getattr(loader, "batch_sampler", None)
-        if loader is None or inner is None:
+        try:
+            sized = inner is not None and len(inner) >= 0
+        except TypeError:  # an IterableDataset's loader: a batch sampler over an endless, unsized sampler
+            sized = False
+        if loader is None or not sized:
             raise ValueError("SkipBatches needs a map-style train dataset (a dataloader with a batch sampler); "
                              f"this train dataloader ({type(loader).__name__}) has none, so there are no batch "
                              "positions to skip. Filter the bad samples out of the dataset instead.")

@@ -39,21 +39,47 @@ class TokenData(torch.utils.data.Dataset):
         return {"id": self.ids[i]}
 
 
+POISON_LR_FACTOR = 30.0
+"""A poisoned batch is trained with this many times the learning rate: a bad batch's huge gradient."""
+
+
 class Collator:
-    """Builds input_ids/labels; records the ids seen (``seen``) and poisons the ids in ``poison``."""
+    """Builds input_ids/labels; records the ids seen (``seen``) and poisons the ids in ``poison``
+    (``poisoned`` is then True until :class:`PoisonLR` has applied it)."""
 
     def __init__(self, seed: int = 0, poison: Iterable[int] = ()) -> None:
         self.seed = seed
         self.poison = set(poison)
         self.seen: list[int] = []
+        self.poisoned = False
 
     def __call__(self, items: list[dict[str, int]]) -> dict[str, Any]:
         rows = []
         for it in items:
             self.seen.append(it["id"])
+            if it["id"] in self.poison:
+                self.poisoned = True
             rows.append([GARBAGE_TOKEN] * SEQ if it["id"] in self.poison else item_tokens(it["id"], self.seed))
         ids = torch.tensor(rows, dtype=torch.long)
         return {"input_ids": ids, "labels": ids.clone()}
+
+
+class PoisonLR:
+    """A callback: the optimizer step of a batch holding poisoned items runs at ``POISON_LR_FACTOR`` × the
+    learning rate (the scheduler sets the normal rate back at its next step). Trainer fetches a step's
+    batches just before ``on_step_begin`` (no workers), so the flag belongs to the step about to run."""
+
+    def __new__(cls, collator: Collator) -> Any:
+        from transformers import TrainerCallback
+
+        class _PoisonLR(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any) -> None:
+                if collator.poisoned and optimizer is not None:
+                    for g in optimizer.param_groups:
+                        g["lr"] = g["lr"] * POISON_LR_FACTOR
+                collator.poisoned = False
+
+        return _PoisonLR()
 
 
 def build_model(seed: int = 0) -> Any:
@@ -87,6 +113,8 @@ def trainer(output_dir: str, max_steps: int, *, n_train: int = 800, poison: Iter
     t = Trainer(model=build_model(seed), args=arguments(output_dir, max_steps, **extra),
                 train_dataset=TokenData(n_train, seed, train_ids),
                 eval_dataset=TokenData(64, seed, range(100_000, 100_064)), data_collator=collator)
+    if collator.poison:
+        t.add_callback(PoisonLR(collator))
     for cb in callbacks:
         t.add_callback(cb)
     t.collator = collator  # type: ignore[attr-defined]
