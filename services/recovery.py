@@ -113,6 +113,8 @@ class ResumePlan:
     output_dir: str | None = None
     suggestion: SkipSuggestion | None = None
     notes: list[str] = field(default_factory=list)
+    source_arg: str | None = None
+    """What ``--from`` names (the snapshot's name for a snapshot), for :func:`resume_command`."""
 
 
 def _step_of_checkpoint(path: Path) -> int | None:
@@ -273,7 +275,8 @@ def plan_resume(run_dir: str | os.PathLike[str], source: str, skip: str | None =
     if rng is not None and step is not None and kind == "checkpoint" and rng.first <= step:
         raise RecoveryError(f"--skip-batches {rng}: the range must start after the resume step {step} (the "
                             f"checkpoint's weights already trained on steps up to {step})")
-    return ResumePlan(run, path.resolve(), kind, step, rng, trainer, output_dir, suggestion, notes)
+    return ResumePlan(run, path.resolve(), kind, step, rng, trainer, output_dir, suggestion, notes,
+                      snap.name if snap is not None else str(path))
 
 
 # --------------------------------------------------------------------------- the code (pure)
@@ -283,11 +286,12 @@ def resume_code(plan: ResumePlan) -> str:
     src = str(plan.source)
     skip = str(plan.skip) if plan.skip else None
     at = f"step {plan.step}" if plan.step is not None else "its checkpoint"
-    head = [f"# Resume {plan.run_dir.name} from {at}" +
+    name = plan.run_dir.parent.name if plan.run_dir.name == "trainboard" and plan.run_dir.parent.name else plan.run_dir.name
+    head = [f"# Resume {name} from {at}" +
             (f", never training on the batches of steps {skip}" if skip else "") + "."]
     head += [f"# Note: {n}" for n in plan.notes]
     if plan.trainer and plan.source_kind == "checkpoint":
-        out = f"  # output_dir={plan.output_dir!r}, as in the run" if plan.output_dir else ""
+        out = f" (output_dir={plan.output_dir!r})" if plan.output_dir else ""
         lines = [*head, "from trainboard import MonitorCallback" + (", SkipBatches" if skip else ""), "",
                  f"trainer = Trainer(model=model, args=args, train_dataset=train_dataset)  # as in your script{out}",
                  "trainer.add_callback(MonitorCallback())  # same run dir: one run, with a resume record"]
@@ -357,7 +361,7 @@ def panel_data(run_dir: str | os.PathLike[str], snapshot: Mapping[str, Any], run
 
 def resume_command(plan: ResumePlan) -> str:
     """The ``trainboard resume`` command line that prints :func:`resume_code` for this plan. Pure."""
-    argv = ["trainboard", "resume", str(plan.run_dir), "--from", str(plan.source)]
+    argv = ["trainboard", "resume", str(plan.run_dir), "--from", plan.source_arg or str(plan.source)]
     if plan.skip:
         argv += ["--skip-batches", str(plan.skip)]
     return " ".join(shlex.quote(a) for a in argv)
