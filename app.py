@@ -19,7 +19,7 @@ import dash
 import flask
 from dash import Dash
 
-from callbacks import alerts, overview, runs, samples, shell, snapshots, svd
+from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
 from services.cachedir import make_cache_dir
 from services.catalog import RunCatalog
@@ -58,6 +58,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     attach_catalog(app, store)
     for module in PAGE_MODULES:
         module.register(app)
+    recover.register(app)  # the Recover panel, shown by the Snapshots page (and embeddable elsewhere)
     shell.register(app)
     nav = [(p["name"], p["path"]) for p in sorted(dash.page_registry.values(), key=lambda p: p.get("order") or 0)]
 

@@ -20,7 +20,7 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.cards import CardData, build_card_grid
-from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COLOUR, TRAIN_COLOUR, TraceSpec, build_series_figure,
+from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COLOUR, TRAIN_COLOUR, TraceSpec, build_resume_traces, build_series_figure,
                                empty_figure, to_trace_points)
 from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
 from components.layout import build_overview_layout
@@ -32,7 +32,7 @@ from services.alerts import alerts_for, event_points, event_records, marker_poin
 from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from collectors.runformat import LOSS_NONFINITE_STEP, LOSS_REPLACED, RunPaths
-from services.model import STALE_AFTER_S, Run, RunKind, series_key
+from services.model import STALE_AFTER_S, ResumePoint, Run, RunKind, series_key
 REDRAW_AFTER_EXTEND = MAX_POINTS // 5
 """A downsampled chart is re-chosen after this many raw points were appended to it."""
 
@@ -181,7 +181,28 @@ def loss_markers(run: Run, alerts: Sequence[Mapping[str, Any]], snapshots: Seque
         traces.append({"type": "scatter", "mode": "markers", "name": "snapshots", "x": xs, "y": ys, "customdata": texts,
                        "hovertemplate": "step %{x}<br>%{customdata}<extra></extra>",
                        "marker": {"color": SNAPSHOT_COLOUR, "symbol": "star", "size": 13, "line": {"width": 1, "color": "#333"}}})
+    traces += build_resume_traces(*resume_points(getattr(run, "resumes", ()), x, y))
     return traces
+
+
+def resume_points(resumes: Sequence[ResumePoint], x: Sequence[float], y: Sequence[float]
+                  ) -> tuple[Any, Any]:
+    """``(resumed, crashed)`` marker points for the loss chart, each ``(xs, ys, texts)`` or None. Pure.
+
+    The resume sits at its step; the crash at the last step the earlier process reported (when it is
+    after the resume step: the steps in between were rolled back and trained again).
+    """
+    rows, crash_rows = [], []
+    for r in resumes:
+        back = f"; steps {r.step + 1}–{r.previous_step} rolled back" if r.previous_step and r.previous_step > r.step else ""
+        rows.append({"step": r.step, "severity": "resume", "message": f"training resumed from step {r.step}{back}"})
+        if r.previous_step is not None and r.previous_step > r.step:
+            what = r.previous_state if r.previous_state and r.previous_state not in ("training", "evaluating") else "stopped"
+            crash_rows.append({"step": r.previous_step, "severity": "crash",
+                               "message": f"earlier process {what} here (last reported step {r.previous_step})"})
+    resumed = marker_points(rows, x, y).get("resume")
+    crashed = marker_points(crash_rows, x, y).get("crash")
+    return resumed, crashed
 
 
 def render_chart(run: Run, chart: ChartDef, view: Mapping[str, Any],
@@ -390,7 +411,8 @@ def register(app: Dash) -> None:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
         snaps = snapshot_rows(run.paths) if run.has_collector else []
         events = event_records(alerts_view.records) if "events" in (show_events or []) else []
-        markers_key = f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}"
+        markers_key = (f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}|"
+                       f"{len(run.resumes)}")
         figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
                                     loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
         state["alerts_version"] = alerts_view.version

@@ -13,7 +13,8 @@ checks it, function-level imports included, and that nothing here imports the da
 4. ``snapshots/``, ``experiments/``; then the features ``anomaly/`` (with ``anomaly.smart_monitor``),
    ``samples/``, ``spectral/``;
 5. ``features`` - the one place that turns ``anomaly=``/``samples=``/``spectral=`` into plugins;
-6. ``monitor`` (``Monitor``), then ``callback`` (``MonitorCallback``), then the demo and ``enable``.
+6. ``monitor`` (``Monitor``), then ``callback`` (``MonitorCallback``) and ``skip_batches``
+   (``SkipBatches``, over the stdlib ``recovery`` at rank 1), then the demo and ``enable``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from collectors.monitor import Monitor, MonitorPlugin
 # name -> module that defines it; imported on first access so heavy dependencies load only when used.
 _LAZY: dict[str, str] = {
     "MonitorCallback": "collectors.callback",
+    # issue 11: recovery (skip a range of batches when resuming a Trainer run)
+    "SkipBatches": "collectors.skip_batches",
     # experiments (issue 6)
     "CheckpointManager": "collectors.experiments.checkpoints",
     "capture_rng_state": "collectors.experiments.checkpoints",

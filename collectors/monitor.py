@@ -28,6 +28,7 @@ from collectors import features
 from collectors.notify import notifier_from_settings
 from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
+from collectors.recovery import SkipRange, parse_skip_ranges, step_skipped
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
 
 NOTIFY_CLOSE_S = 5.0
@@ -162,6 +163,9 @@ class Monitor:
             ``collectors.spectral.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
             default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
             after ``backward()`` so it sees the gradients.
+        skip_batches: optimizer steps whose batches a resumed loop must not train on (issue 11):
+            ``"31-40"``, ``(31, 40)``, ``range(31, 41)`` or several (``"31-40,90-95"``); the loop asks
+            :meth:`should_skip`. Default ``None`` (nothing skipped).
 
     Raises:
         ValueError: when ``base_dir`` is empty or names an existing file, or ``anomaly`` is invalid.
@@ -176,7 +180,7 @@ class Monitor:
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
                  run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
-                 anomaly: Any = True, spectral: Any = None, notify: Any = None) -> None:
+                 anomaly: Any = True, spectral: Any = None, notify: Any = None, skip_batches: Any = None) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -186,6 +190,10 @@ class Monitor:
             if val is not None and (not isinstance(val, (int, float)) or not math.isfinite(val) or val <= 0):
                 raise ValueError(f"Monitor({name}=...) must be a positive number or None; got {val!r}")
         self.is_main = is_main_process(main_process)
+        self.skip_ranges: list[SkipRange] = parse_skip_ranges(skip_batches)  # a bad range fails here, before training
+        self.skipped_steps = 0
+        self.previous_status: dict[str, Any] | None = None
+        """The status file a resumed run found (read before the first write), for the resume record."""
         self.guard = Guard()
         # alerts to Slack/Discord/email/webhooks (apprise), from notify= or TRAINBOARD_NOTIFY; bad URLs fail here
         self.notifier: Any = notifier_from_settings(notify, run_name=self.paths.root.name, guard=self.guard) \
@@ -199,6 +207,8 @@ class Monitor:
         self.spectral: Any = assembled.spectral
         self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
         self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        if self.skip_ranges:
+            self.extra_status["skip_batches"] = ",".join(str(r) for r in self.skip_ranges)
         if run_config:
             self.extra_status["config"] = dict(run_config)
         self.model: Any = None
@@ -235,6 +245,8 @@ class Monitor:
             if self.is_main:
                 _OPEN_MONITORS.add(self)
                 _install_process_hooks()
+                prev, _problem = rf.read_json(self.paths.status)
+                self.previous_status = prev if isinstance(prev, dict) else None
                 self.guard.run("creating the run directory", self._open)
                 self._write_status()
             for plugin in self.plugins:
@@ -330,6 +342,56 @@ class Monitor:
             self._write_status(now)
         for plugin in self.plugins:
             self._call(plugin, "on_record", record)
+        return record
+
+    def should_skip(self, step: int) -> bool:
+        """Whether the plain loop must skip the batch of optimizer step ``step`` (``skip_batches=``).
+
+        The loop calls it before the forward pass and ``continue``s without ``optimizer.step()``, so a
+        skipped batch moves neither the weights nor Adam's moments. Which step numbers to use is the
+        loop's choice; skipping at the data level (the loop still counts the skipped batch's step) keeps
+        the data position meaning the same as in the run being recovered.
+
+        Example:
+            >>> for step, batch in enumerate(loader, start=1):                  # doctest: +SKIP
+            ...     if step <= start_step or monitor.should_skip(step):
+            ...         continue
+        """
+        if not self.skip_ranges or not step_skipped(int(step), self.skip_ranges):
+            return False
+        self.skipped_steps += 1
+        self.extra_status["skipped_steps"] = self.skipped_steps
+        return True
+
+    def resumed(self, step: int, **info: Any) -> dict[str, Any] | None:
+        """Record that this training resumed at optimizer step ``step`` into the same run dir (issue 11).
+
+        Writes one ``resume`` record to ``metrics.jsonl``: every page then drops what the previous
+        process logged after ``step`` (those steps are rolled back) and marks the crash and the resume
+        on the loss chart. ``info`` (e.g. ``checkpoint=``) is stored in the record. Plugins do not see
+        the record. Returns it (``None`` on other ranks).
+
+        Raises:
+            ValueError: when ``step`` is not a non-negative integer.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"Monitor.resumed(step=...) must be a non-negative integer; got {step!r}")
+        self.start()
+        if not self.is_main or self.closed:
+            return None
+        prev = self.previous_status or {}
+        fields: dict[str, Any] = {"previous_step": prev.get("step") if isinstance(prev.get("step"), int) else None,
+                                  "previous_state": prev.get("state") if isinstance(prev.get("state"), str) else None}
+        fields.update({k: v for k, v in info.items() if v is not None})
+        record = rf.make_record(rf.RecordKind.RESUME, step=step, time=time.time(), **fields)
+        with self._lock:
+            self.tracker.step = step
+            if self._metrics is None:
+                self.guard.run("creating the run directory", self._open)
+            if self._metrics is not None:
+                self.guard.run("appending to metrics.jsonl", self._metrics.append, record)
+            self.extra_status["resumed_from_step"] = step
+            self._write_status()
         return record
 
     def set_state(self, state: rf.RunState) -> None:

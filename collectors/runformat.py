@@ -8,7 +8,8 @@ Layout of one run directory (see docs/run-format.md)::
 
     <run>/status/training_status.json   latest status, rewritten atomically
     <run>/status/training_detail.json   latest golden-vs-predicted sample (issue 4)
-    <run>/logs/metrics.jsonl            one record per logged step (kind "train" or "eval")
+    <run>/logs/metrics.jsonl            one record per logged step (kind "train" or "eval"; "resume" where a
+                                        training resumed into the run dir)
     <run>/logs/alerts.jsonl             one record per alert (kind "alert")
     <run>/logs/samples.jsonl            one record per sample (kind "sample")
     <run>/logs/spectral.jsonl           one record per layer measurement (kind "spectral")
@@ -112,6 +113,8 @@ class RecordKind(str, enum.Enum):
     EVENT = "event"
     INCIDENT = "incident"
     """An incident opened, updated or resolved (``logs/alerts.jsonl``, see collectors/anomaly/incidents.py)."""
+    RESUME = "resume"
+    """A training resumed into this run dir at ``step``: what an earlier process logged after it is rolled back."""
 
 
 KNOWN_KINDS = frozenset(k.value for k in RecordKind)

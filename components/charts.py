@@ -18,6 +18,10 @@ LR_COLOUR = "#2ca02c"
 GRAD_COLOUR = "#9467bd"
 NONFINITE_COLOUR = "#d62728"
 SNAPSHOT_COLOUR = "#2ca02c"
+RESUME_COLOUR = "#17becf"
+CRASH_COLOUR = "#7f7f7f"
+RESUME_TRACE = "resumed"
+CRASH_TRACE = "crash (rolled back)"
 HOVER_TEMPLATE = "step %{x}<br>%{customdata}<extra>%{fullData.name}</extra>"
 
 
@@ -116,6 +120,26 @@ def add_markers(fig: dict[str, Any], name: str, xs: Sequence[float], ys: Sequenc
                         "hovertemplate": "step %{x}<br>%{customdata}<extra>" + name + "</extra>", "mode": "markers",
                         "marker": {"color": colour, "symbol": symbol, "size": 12, "line": {"width": 1, "color": "#333"}}})
     return fig
+
+
+def build_resume_traces(resumed: tuple[Sequence[float], Sequence[float], Sequence[str]] | None,
+                        crashed: tuple[Sequence[float], Sequence[float], Sequence[str]] | None) -> list[dict[str, Any]]:
+    """Marker traces for where a training stopped (crashed) and where the resumed one took over (issue 11).
+
+    Each argument is ``(xs, ys, hover texts)`` or None. The resume marker is a right-pointing triangle
+    ("continues from here"), the crash an ``x``: the steps between them were rolled back.
+    """
+    traces = []
+    for name, pts, colour, symbol in ((RESUME_TRACE, resumed, RESUME_COLOUR, "triangle-right"),
+                                      (CRASH_TRACE, crashed, CRASH_COLOUR, "x-thin-open")):
+        if not pts or not len(pts[0]):
+            continue
+        xs, ys, texts = pts
+        traces.append({"type": "scatter", "mode": "markers", "name": name, "x": list(xs), "y": list(ys),
+                       "customdata": list(texts), "hovertemplate": "step %{x}<br>%{customdata}<extra></extra>",
+                       "marker": {"color": colour, "symbol": symbol, "size": 14,
+                                  "line": {"width": 2, "color": colour if symbol.startswith("x") else "#333"}}})
+    return traces
 
 
 def empty_figure(title: str, message: str) -> dict[str, Any]:

@@ -113,3 +113,15 @@ RUNS_CSV_DOWNLOAD = "runs-csv-download"
 RUNS_CONFIG_DIFF = "runs-config-diff"
 RUNS_RESULTS = "runs-results"
 RUNS_CHECKPOINTS = "runs-checkpoints"
+
+# ---------------------------------------------------------------- recover panel (issue 11; Snapshots and Alerts pages)
+SNAPSHOTS_RECOVER = "snapshots-recover"
+"""Where the Snapshots page shows the Recover panel of the selected snapshot."""
+RECOVER_PANEL_TYPE = "recover-panel"
+"""Pattern-matching types of one Recover panel's parts: ``{"type": RECOVER_SKIP_TYPE, "key": snapshot name}``
+(the key is the snapshot's name, so several panels can live on one page)."""
+RECOVER_SKIP_TYPE = "recover-skip"
+RECOVER_CODE_TYPE = "recover-code"
+RECOVER_COMMAND_TYPE = "recover-command"
+RECOVER_MESSAGE_TYPE = "recover-message"
+RECOVER_CONTEXT_TYPE = "recover-context"

@@ -64,6 +64,7 @@ def build_snapshots_layout() -> html.Div:
                                               message="Delete this snapshot and its weights? This cannot be undone."),
                 ], className="snapshots__buttons"),
                 html.Div(id=ids.SNAPSHOTS_ACTION_MESSAGE, className="snapshots__result", role="status"),
+                html.Div(id=ids.SNAPSHOTS_RECOVER),  # the Recover panel (callbacks/recover.py), issue 11
                 html.Div(id=ids.SNAPSHOTS_DETAIL, className="snapshots__detail"),
             ], className="panel snapshots__side"),
         ], className="snapshots__grid"),

@@ -17,9 +17,13 @@ from collectors import runformat as rf
 from collectors.alerts import Severity
 from collectors.anomaly import incidents as inc
 from collectors.anomaly.rules import AnomalyConfig, Category
+from services.model import drop_rolled_back
 
 MAX_ALERTS_KEPT = 5000
 """Alerts kept per run in memory (the feed shows the newest; counts cover what is kept)."""
+RESUME_VERSION_STRIDE = 1_000_003
+"""Added to an alerts view's version per resume of the run, so a page redraws when a resume supersedes
+alerts even though alerts.jsonl itself did not change."""
 SEVERITY_ORDER = tuple(s.value for s in Severity)
 CATEGORY_ORDER = tuple(c.value for c in Category)
 
@@ -80,7 +84,12 @@ def alerts_for(feed: AlertFeed, run: Any) -> AlertsView:
     """The alerts of any run (a :class:`services.model.Run`): its ``alerts.jsonl`` when the collector
     wrote it, else what the dashboard's own detection found in its metrics (read-only)."""
     if run.has_collector:
-        return feed.poll(run.paths.root)
+        view = feed.poll(run.paths.root)
+        resumes = getattr(run, "resumes", None)
+        if resumes:  # a resumed training re-ran some steps: their earlier alerts are superseded (issue 11)
+            view = AlertsView(drop_rolled_back(view.records, resumes),  # type: ignore[arg-type]
+                              view.version + RESUME_VERSION_STRIDE * len(resumes), view.bad_lines, view.problem)
+        return view
     return AlertsView(list(run.detected_alerts), run.version, 0, None, detected=True)
 
 

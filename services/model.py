@@ -10,7 +10,11 @@ results, plus a :class:`RunSummary` for the Runs table. The live/stale rule is d
 Series are compact columns (``array('d')``) so a run of a million values costs a few tens of MB, and
 they hold one value per step: a record whose step is not after the last one (a resumed run re-logging
 from its checkpoint, a step logged twice) replaces the values from that step on, so the newest write
-wins and no chart draws a line back in steps. Nothing here imports dash.
+wins and no chart draws a line back in steps. A ``resume`` record (a training resumed into the same run
+dir at step R, issue 11) goes further: every point logged after R by the earlier process is dropped at
+once, duplicates or not (an eval at a step the resumed run has not reached yet included), and the
+resume is kept in :attr:`Run.resumes` for the chart markers and for :func:`drop_rolled_back`, which
+supersedes the rolled-back alerts the same way. Nothing here imports dash.
 """
 from __future__ import annotations
 
@@ -108,6 +112,17 @@ class Series:
         self.values.extend(values)
         self.times.extend(times)
 
+    def roll_back(self, step: float) -> int:
+        """Drop every point after ``step`` (a training resumed there); returns how many were dropped."""
+        i = bisect.bisect_right(self.steps, step)
+        n = len(self.steps) - i
+        if n:
+            del self.steps[i:]
+            del self.values[i:]
+            del self.times[i:]
+            self.rewinds += 1
+        return n
+
     def __len__(self) -> int:
         return len(self.steps)
 
@@ -119,6 +134,51 @@ class Series:
 
     def last(self) -> float | None:
         return self.values[-1] if self.values else None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a training resumed into this run: at ``step``, at wall time ``time``; ``previous_step`` is the
+    last step the crashed (or stopped) process had reported, so steps ``step+1..previous_step`` were
+    rolled back."""
+
+    step: int
+    time: float | None = None
+    previous_step: int | None = None
+    previous_state: str | None = None
+    rolled_back: int = 0
+    """Points dropped from the series when the record was read."""
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> "ResumePoint | None":
+        step = rec.get("step")
+        if not is_number(step) or not math.isfinite(step) or step < 0:
+            return None
+        t = rec.get("time")
+        prev = rec.get("previous_step")
+        state = rec.get("previous_state")
+        return cls(int(step), float(t) if is_number(t) else None,
+                   int(prev) if is_number(prev) and math.isfinite(prev) else None,
+                   state if isinstance(state, str) else None)
+
+
+def drop_rolled_back(records: Iterable[Mapping[str, Any]], resumes: Iterable[ResumePoint]) -> list[Mapping[str, Any]]:
+    """The records (alerts, samples...) that no resume superseded. Pure.
+
+    A record is rolled back when it was written before a resume (its ``time``) at a step after the
+    resume's step: the steps it describes were trained again by the resumed process. Records without a
+    usable step or time are kept (nothing proves them superseded).
+    """
+    points = [r for r in resumes if r.time is not None]
+    if not points:
+        return list(records)
+    out = []
+    for rec in records:
+        step, t = rec.get("step"), rec.get("time")
+        if is_number(step) and is_number(t) and any(t < r.time and step > r.step for r in points):  # type: ignore[operator]
+            continue
+        out.append(rec)
+    return out
 
 
 def series_key(kind: str, name: str) -> str:
@@ -395,6 +455,8 @@ class Run:
         self.problems: list[str] = []
         self.detected_alerts: list[dict[str, Any]] = []
         """Alerts the dashboard found itself (runs without the collector), as alert records."""
+        self.resumes: list[ResumePoint] = []
+        """Where trainings resumed into this run dir (``resume`` records), oldest first."""
         self._lock = threading.Lock()
         self._checked = 0.0
         self._compare: tuple[int, dict[str, MetricSeries]] | None = None
@@ -431,6 +493,7 @@ class Run:
         self.series = {}
         self.records_read = 0
         self.bad_steps = 0
+        self.resumes = []
 
     def ingest(self, records: list[dict[str, Any]]) -> None:
         """Append metric records to the columns, a run of same-shaped records at a time.
@@ -447,11 +510,23 @@ class Run:
             while j < n and records[j].get("kind") == shape[0] and tuple(records[j]) == shape[1]:
                 j += 1
             group = records[i:j]
-            if not self._ingest_group(shape[0], first, group):
+            if shape[0] == rf.RecordKind.RESUME.value:
+                for rec in group:
+                    self._resume(rec)
+            elif not self._ingest_group(shape[0], first, group):
                 for rec in group:
                     self._ingest_one(rec)
             self.records_read += len(group)
             i = j
+
+    def _resume(self, rec: Mapping[str, Any]) -> None:
+        """A training resumed at ``rec["step"]``: what was logged after it is rolled back on every series."""
+        point = ResumePoint.from_record(rec)
+        if point is None:
+            self.bad_steps += 1
+            return
+        dropped = sum(s.roll_back(point.step) for s in self.series.values())
+        self.resumes.append(ResumePoint(point.step, point.time, point.previous_step, point.previous_state, dropped))
 
     def _ingest_group(self, kind: Any, first: dict[str, Any], group: list[dict[str, Any]]) -> bool:
         if kind not in METRIC_KINDS:

@@ -59,7 +59,7 @@ def test_each_command_explains_itself(name: str, usage: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    pytest.param((), "choose a command (serve, demo, enable, watch, svd)", id="no-command"),
+    pytest.param((), "choose a command (serve, demo, enable, watch, resume, svd)", id="no-command"),
     pytest.param(("bogus",), "invalid choice: 'bogus'", id="unknown-command"),
     pytest.param(("--bogus",), "unrecognized arguments: --bogus", id="unknown-option"),
     pytest.param(("serve", "--port", "0"), "--port must be between 1 and 65535", id="serve-port"),

@@ -23,6 +23,7 @@ DASHBOARD_SIDE = ("dash", "services", "callbacks", "components", "app")
 LAYERS: dict[str, int] = {
     "collectors.runformat": 0,
     "collectors.runtime": 1,
+    "collectors.recovery": 1,
     "collectors.alerts": 2,
     "collectors.notify": 2,
     "collectors.control": 2,
@@ -35,6 +36,7 @@ LAYERS: dict[str, int] = {
     "collectors.features": 5,
     "collectors.monitor": 6,
     "collectors.callback": 7,
+    "collectors.skip_batches": 7,
     "collectors.demo": 8,
     "collectors.enable": 8,
     "collectors": 9,

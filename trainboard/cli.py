@@ -1,4 +1,4 @@
-"""The ``trainboard`` console command (and ``python -m trainboard``): one entry point, five subcommands.
+"""The ``trainboard`` console command (and ``python -m trainboard``): one entry point, six subcommands.
 
 Each subcommand hands its arguments, untouched, to the ``main(argv)`` of the module that owns that
 feature, so its options, ``--help`` and error messages are defined once, there. The modules are named
@@ -43,6 +43,8 @@ COMMANDS: dict[str, Command] = {
                                                 "Trainer (--undo reverts)"),
     "watch": Command("collectors.anomaly.smart_monitor:main", "the Smart Monitor: watch a training directory and save "
                                                       "snapshots on loss spikes, accuracy drops, best models"),
+    "resume": Command("services.recovery:main", "print the exact code that resumes a run from a snapshot's last good "
+                                                 "state or a checkpoint, skipping bad batches (--from, --skip-batches)"),
     "svd": Command("collectors.spectral.monitor:main", "the SVD monitor: per-layer spectral metrics of a run, "
                                                 "with alerts before full-rank to low-rank switches"),
 }
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  trainboard demo                           # demo training + dashboard\n"
                "  trainboard enable train.py                # from trainboard import MonitorCallback, inserted\n"
                "  trainboard watch --base-dir out/run1      # Smart Monitor beside a training\n"
-               "  trainboard svd --run-dir runs/run1        # spectral alerts in the terminal")
+               "  trainboard svd --run-dir runs/run1        # spectral alerts in the terminal\n"
+               "  trainboard resume runs/run1 --from anomaly_20240101_120000_loss_spike --skip-batches 31-40")
     from trainboard import __version__
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
