@@ -331,3 +331,21 @@ def test_monitor_callback_state_is_plain_json_and_restores_into_the_live_instanc
     assert saved_state({"MonitorCallback": [{"attributes": {"trainboard_state": {"P": {}}}}]}, "MonitorCallback") == {"P": {}}
     assert saved_state({"MonitorCallback": {"args": {}, "attributes": {}}}, "MonitorCallback") is None
     assert saved_state(None, "MonitorCallback") is None
+
+
+def test_samples_of_rolled_back_steps_are_superseded(tmp_path):
+    from services.samples import SamplesHistory
+
+    paths = rf.RunPaths.of(tmp_path / "run")
+    paths.logs_dir.mkdir(parents=True)
+    with rf.JsonlWriter(paths.samples) as w:
+        for s in (10, 20, 30):
+            w.append(rf.make_record("sample", step=s, time=100.0 + s))
+        w.append(rf.make_record("sample", step=30, time=300.0))
+    hist = SamplesHistory(paths.root)
+    hist.refresh()
+    version = hist.version
+    assert hist.apply_resumes([ResumePoint(20, time=200.0)])
+    assert [(r["step"], r["time"]) for r in hist.records] == [(10, 110.0), (20, 120.0), (30, 300.0)]
+    assert hist.version > version and not hist.apply_resumes([ResumePoint(20, time=200.0)])
+    assert not hist.apply_resumes([])
