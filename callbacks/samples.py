@@ -168,6 +168,7 @@ def register(app: Dash) -> None:
             raise PreventUpdate
         hist = history_for(app, run.paths.root)
         hist.refresh()
+        hist.apply_resumes(getattr(run, "resumes", None))  # samples of rolled-back steps are superseded
         follow = FOLLOW in (follow_value or [])
         sel = choose_sample(hist.records, hist.detail, slider, follow, triggered == ids.SAMPLES_SLIDER)
         key = {"run": run.run_id, "version": hist.version, "index": sel.index, "follow": sel.follow}

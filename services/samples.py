@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors import runformat as rf
+from services.model import drop_rolled_back
 
 MAX_HISTORY = 10_000
 """Most sample records kept in memory per run (the oldest are dropped beyond it)."""
@@ -39,6 +40,24 @@ class SamplesHistory:
         self._tailer = rf.JsonlTailer(self.paths.samples, known_kinds=SAMPLE_KINDS)
         self._detail_sig: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
+        self._superseded: tuple[int, int] | None = None
+
+    def apply_resumes(self, resumes: Any) -> bool:
+        """Drop the samples a resumed training rolled back (written before a resume, at a later step;
+        issue 11). Cheap when nothing is new; True when samples were dropped."""
+        if not resumes:
+            return False
+        with self._lock:
+            key = (len(resumes), len(self.records))
+            if key == self._superseded:
+                return False
+            before = len(self.records)
+            self.records = list(drop_rolled_back(self.records, resumes))  # type: ignore[arg-type]
+            self._superseded = (len(resumes), len(self.records))
+            if len(self.records) != before:
+                self.version += 1
+                return True
+            return False
 
     @property
     def bad_lines(self) -> int:

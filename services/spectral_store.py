@@ -7,6 +7,8 @@ counted. Each layer keeps its measurements as compact columns, so a long run sta
 """
 from __future__ import annotations
 
+import bisect
+
 import math
 import threading
 from array import array
@@ -43,6 +45,13 @@ class LayerSeries:
         self.r.append(float("nan") if m.r is None else float(m.r))
         self.low_rank.append(1 if m.mode == Mode.LOW_RANK else 0)
         self.latest = record
+
+    def roll_back_from(self, step: float) -> None:
+        """Drop the measurements at or after ``step``: a resumed training measures them again (issue 11);
+        the ones before it stay."""
+        i = bisect.bisect_left(self.steps, step)
+        for col in ("steps", *METRIC_NAMES, "r", "low_rank"):
+            del getattr(self, col)[i:]
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -127,8 +136,8 @@ class SpectralRunData:
             series = self.layers.get(m.layer_name)
             if series is None:
                 series = self.layers[m.layer_name] = LayerSeries()
-            if len(series) and m.step < series.steps[-1]:
-                series = self.layers[m.layer_name] = LayerSeries()  # a restart from an earlier step
+            if len(series) and m.step <= series.steps[-1]:
+                series.roll_back_from(m.step)  # a resumed training re-measures from an earlier step
             series.append(m, rec)
             th = rec.get("thresholds")
             if isinstance(th, dict):

@@ -331,3 +331,36 @@ def test_monitor_callback_state_is_plain_json_and_restores_into_the_live_instanc
     assert saved_state({"MonitorCallback": [{"attributes": {"trainboard_state": {"P": {}}}}]}, "MonitorCallback") == {"P": {}}
     assert saved_state({"MonitorCallback": {"args": {}, "attributes": {}}}, "MonitorCallback") is None
     assert saved_state(None, "MonitorCallback") is None
+
+
+def test_samples_of_rolled_back_steps_are_superseded(tmp_path):
+    from services.samples import SamplesHistory
+
+    paths = rf.RunPaths.of(tmp_path / "run")
+    paths.logs_dir.mkdir(parents=True)
+    with rf.JsonlWriter(paths.samples) as w:
+        for s in (10, 20, 30):
+            w.append(rf.make_record("sample", step=s, time=100.0 + s))
+        w.append(rf.make_record("sample", step=30, time=300.0))
+    hist = SamplesHistory(paths.root)
+    hist.refresh()
+    version = hist.version
+    assert hist.apply_resumes([ResumePoint(20, time=200.0)])
+    assert [(r["step"], r["time"]) for r in hist.records] == [(10, 110.0), (20, 120.0), (30, 300.0)]
+    assert hist.version > version and not hist.apply_resumes([ResumePoint(20, time=200.0)])
+    assert not hist.apply_resumes([])
+
+
+def test_spectral_measurements_of_rolled_back_steps_are_replaced(tmp_path):
+    from services.spectral_store import SpectralRunData
+
+    paths = rf.RunPaths.of(tmp_path / "run")
+    paths.logs_dir.mkdir(parents=True)
+    with rf.JsonlWriter(paths.spectral) as w:
+        for s in (20, 40, 60, 40, 60):  # resumed at step 30: 40 and 60 measured again
+            w.append(rf.make_record("spectral", step=s, layer_name="h.0", mode="full", r=None,
+                                    principal_alignment=0.9, minor_alignment=0.1 if s < 61 else 0.2,
+                                    subspace_angle=0.1, reconstruction_error=0.01, time=float(s)))
+    data = SpectralRunData(paths)
+    data.refresh()
+    assert list(data.layers["h.0"].steps) == [20, 40, 60]  # step 20 from before the resume is kept
