@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -29,9 +30,17 @@ from collectors.notify import notifier_from_settings
 from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
+from collectors.writer import STATUS_INTERVAL_S, RunWriter
 
 NOTIFY_CLOSE_S = 5.0
 """Longest a closing run waits for its last notifications (a receiver that hangs is given up on)."""
+
+SIGNALS_FLUSHED = (signal.SIGTERM, signal.SIGINT)
+"""Signals on which open runs write what is queued before the signal goes on (never swallowed)."""
+SIGNAL_FLUSH_S = 5.0
+"""Longest a signal handler waits for the writer thread before handing the signal on."""
+JOBS_WAIT_S = 1.0
+"""Longest ``pre_optimizer_step`` waits for the rules still being evaluated (see ``Monitor`` docstring)."""
 
 LR_ALIASES = ("lr",)
 """Names accepted for the learning rate in ``Monitor.log``; stored as ``learning_rate`` like Trainer."""
@@ -123,7 +132,8 @@ _hook_lock = threading.Lock()
 
 
 def _install_process_hooks() -> None:
-    """Mark open runs crashed when the process dies with an uncaught exception (best effort)."""
+    """Flush open runs and mark them when the process ends: uncaught exception (crashed), normal exit
+    before ``close()`` (crashed), SIGTERM/SIGINT (flushed, then the previous handler runs). Installed once."""
     global _hooks_installed
     with _hook_lock:
         if _hooks_installed:
@@ -143,6 +153,49 @@ def _install_process_hooks() -> None:
             mon.mark_crashed("process exited before training finished")
 
     atexit.register(at_exit)
+    _install_signal_handlers()
+
+
+def _install_signal_handlers() -> None:
+    """On SIGTERM and SIGINT write what is queued, then hand the signal on: to the handler that was set
+    before (Python's KeyboardInterrupt for SIGINT, a launcher's own handler), or, where that was the
+    default action, mark the run crashed and re-raise the signal with the default action, so the process
+    dies of it as it would have (exit status -15). An ignored signal stays ignored. Signal handlers can only
+    be set from the main thread: elsewhere nothing is installed (atexit and the exception hook still flush).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in SIGNALS_FLUSHED:
+        try:
+            previous = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if previous is signal.SIG_IGN or previous is None:
+            continue  # ignored (nohup) or set from C: leave it alone
+        try:
+            signal.signal(signum, _make_signal_handler(signum, previous))
+        except (ValueError, OSError):
+            continue
+
+
+def _make_signal_handler(signum: int, previous: Any) -> Any:
+    def handler(sig: int, frame: Any) -> None:
+        default = previous is signal.SIG_DFL
+        for mon in list(_OPEN_MONITORS):
+            try:
+                if default:
+                    mon.mark_crashed(f"terminated by {signal.Signals(sig).name}")
+                else:
+                    mon.flush(SIGNAL_FLUSH_S)
+            except Exception:  # noqa: BLE001 - the signal must go on whatever happens here
+                pass
+        if callable(previous):
+            previous(sig, frame)
+        elif default:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    return handler
 
 
 class Monitor:
@@ -208,17 +261,45 @@ class Monitor:
         self._metrics: rf.JsonlWriter | None = None
         self._lock = threading.RLock()
         self._started = False
+        # the one writer thread: metrics appends, status rewrites and the plugins' background jobs
+        self.writer = RunWriter(self.paths.status, guard=self.guard, status_extra=self._status_extra)
+        self._status_due = 0.0
+        self._hooked: dict[int, Any] = {}
 
     # ----------------------------------------------------------------- lifecycle
     def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
-        """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples)."""
+        """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples).
+
+        On the main process it also hooks the optimizer's step (and the model's forward) with a check of a
+        few attributes: the rules' verdicts of the last logged step are acted on there, before the weights
+        change, so a snapshot holds exactly the weights of the step that fired.
+        """
         if model is not None:
             self.model = model
+            self._hook(model, "register_forward_pre_hook", lambda module, args: self._before_weights_change())
         if optimizer is not None:
             self.optimizer = optimizer
+            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+            self._hook(inner, "register_step_pre_hook", lambda opt, args, kwargs: self._before_weights_change())
         if tokenizer is not None:
             self.tokenizer = tokenizer
         return self
+
+    def _hook(self, obj: Any, method: str, fn: Any) -> None:
+        """Register ``fn`` once per object with its torch hook method (nothing when it has none)."""
+        if not self.is_main or id(obj) in self._hooked or not callable(getattr(obj, method, None)):
+            return
+        handle = self.guard.run(f"hooking {type(obj).__name__}", getattr(obj, method), fn)
+        if handle is not None:
+            self._hooked[id(obj)] = handle
+
+    def _before_weights_change(self) -> None:
+        """Optimizer step / forward pre-hook: act on the rules' verdicts while the weights are the logged ones."""
+        writer = self.writer
+        if writer.jobs_pending and writer.alive and not self.closed:
+            writer.wait_jobs(JOBS_WAIT_S)
+        if writer._soon:
+            writer.run_soon()
 
     def add_plugin(self, plugin: MonitorPlugin) -> None:
         """Attach a feature after construction (it gets ``on_start`` if the run already started)."""
@@ -236,7 +317,8 @@ class Monitor:
                 _OPEN_MONITORS.add(self)
                 _install_process_hooks()
                 self.guard.run("creating the run directory", self._open)
-                self._write_status()
+                self.writer.start()
+                self._write_status(urgent=True)
             for plugin in self.plugins:
                 self._call(plugin, "on_start")
 
@@ -251,6 +333,9 @@ class Monitor:
             if self.closed:
                 return
             self.start()
+            if self.is_main:  # the rules' last verdicts (snapshots of the live weights) are acted on first
+                self.writer.wait_jobs(NOTIFY_CLOSE_S)
+                self.writer.run_soon()
             self.closed = True
             _OPEN_MONITORS.discard(self)
             self.tracker.state = state
@@ -258,12 +343,46 @@ class Monitor:
                 self.tracker.error = error
             for plugin in self.plugins:
                 self._call(plugin, "on_close", state)
+            if self.is_main:
+                self.writer.wait_jobs(NOTIFY_CLOSE_S)  # alerts from on_close reach the notifier before it closes
             if self.notifier is not None:
                 self.guard.run("sending the last notifications", self.notifier.close, NOTIFY_CLOSE_S)
             if self.is_main:
-                self._write_status()
-                if self._metrics is not None:
-                    self.guard.run("closing metrics.jsonl", self._metrics.close)
+                self._write_status(urgent=True)
+                self.writer.close()  # writes every queued record and the final status, closes metrics.jsonl
+            for handle in self._hooked.values():
+                self.guard.run("removing the monitor's hooks", handle.remove)
+            self._hooked.clear()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything logged so far is on disk (records, status, the rules' alerts); True when
+        done within ``timeout`` seconds. Results for the training thread (snapshots) are acted on at its
+        next call. ``close()``, the exit hooks and the SIGTERM/SIGINT handlers flush too."""
+        if not self.is_main or not self._started:
+            return True
+        return self.writer.flush(timeout)
+
+    def in_background(self, fn: Any, *args: Any) -> None:
+        """For plugins: run ``fn(*args)`` on the writer thread, after the records logged so far (slow work
+        that needs no live tensor: the anomaly rules). Runs at once when this process writes nothing."""
+        if self.is_main and self.writer.alive and not self.closed:
+            self.writer.call(fn, *args)
+        else:
+            self.guard.run(getattr(fn, "__qualname__", "a plugin job"), fn, *args)
+
+    def wait_background(self, timeout: float = JOBS_WAIT_S * 30) -> bool:
+        """For plugins: wait until the background jobs queued so far ran (a state_dict after every record)."""
+        if not self.writer.alive or threading.current_thread() is self.writer._thread:
+            return True
+        return self.writer.wait_jobs(timeout)
+
+    def on_training_thread(self, fn: Any, *args: Any) -> None:
+        """For background jobs: run ``fn(*args)`` on the training thread at its next call into the monitor
+        (``log``, ``step_end``, ``pre_optimizer_step``, ``close``): snapshots of the live weights, a stop."""
+        if threading.current_thread() is self.writer._thread:
+            self.writer.on_training_thread(fn, *args)
+        else:
+            self.guard.run(getattr(fn, "__qualname__", "a plugin action"), fn, *args)
 
     def mark_crashed(self, error: str) -> None:
         """Record that the training died (called from the exception hook); never raises."""
@@ -314,49 +433,77 @@ class Monitor:
         return self.write_record(record)
 
     def write_record(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Append a ready metrics record, update the status, run plugins. Used by ``log`` and the callback."""
-        self.start()
+        """Queue a ready metrics record, update the status, run plugins. Used by ``log`` and the callback.
+
+        The record goes to the writer thread (appended within ``FLUSH_INTERVAL_S``); the status is queued
+        at most twice a second. The record must not be changed after this call.
+        """
+        if not self._started:
+            self.start()
         if not self.is_main or self.closed:
             return None
+        writer = self.writer
+        if writer._soon:
+            writer.run_soon()
         for plugin in self.plugins:
             self._call(plugin, "on_annotate", record)
-        with self._lock:
-            now = record.get("time") or time.time()
-            self.tracker.update(record, now)
-            if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
-                self.guard.run("creating the run directory", self._open)
-            if self._metrics is not None:
-                self.guard.run("appending to metrics.jsonl", self._metrics.append, record)
-            self._write_status(now)
+        now = record.get("time") or time.time()
+        self.tracker.update(record, now)
+        if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
+            self.guard.run("creating the run directory", self._open)
+        if self._metrics is not None:
+            writer.append(self._metrics, record)
+        if now >= self._status_due:
+            self._write_status(now=now)
         for plugin in self.plugins:
             self._call(plugin, "on_record", record)
         return record
 
     def set_state(self, state: rf.RunState) -> None:
         """Change the run state (training / evaluating) and rewrite the status at once."""
+        if self.writer._soon:
+            self.writer.run_soon()
         if self.tracker.state != state and not self.closed:
             self.tracker.state = state
-            self._write_status()
+            self._write_status(urgent=True)
 
     def step_end(self, step: int) -> None:
         """Hook for plugins that act every optimizer step (control requests, samples, spectral)."""
+        if self.writer._soon:
+            self.writer.run_soon()
         for plugin in self.plugins:
             self._call(plugin, "on_step_end", step)
 
     def pre_optimizer_step(self, step: int) -> None:
-        """Hook for plugins that need the gradients (after backward and clipping, before the update)."""
+        """Hook for plugins that need the gradients (after backward and clipping, before the update).
+
+        The last moment the weights of the previous step exist: the rules still being evaluated on the
+        writer thread are waited for here (at most ``JOBS_WAIT_S``; normally they finished long ago), and
+        their results applied, so a snapshot they ask for holds exactly the weights of the step that fired.
+        """
+        writer = self.writer
+        if writer.jobs_pending and writer.alive:
+            writer.wait_jobs(JOBS_WAIT_S)
+        if writer._soon:
+            writer.run_soon()
         for plugin in self.plugins:
             self._call(plugin, "on_pre_optimizer_step", step)
 
     # ----------------------------------------------------------------- internals
-    def _write_status(self, now: float | None = None) -> None:
+    def _write_status(self, now: float | None = None, *, urgent: bool = False) -> None:
+        """Queue the status document for the writer thread (``urgent``: a state change, written at once)."""
         if not self.is_main:
             return
         now = time.time() if now is None else now
-        doc = self.tracker.document(now, process_memory(), self.extra_status)
+        self._status_due = now + STATUS_INTERVAL_S
+        self.writer.status(self.tracker.document(now, {}, self.extra_status), urgent=urgent)
+
+    def _status_extra(self) -> dict[str, Any]:
+        """Measured on the writer thread before each status write: memory, and the notifier's counters."""
+        extra: dict[str, Any] = {"memory": process_memory()}
         if self.notifier is not None:
-            doc["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
-        self.guard.run("writing training_status.json", rf.write_json_atomic, self.paths.status, doc)
+            extra["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
+        return extra
 
     def _call(self, plugin: MonitorPlugin, hook: str, *args: Any) -> None:
         fn = getattr(plugin, hook, None)
