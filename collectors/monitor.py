@@ -12,6 +12,7 @@ loaded lazily from ``collectors/__init__.py``.
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import signal
@@ -265,6 +266,8 @@ class Monitor:
         self.writer = RunWriter(self.paths.status, guard=self.guard, status_extra=self._status_extra)
         self._status_due = 0.0
         self._hooked: dict[int, Any] = {}
+        self._annotate: list[tuple[str, Any]] = []
+        self._on_record: list[tuple[str, Any]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
@@ -306,6 +309,7 @@ class Monitor:
         self.plugins.append(plugin)
         if self._started:
             self._call(plugin, "on_start")
+            self._record_hooks()
 
     def start(self) -> None:
         """Create the run directory and write the first status; called by the first ``log`` if needed."""
@@ -321,6 +325,7 @@ class Monitor:
                 self._write_status(urgent=True)
             for plugin in self.plugins:
                 self._call(plugin, "on_start")
+            self._record_hooks()
 
     def _open(self) -> None:
         for d in (self.paths.status_dir, self.paths.logs_dir):
@@ -420,7 +425,7 @@ class Monitor:
         for alias in LR_ALIASES:
             if alias in metrics:
                 metrics.setdefault("learning_rate", metrics.pop(alias))
-        clean = {k: as_number(v) for k, v in metrics.items()}
+        clean = {k: v if type(v) is float else as_number(v) for k, v in metrics.items()}
         if kind is None:
             rec_kind = rf.classify(clean)
         else:
@@ -445,8 +450,9 @@ class Monitor:
         writer = self.writer
         if writer._soon:
             writer.run_soon()
-        for plugin in self.plugins:
-            self._call(plugin, "on_annotate", record)
+        run = self.guard.run
+        for name, fn in self._annotate:
+            run(name, fn, self, record)
         now = record.get("time") or time.time()
         self.tracker.update(record, now)
         if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
@@ -455,8 +461,8 @@ class Monitor:
             writer.append(self._metrics, record)
         if now >= self._status_due:
             self._write_status(now=now)
-        for plugin in self.plugins:
-            self._call(plugin, "on_record", record)
+        for name, fn in self._on_record:
+            run(name, fn, self, record)
         return record
 
     def set_state(self, state: rf.RunState) -> None:
@@ -504,6 +510,15 @@ class Monitor:
         if self.notifier is not None:
             extra["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
         return extra
+
+    def _record_hooks(self) -> None:
+        """(Re)build the per-hook lists the hot path iterates: only plugins that have the hook, bound once."""
+        self._annotate = [(f"{type(p).__name__}.on_annotate", p.on_annotate) for p in self.plugins
+                          if callable(getattr(p, "on_annotate", None))]
+        self._on_record = [(f"{type(p).__name__}.on_record", p.on_record) for p in self.plugins
+                           if callable(getattr(p, "on_record", None))]
+        self.writer.record_hooks = [functools.partial(p.on_record_background, self) for p in self.plugins
+                                    if callable(getattr(p, "on_record_background", None))]
 
     def _call(self, plugin: MonitorPlugin, hook: str, *args: Any) -> None:
         fn = getattr(plugin, hook, None)

@@ -44,6 +44,9 @@ STATUS_INTERVAL_S = 0.5
 """The status file is rewritten at most this often (plus at every state change)."""
 QUEUE_MAX_ITEMS = 65536
 """Queue bound: about half a minute of a training that logs every step at 2,000 steps/s."""
+JOBS_POLL_S = 0.005
+"""While background jobs (the rules) are queued the thread looks this often: their verdicts are ready
+within ~5 ms plus the evaluation itself, long before a real training's next optimizer step."""
 ROOM_WAIT_S = 0.05
 """How long one wait for room lasts before the queue is checked again (the writer may have died)."""
 CLOSE_TIMEOUT_S = 30.0
@@ -81,6 +84,8 @@ class RunWriter:
         self.max_items = int(max_items)
         self.flush_interval_s = float(flush_interval_s)
         self.status_interval_s = float(status_interval_s)
+        self.record_hooks: list[Callable[[dict[str, Any]], Any]] = []
+        """Called on the thread with every appended record (set by the Monitor: the plugins' background hooks)."""
         self.status_dropped = 0
         """Statuses dropped because the queue was full (each was superseded by a newer one)."""
         self.room_waits = 0
@@ -96,7 +101,9 @@ class RunWriter:
         self._thread: threading.Thread | None = None
         self._jobs_queued = 0
         self._jobs_done = 0
-        self._jobs_cond = threading.Condition()
+        self._jobs_cond = threading.Condition(threading.Lock())
+        self._jobs_waiters = 0
+        self._room_waiters = 0
         self._soon: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._sinks: dict[int, rf.JsonlWriter] = {}
         self._pending: dict[int, list[bytes]] = {}
@@ -117,17 +124,21 @@ class RunWriter:
         return self._thread is not None and self._thread.is_alive()
 
     def append(self, sink: rf.JsonlWriter, record: dict[str, Any]) -> None:
-        """Queue ``record`` for ``sink`` (never dropped). The record must not change after this call."""
+        """Queue ``record`` for ``sink`` (never dropped). The record must not change after this call.
+
+        Each of ``record_hooks`` is then called with it on the thread, in order (the plugins'
+        ``on_record_background``) within ``JOBS_POLL_S``: while records with hooks are queued the thread
+        looks every ``JOBS_POLL_S`` instead of being woken by each log (a wake-up is a syscall and often a
+        context switch on the training thread's core)."""
+        if self.record_hooks:
+            self._jobs_queued += 1  # no wake-up call here (a futex syscall per log): the thread polls, below
         self._put((_APPEND, sink, record))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the thread, after the records queued so far (never dropped); wakes the
-        thread now, so rule results come back within the GIL's switch interval, not a flush interval."""
-        with self._jobs_cond:
-            self._jobs_queued += 1
+        """Run ``fn(*args)`` on the thread, after the records queued so far (never dropped), within
+        ``JOBS_POLL_S`` (see :meth:`append`)."""
+        self._jobs_queued += 1  # the training thread alone counts up, the writer alone counts done: no lock
         self._put((_CALL, fn, args))
-        if not self._wake.is_set():
-            self._wake.set()
 
     def status(self, doc: dict[str, Any], *, urgent: bool = False) -> None:
         """Queue a status document; ``urgent`` (a state change) is written at once, else at most every
@@ -153,8 +164,21 @@ class RunWriter:
     def wait_jobs(self, timeout: float) -> bool:
         """Wait until every background job queued so far ran (their results are then in ``run_soon``)."""
         target = self._jobs_queued
+        if self._jobs_done >= target:
+            return True
+        self._wake.set()  # someone waits: no need to wait for the next poll
+        deadline = time.monotonic() + timeout
         with self._jobs_cond:
-            return self._jobs_cond.wait_for(lambda: self._jobs_done >= target or not self.alive, timeout)
+            self._jobs_waiters += 1
+            try:
+                while self._jobs_done < target and self.alive:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._jobs_cond.wait(min(left, ROOM_WAIT_S))
+            finally:
+                self._jobs_waiters -= 1
+        return self._jobs_done >= target
 
     def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Wait until everything queued before this call is on disk (records, status, jobs). True when done."""
@@ -214,12 +238,18 @@ class RunWriter:
                 return  # nobody will make room: keep the record (the bound yields, no metric is ever dropped)
             self.room_waits += 1
             self._wake.set()
-            self._room.wait(ROOM_WAIT_S)
+            self._room_waiters += 1
+            try:
+                self._room.wait(ROOM_WAIT_S)
+            finally:
+                self._room_waiters -= 1
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
         while True:
             timeout = max(0.0, self._next_flush - time.monotonic()) if self._pending else self.flush_interval_s
+            if self._jobs_queued > self._jobs_done:
+                timeout = min(timeout, JOBS_POLL_S)
             self._wake.wait(timeout)
             self._wake.clear()
             try:
@@ -233,23 +263,30 @@ class RunWriter:
 
     def _drain(self) -> bool:
         """Take the queue, process it in order, write what is due. Returns True when asked to stop."""
-        with self._lock:
-            batch, self._items = self._items, deque()
+        fresh: deque[tuple[int, Any, Any]] = deque()
+        with self._lock:  # as short as possible: the training thread's every log takes this lock too
+            batch, self._items = self._items, fresh
             self._n_status = 0
             stopping = self._stop
-            self._room.notify_all()
+            if self._room_waiters:
+                self._room.notify_all()
         now = time.monotonic()
         for kind, a, b in batch:
             if kind == _APPEND:
                 self._pending.setdefault(id(a), []).append(rf.dumps(b) + b"\n")
                 self._sinks[id(a)] = a
+                hooks = self.record_hooks
+                if hooks:
+                    try:
+                        for hook in hooks:
+                            self.guard.run(getattr(hook, "__qualname__", "a record hook"), hook, b)
+                    finally:
+                        self._job_done()
             elif kind == _CALL:
                 try:
                     self.guard.run(getattr(a, "__qualname__", "a background job"), a, *b)
                 finally:
-                    with self._jobs_cond:
-                        self._jobs_done += 1
-                        self._jobs_cond.notify_all()
+                    self._job_done()
             elif kind == _STATUS:
                 state = a.get("state")
                 if b or state != self._last_state or state in FINAL_STATES:
@@ -274,6 +311,12 @@ class RunWriter:
             if more:  # queued while we were writing (close() from another thread): one more pass
                 return self._drain()
         return stopping
+
+    def _job_done(self) -> None:
+        self._jobs_done += 1
+        if self._jobs_waiters:  # the training thread waits (pre-step hook, close): wake it
+            with self._jobs_cond:
+                self._jobs_cond.notify_all()
 
     def _write_appends(self) -> None:
         pending, self._pending = self._pending, {}

@@ -172,6 +172,8 @@ class AnomalyPlugin:
         self._want_grad_norm = False
         self._pending_state: dict[str, Any] | None = None
         self._host: Any = None
+        self._background: Any = None
+        self._live_inputs: dict[int, tuple[float | None, float | None]] = {}
         self._engine_lock = threading.RLock()
         """The engine is used by the writer thread (rules) and the training thread (snapshot metadata,
         live thresholds, state_dict): one at a time."""
@@ -185,6 +187,8 @@ class AnomalyPlugin:
         if not monitor.is_main:
             return
         self._host = monitor
+        # a Monitor with a writer thread runs the rules there (on_record_background); other hosts inline
+        self._background = getattr(monitor, "in_background", None)
         self.actions = AlertActions(monitor.paths.root, self.engine, source=SOURCE_COLLECTOR, guard=monitor.guard,
                                     notifier=getattr(monitor, "notifier", None))
         # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
@@ -209,7 +213,18 @@ class AnomalyPlugin:
         monitor.guard.run("watching the training loss for NaN/Inf", attach)
 
     def on_annotate(self, monitor: Any, record: dict[str, Any]) -> None:
-        """Mark a logged train loss that Trainer replaced, and where the real one went non-finite."""
+        """Training thread, before the record is queued: read the live inputs it lacks (the gradient norm,
+        the optimizer's learning rate) for the rules; mark a train loss that Trainer replaced."""
+        if self.actions is not None:
+            grad_norm = lr = None
+            if monitor.model is not None and "grad_norm" not in record and "loss" in record \
+                    and record.get("kind") == rf.RecordKind.TRAIN.value:
+                self._want_grad_norm = True  # Trainer's logs lack it: pre_optimizer_step keeps the norm for us
+                grad_norm = self._grad_norm_for(monitor, record.get("step"))
+            if monitor.optimizer is not None and "learning_rate" not in record:
+                lr = optimizer_lr(monitor.optimizer)
+            if grad_norm is not None or lr is not None:
+                self._live_inputs[id(record)] = (grad_norm, lr)  # popped by the rules, same record object
         if self.losswatch is None or record.get("kind") != rf.RecordKind.TRAIN.value or "loss" not in record:
             return
         check = self.losswatch.collect()
@@ -219,21 +234,22 @@ class AnomalyPlugin:
                 record[rf.LOSS_NONFINITE_STEP] = check.first_step
 
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
-        """Training thread: read the live inputs the record lacks, queue the rules, poll control files."""
+        """Training thread, after the record is queued: poll the control files (once per ``control_poll_s``);
+        the rules run here only with ``stop_on_critical`` (else in ``on_record_background``)."""
         if self.actions is None:
             return
-        grad_norm = lr = None
-        if record.get("grad_norm") is None and record.get("kind") == rf.RecordKind.TRAIN.value and "loss" in record:
-            self._want_grad_norm = True  # Trainer's logs lack it: pre_optimizer_step keeps the norm for us
-            grad_norm = self._grad_norm_for(monitor, record.get("step"))
-        if record.get("learning_rate") is None and monitor.optimizer is not None:
-            lr = optimizer_lr(monitor.optimizer)
-        in_background = getattr(monitor, "in_background", None)
-        if in_background is None or self.config.stop_on_critical:
+        if self._background is None or self.config.stop_on_critical:
+            grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
             self._evaluate(monitor, record, grad_norm, lr)  # a stop must be set before on_log returns
-        else:
-            in_background(self._evaluate, monitor, record, grad_norm, lr)
-        self._poll_control(monitor)
+        if time.monotonic() >= self._next_poll:
+            self._poll_control(monitor)
+
+    def on_record_background(self, monitor: Any, record: dict[str, Any]) -> None:
+        """Writer thread: the rules on one record, with the live inputs ``on_record`` read for it."""
+        if self.actions is None or self._background is None or self.config.stop_on_critical:
+            return  # evaluated on the training thread already
+        grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
+        self._evaluate(monitor, record, grad_norm, lr)
 
     def _evaluate(self, monitor: Any, record: dict[str, Any], grad_norm: float | None, lr: float | None) -> None:
         """Run the rules on one record (the writer thread, or the training thread with ``stop_on_critical``)."""
