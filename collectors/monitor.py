@@ -31,7 +31,7 @@ from collectors.notify import notifier_from_settings
 from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
-from collectors.writer import STATUS_INTERVAL_S, RunWriter
+from collectors.writer import RunWriter
 
 NOTIFY_CLOSE_S = 5.0
 """Longest a closing run waits for its last notifications (a receiver that hangs is given up on)."""
@@ -263,8 +263,12 @@ class Monitor:
         self._lock = threading.RLock()
         self._started = False
         # the one writer thread: metrics appends, status rewrites and the plugins' background jobs
-        self.writer = RunWriter(self.paths.status, guard=self.guard, status_extra=self._status_extra)
-        self._status_due = 0.0
+        # the writer thread's own tracker: it folds each record it appends, so the status it rewrites
+        # (periodically, and the last one of a burst) never costs the training thread
+        self._wtracker = StatusTracker(started_at=self.tracker.started_at, samples_per_step=samples_per_step,
+                                       tokens_per_step=tokens_per_step)
+        self.writer = RunWriter(self.paths.status, guard=self.guard, status_doc=self._status_doc,
+                                fold=self._fold)
         self._hooked: dict[int, Any] = {}
         self._annotate: list[tuple[str, Any]] = []
         self._on_record: list[tuple[str, Any]] = []
@@ -459,8 +463,6 @@ class Monitor:
             self.guard.run("creating the run directory", self._open)
         if self._metrics is not None:
             writer.append(self._metrics, record)
-        if now >= self._status_due:
-            self._write_status(now=now)
         for name, fn in self._on_record:
             run(name, fn, self, record)
         return record
@@ -496,20 +498,27 @@ class Monitor:
             self._call(plugin, "on_pre_optimizer_step", step)
 
     # ----------------------------------------------------------------- internals
-    def _write_status(self, now: float | None = None, *, urgent: bool = False) -> None:
-        """Queue the status document for the writer thread (``urgent``: a state change, written at once)."""
+    def _write_status(self, *, urgent: bool = False) -> None:
+        """Queue a status rewrite with the current state for the writer thread (``urgent``: at once)."""
         if not self.is_main:
             return
-        now = time.time() if now is None else now
-        self._status_due = now + STATUS_INTERVAL_S
-        self.writer.status(self.tracker.document(now, {}, self.extra_status), urgent=urgent)
+        self.writer.status({"state": self.tracker.state.value, "error": self.tracker.error}, urgent=urgent)
 
-    def _status_extra(self) -> dict[str, Any]:
-        """Measured on the writer thread before each status write: memory, and the notifier's counters."""
-        extra: dict[str, Any] = {"memory": process_memory()}
+    def _fold(self, record: dict[str, Any]) -> None:
+        """Writer thread: fold an appended metrics record into its status tracker."""
+        self._wtracker.update(record, record.get("time") or time.time())
+
+    def _status_doc(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Writer thread: the status document, with the state changes queued by the training thread."""
+        wt = self._wtracker
+        if changes.get("state"):
+            wt.state = rf.RunState(changes["state"])
+        if changes.get("error"):
+            wt.error = changes["error"]
+        doc = wt.document(time.time(), process_memory(), self.extra_status)
         if self.notifier is not None:
-            extra["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
-        return extra
+            doc["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
+        return doc
 
     def _record_hooks(self) -> None:
         """(Re)build the per-hook lists the hot path iterates: only plugins that have the hook, bound once."""

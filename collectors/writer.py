@@ -62,8 +62,12 @@ class RunWriter:
     Args:
         status_path: the status file to rewrite.
         guard: reports each kind of failure once; the thread never raises.
-        status_extra: called on the thread before each status write; its fields (memory, notifications)
-            are merged into the document, so measuring them never costs the training thread.
+        status_doc: builds the status document on the thread from the changes a ``status()`` call queued
+            (``{"state": ...}``, or ``{}`` for a periodic rewrite), so neither building it nor measuring
+            memory costs the training thread; ``None``: ``status()`` is given whole documents.
+        fold: called on the thread with every appended record before ``status_doc`` sees it (the Monitor
+            folds it into the thread's own status tracker); with ``status_doc`` it makes the periodic
+            rewrites: at most every ``status_interval_s`` while records arrive, the last one included.
         max_items: the queue bound (default ``QUEUE_MAX_ITEMS``).
         flush_interval_s: how often queued records are appended (default ``FLUSH_INTERVAL_S``).
         status_interval_s: least time between two periodic status writes (default ``STATUS_INTERVAL_S``).
@@ -74,13 +78,16 @@ class RunWriter:
     """
 
     def __init__(self, status_path: str | Path, *, guard: Guard,
-                 status_extra: Callable[[], dict[str, Any]] | None = None, max_items: int = QUEUE_MAX_ITEMS,
+                 status_doc: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 fold: Callable[[dict[str, Any]], Any] | None = None, max_items: int = QUEUE_MAX_ITEMS,
                  flush_interval_s: float = FLUSH_INTERVAL_S, status_interval_s: float = STATUS_INTERVAL_S) -> None:
         if max_items < 2:
             raise ValueError(f"RunWriter(max_items=...) must be at least 2; got {max_items!r}")
         self.status_path = Path(status_path)
         self.guard = guard
-        self.status_extra = status_extra
+        self.status_doc = status_doc
+        self.fold = fold
+        self._dirty = False
         self.max_items = int(max_items)
         self.flush_interval_s = float(flush_interval_s)
         self.status_interval_s = float(status_interval_s)
@@ -141,8 +148,9 @@ class RunWriter:
         self._put((_CALL, fn, args))
 
     def status(self, doc: dict[str, Any], *, urgent: bool = False) -> None:
-        """Queue a status document; ``urgent`` (a state change) is written at once, else at most every
-        ``status_interval_s``. A full queue drops the oldest queued status first."""
+        """Queue a status: the changes for ``status_doc`` (or a whole document without it); ``urgent`` (a
+        state change) is written at once, else at most every ``status_interval_s``. A full queue drops the
+        oldest queued status first."""
         self._put((_STATUS, doc, urgent))
         if urgent and not self._wake.is_set():
             self._wake.set()
@@ -250,6 +258,8 @@ class RunWriter:
             timeout = max(0.0, self._next_flush - time.monotonic()) if self._pending else self.flush_interval_s
             if self._jobs_queued > self._jobs_done:
                 timeout = min(timeout, JOBS_POLL_S)
+            if self._dirty or self._pending_status is not None:
+                timeout = min(timeout, max(0.0, self._next_status - time.monotonic()))
             self._wake.wait(timeout)
             self._wake.clear()
             try:
@@ -275,6 +285,9 @@ class RunWriter:
             if kind == _APPEND:
                 self._pending.setdefault(id(a), []).append(rf.dumps(b) + b"\n")
                 self._sinks[id(a)] = a
+                if self.fold is not None:
+                    self.guard.run("updating the status", self.fold, b)
+                    self._dirty = True
                 hooks = self.record_hooks
                 if hooks:
                     try:
@@ -288,7 +301,7 @@ class RunWriter:
                 finally:
                     self._job_done()
             elif kind == _STATUS:
-                state = a.get("state")
+                state = a.get("state", self._last_state)
                 if b or state != self._last_state or state in FINAL_STATES:
                     self._write_appends()  # a state change never claims a step whose record is not on disk
                     self._write_status(a)
@@ -302,6 +315,8 @@ class RunWriter:
         now = time.monotonic()
         if self._pending and (stopping or now >= self._next_flush):
             self._write_appends()
+        if self._pending_status is None and self._dirty and self.status_doc is not None:
+            self._pending_status = {}  # records arrived since the last status: a periodic rewrite is due
         if self._pending_status is not None and (stopping or now >= self._next_status):
             self._write_appends()
             self._write_status(self._pending_status)
@@ -329,11 +344,14 @@ class RunWriter:
 
     def _write_status(self, doc: dict[str, Any]) -> None:
         self._pending_status = None
+        self._dirty = False
         self._next_status = time.monotonic() + self.status_interval_s
+        if self.status_doc is not None:
+            built = self.guard.run("building the status", self.status_doc, doc)
+            if built is None:
+                return
+            doc = built
         self._last_state = doc.get("state")
-        if self.status_extra is not None:
-            extra = self.guard.run("measuring the status extras", self.status_extra, default={}) or {}
-            doc = {**doc, **extra}
         doc["writer"] = self.stats()
         if self.guard.run("writing training_status.json", rf.write_json_atomic, self.status_path, doc,
                           default=False) is not False:
