@@ -166,6 +166,35 @@ def time_monitor_log(n: int, anomaly: bool) -> tuple[float, float]:
     return quantiles_us(times)
 
 
+def time_callback_on_log(n: int) -> tuple[float, float] | None:
+    """Per-call cost of ``MonitorCallback.on_log`` at defaults, with real Trainer state objects (the
+    Trainer's own work around the call, e.g. ``log_history``, is not counted); None without transformers."""
+    try:
+        from transformers import TrainerControl, TrainerState, TrainingArguments
+
+        from collectors import MonitorCallback
+    except Exception:  # noqa: BLE001 - an anchor without the callback, or no transformers
+        return None
+    stream = log_stream(n)
+    times = []
+    with tempfile.TemporaryDirectory() as d:
+        args = TrainingArguments(output_dir=d, report_to=[], logging_steps=1)
+        state, control = TrainerState(), TrainerControl()
+        state.is_world_process_zero = True
+        cb = MonitorCallback(base_dir=Path(d) / "run")
+        cb.on_train_begin(args, state, control)
+        clock = time.perf_counter
+        for o in stream:
+            state.global_step = o.step
+            logs = {"loss": o.loss, "grad_norm": o.grad_norm, "learning_rate": o.learning_rate}
+            state.log_history.append({**logs, "step": o.step})
+            t0 = clock()
+            cb.on_log(args, state, control, logs=logs)
+            times.append(clock() - t0)
+        cb.on_train_end(args, state, control)
+    return quantiles_us(times)
+
+
 def time_tensorboard(n: int) -> tuple[float, float] | None:
     """Per-call cost of ``SummaryWriter.add_scalar`` × 3 (loss, grad norm, learning rate); None without it."""
     try:
@@ -189,10 +218,13 @@ def time_tensorboard(n: int) -> tuple[float, float] | None:
 
 def measure_log_cost(n: int, repeats: int) -> dict[str, list[float] | None]:
     """Interleaved repeats of the three configurations; the median over repeats of each figure."""
-    runs: dict[str, list[tuple[float, float]]] = {"defaults": [], "rules off": [], "tensorboard": []}
+    runs: dict[str, list[tuple[float, float]]] = {"defaults": [], "rules off": [], "callback": [], "tensorboard": []}
     for _ in range(repeats):
         runs["defaults"].append(time_monitor_log(n, True))
         runs["rules off"].append(time_monitor_log(n, False))
+        cb = time_callback_on_log(n)
+        if cb is not None:
+            runs["callback"].append(cb)
         tb = time_tensorboard(n)
         if tb is not None:
             runs["tensorboard"].append(tb)
@@ -217,10 +249,10 @@ def bench_log_cost(n: int, repeats: int, anchor: str | None) -> dict[str, list[f
     print(f"  Monitor.log cost on the training thread, {n} calls x {repeats} interleaved repeats (median of each):")
     print(f"  {'':<34}{'median µs':>11}{'p99 µs':>10}" + (f"{'anchor median':>15}{'anchor p99':>12}{'ratio':>8}" if before else ""))
     for label, key in (("Monitor.log, defaults (rules on)", "defaults"), ("Monitor.log, anomaly rules off", "rules off"),
-                       ("TensorBoard add_scalar x 3", "tensorboard")):
+                       ("MonitorCallback.on_log, defaults", "callback"), ("TensorBoard add_scalar x 3", "tensorboard")):
         fig = figures.get(key)
         if fig is None:
-            print(f"  {label:<34}{'(tensorboard not installed)':>21}")
+            print(f"  {label:<34}{'(not available here)':>21}")
             continue
         line = f"  {label:<34}{fig[0]:11.1f}{fig[1]:10.1f}"
         old = before.get(key) if before else None
