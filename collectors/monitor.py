@@ -1,7 +1,8 @@
 """The in-training collector: ``Monitor`` for plain PyTorch loops and ``MonitorCallback`` for Trainer.
 
 Both write the run directory described in :mod:`collectors.runformat`: one metrics record per logged
-step and an atomically rewritten status file. Features (anomaly rules, samples, spectral metrics) plug
+step and an atomically rewritten status file, through one writer thread per run
+(:mod:`collectors.writer`) so the training thread only queues. Features (anomaly rules, samples, spectral metrics) plug
 in as :class:`~collectors.plugin.MonitorPlugin` objects that receive the same hooks, so the file-writing
 spine is written once; which plugins the ``anomaly=``/``spectral=`` options give is decided by
 :mod:`collectors.features`, so this module names no feature. Only the world rank 0 process writes anything.
@@ -31,7 +32,7 @@ from collectors.notify import notifier_from_settings
 from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
-from collectors.writer import RunWriter
+from collectors.writer import CLOSE_TIMEOUT_S, RunWriter
 
 NOTIFY_CLOSE_S = 5.0
 """Longest a closing run waits for its last notifications (a receiver that hangs is given up on)."""
@@ -185,6 +186,7 @@ def _make_signal_handler(signum: int, previous: Any) -> Any:
         for mon in list(_OPEN_MONITORS):
             try:
                 if default:
+                    mon.close_timeout = SIGNAL_FLUSH_S  # the signal must go on even if the disk hangs
                     mon.mark_crashed(f"terminated by {signal.Signals(sig).name}")
                 else:
                     mon.flush(SIGNAL_FLUSH_S)
@@ -216,6 +218,14 @@ class Monitor:
             ``collectors.spectral.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
             default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
             after ``backward()`` so it sees the gradients.
+
+    Cost and durability (issue 12, docs/run-format.md "The writer thread"): ``log`` costs the training
+    thread ~10-20 µs; one writer thread (``self.writer``, :class:`collectors.writer.RunWriter`) appends the
+    records at least every 0.25 s, rewrites the status at most twice a second and at every state change,
+    and runs the anomaly rules (their snapshots are taken back on the training thread before the weights
+    change: see :meth:`watch` and :meth:`pre_optimizer_step`). ``close()``, a normal exit, an uncaught
+    exception and SIGTERM/SIGINT write everything queued first; a ``kill -9`` loses at most the last
+    0.5 s (``collectors.writer.KILL_WINDOW_S``); :meth:`flush` waits until everything logged is on disk.
 
     Raises:
         ValueError: when ``base_dir`` is empty or names an existing file, or ``anomaly`` is invalid.
@@ -270,6 +280,8 @@ class Monitor:
         self.writer = RunWriter(self.paths.status, guard=self.guard, status_doc=self._status_doc,
                                 fold=self._fold)
         self._hooked: dict[int, Any] = {}
+        self.close_timeout = CLOSE_TIMEOUT_S
+        """Longest ``close()`` waits for the writer thread (a hung network disk is given up on, said once)."""
         self._annotate: list[tuple[str, Any]] = []
         self._on_record: list[tuple[str, Any]] = []
 
@@ -358,7 +370,7 @@ class Monitor:
                 self.guard.run("sending the last notifications", self.notifier.close, NOTIFY_CLOSE_S)
             if self.is_main:
                 self._write_status(urgent=True)
-                self.writer.close()  # writes every queued record and the final status, closes metrics.jsonl
+                self.writer.close(self.close_timeout)  # writes what is queued + the final status, closes files
             for handle in self._hooked.values():
                 self.guard.run("removing the monitor's hooks", handle.remove)
             self._hooked.clear()

@@ -101,7 +101,8 @@ class RunWriter:
         self.batches = 0
         self._items: deque[tuple[int, Any, Any]] = deque()
         self._n_status = 0
-        self._lock = threading.Lock()
+        # reentrant: a signal handler that flushes may interrupt the training thread inside ``_put``
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = False
