@@ -6,6 +6,13 @@ Prints steps/s of each run, the median per configuration, and the ratios to the 
 between identical runs, so the script also times every hook call of each callback and prints that time
 as a share of training time: the collector's exact cost, immune to that noise.
 Run: ``python bench/bench_overhead.py [--steps 200 --rounds 6 --threads 1]``.
+
+``--plain`` (issue 12) measures a plain PyTorch loop instead: the tiny GPT-2 (2 layers, 64 wide) trained on
+CPU, logging loss, grad norm and learning rate at every step, with no monitor, with ``Monitor`` at defaults
+(rules on) and with a TensorBoard ``SummaryWriter`` (``add_scalar`` × 3), in interleaved rounds (goal:
+Monitor ≥ 0.99 of the bare steps/s, and ≥ TensorBoard's ratio in the same rounds). ``--quick`` (a test runs
+it) does a few steps once: its figures check the report, not the speed. ``TRAINBOARD_BENCH_CODE=DIR``
+imports ``collectors`` from another checkout (the "today" column).
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, os.environ.get("TRAINBOARD_BENCH_CODE") or str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -87,12 +94,100 @@ def one_run(kind: str, steps: int, root: Path, i: int) -> tuple[float, float]:
     return steps / wall, HOOK_TIME.get(kind, 0.0) / wall
 
 
+PLAIN_GOAL = 0.99
+
+
+def plain_setup(seed: int = 0):
+    """The tiny GPT-2, its optimizer and 16 batches of random tokens cycled through (no download, no
+    tokenizer). Random tokens keep the loss noisy near log(256), as real data does: a fixed batch would
+    make every step a new best loss and every step a best-model snapshot."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=64))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = [torch.randint(0, 256, (4, 32)) for _ in range(16)]
+    return model, opt, batches
+
+
+def plain_run(kind: str, steps: int, root: Path, i: int) -> float:
+    """Steps/s of one plain-loop run logging every step with ``kind`` (bare, trainboard, tensorboard)."""
+    import torch
+
+    from collectors import Monitor
+
+    model, opt, batches = plain_setup()
+    mon = tb = None
+    if kind == "trainboard":
+        mon = Monitor(root / f"plain-tb-{i}").watch(model, optimizer=opt)
+        mon.start()
+    elif kind == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(root / f"plain-events-{i}"))
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = batches[step % len(batches)]
+        loss = model(batch, labels=batch).loss
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        value = loss.item()
+        if mon is not None:
+            mon.log(step, loss=value, grad_norm=grad_norm, learning_rate=1e-3)
+        elif tb is not None:
+            tb.add_scalar("train/loss", value, step)
+            tb.add_scalar("train/grad_norm", grad_norm, step)
+            tb.add_scalar("train/learning_rate", 1e-3, step)
+    wall = time.perf_counter() - t0
+    if mon is not None:
+        mon.close()  # after the clock: what the training waited for is inside it, the final flush is not
+    if tb is not None:
+        tb.close()
+    return steps / wall
+
+
+def plain_main(a: argparse.Namespace) -> int:
+    kinds = ("bare", "trainboard", "tensorboard")
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_run("bare", 3, Path(tmp), -1)  # warm-up
+        for r in range(a.rounds):
+            order = kinds if r % 2 == 0 else tuple(reversed(kinds))
+            for k in order:
+                rates[k].append(plain_run(k, a.steps, Path(tmp), r))
+                print(f"round {r}  {k:<12} {rates[k][-1]:7.2f} steps/s", flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    # per-round ratios (each against the bare run of its own round) are steadier than ratios of medians
+    per_round = {k: statistics.median(rates[k][r] / rates["bare"][r] for r in range(a.rounds)) for k in kinds[1:]}
+    print("\nplain loop, logging every step; median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    tb_ratio, tr_ratio = per_round["tensorboard"], per_round["trainboard"]
+    print(f"ratio trainboard/bare  = {tr_ratio:.3f}  (median of per-round ratios; goal >= {PLAIN_GOAL})")
+    print(f"ratio tensorboard/bare = {tb_ratio:.3f}")
+    print(f"trainboard >= tensorboard in the same rounds: {'yes' if tr_ratio >= tb_ratio else 'no'}; "
+          f"goal >= {PLAIN_GOAL}: {'met' if tr_ratio >= PLAIN_GOAL else 'NOT met'}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per run (default %(default)s)")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: steadiest timings)")
+    p.add_argument("--plain", action="store_true", help="a plain PyTorch loop logging every step (issue 12)")
+    p.add_argument("--quick", action="store_true", help="a few steps, one round (correctness check of the report)")
     a = p.parse_args()
+    if a.quick:
+        a.steps, a.rounds = 5, 1
+    if a.plain:
+        import torch
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        torch.set_num_threads(a.threads)
+        return plain_main(a)
     import torch
     import transformers
 

@@ -135,9 +135,14 @@ class MonitorCallback(TrainerCallback, ExportableState):
                                                "gradient_accumulation_steps": args.gradient_accumulation_steps,
                                                "max_steps": state.max_steps, "num_train_epochs": args.num_train_epochs,
                                                "world_size": world, "seed": args.seed})
-        self.monitor.watch(model=model, optimizer=kwargs.get("optimizer"),
-                           tokenizer=kwargs.get("processing_class") or kwargs.get("tokenizer"))
-        return self.monitor
+        mon = self.monitor
+        opt = kwargs.get("optimizer")
+        tok = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        # every hook passes them: hand them on only when they changed (on_log's budget is microseconds)
+        if (model is not None and model is not mon.model) or (opt is not None and opt is not mon.optimizer) \
+                or (tok is not None and tok is not mon.tokenizer):
+            mon.watch(model=model, optimizer=opt, tokenizer=tok)
+        return mon
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

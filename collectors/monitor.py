@@ -1,7 +1,8 @@
 """The in-training collector: ``Monitor`` for plain PyTorch loops and ``MonitorCallback`` for Trainer.
 
 Both write the run directory described in :mod:`collectors.runformat`: one metrics record per logged
-step and an atomically rewritten status file. Features (anomaly rules, samples, spectral metrics) plug
+step and an atomically rewritten status file, through one writer thread per run
+(:mod:`collectors.writer`) so the training thread only queues. Features (anomaly rules, samples, spectral metrics) plug
 in as :class:`~collectors.plugin.MonitorPlugin` objects that receive the same hooks, so the file-writing
 spine is written once; which plugins the ``anomaly=``/``spectral=`` options give is decided by
 :mod:`collectors.features`, so this module names no feature. Only the world rank 0 process writes anything.
@@ -12,8 +13,10 @@ loaded lazily from ``collectors/__init__.py``.
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -30,9 +33,17 @@ from collectors import runformat as rf
 from collectors.plugin import MonitorPlugin
 from collectors.recovery import SkipRange, parse_skip_ranges, step_skipped
 from collectors.runtime import Guard, as_number, is_main_process, iso_now, process_memory
+from collectors.writer import CLOSE_TIMEOUT_S, RunWriter
 
 NOTIFY_CLOSE_S = 5.0
 """Longest a closing run waits for its last notifications (a receiver that hangs is given up on)."""
+
+SIGNALS_FLUSHED = (signal.SIGTERM, signal.SIGINT)
+"""Signals on which open runs write what is queued before the signal goes on (never swallowed)."""
+SIGNAL_FLUSH_S = 5.0
+"""Longest a signal handler waits for the writer thread before handing the signal on."""
+JOBS_WAIT_S = 1.0
+"""Longest ``pre_optimizer_step`` waits for the rules still being evaluated (see ``Monitor`` docstring)."""
 
 LR_ALIASES = ("lr",)
 """Names accepted for the learning rate in ``Monitor.log``; stored as ``learning_rate`` like Trainer."""
@@ -124,7 +135,8 @@ _hook_lock = threading.Lock()
 
 
 def _install_process_hooks() -> None:
-    """Mark open runs crashed when the process dies with an uncaught exception (best effort)."""
+    """Flush open runs and mark them when the process ends: uncaught exception (crashed), normal exit
+    before ``close()`` (crashed), SIGTERM/SIGINT (flushed, then the previous handler runs). Installed once."""
     global _hooks_installed
     with _hook_lock:
         if _hooks_installed:
@@ -144,6 +156,50 @@ def _install_process_hooks() -> None:
             mon.mark_crashed("process exited before training finished")
 
     atexit.register(at_exit)
+    _install_signal_handlers()
+
+
+def _install_signal_handlers() -> None:
+    """On SIGTERM and SIGINT write what is queued, then hand the signal on: to the handler that was set
+    before (Python's KeyboardInterrupt for SIGINT, a launcher's own handler), or, where that was the
+    default action, mark the run crashed and re-raise the signal with the default action, so the process
+    dies of it as it would have (exit status -15). An ignored signal stays ignored. Signal handlers can only
+    be set from the main thread: elsewhere nothing is installed (atexit and the exception hook still flush).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in SIGNALS_FLUSHED:
+        try:
+            previous = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if previous is signal.SIG_IGN or previous is None:
+            continue  # ignored (nohup) or set from C: leave it alone
+        try:
+            signal.signal(signum, _make_signal_handler(signum, previous))
+        except (ValueError, OSError):
+            continue
+
+
+def _make_signal_handler(signum: int, previous: Any) -> Any:
+    def handler(sig: int, frame: Any) -> None:
+        default = previous is signal.SIG_DFL
+        for mon in list(_OPEN_MONITORS):
+            try:
+                if default:
+                    mon.close_timeout = SIGNAL_FLUSH_S  # the signal must go on even if the disk hangs
+                    mon.mark_crashed(f"terminated by {signal.Signals(sig).name}")
+                else:
+                    mon.flush(SIGNAL_FLUSH_S)
+            except Exception:  # noqa: BLE001 - the signal must go on whatever happens here
+                pass
+        if callable(previous):
+            previous(sig, frame)
+        elif default:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    return handler
 
 
 class Monitor:
@@ -166,6 +222,14 @@ class Monitor:
         skip_batches: optimizer steps whose batches a resumed loop must not train on (issue 11):
             ``"31-40"``, ``(31, 40)``, ``range(31, 41)`` or several (``"31-40,90-95"``); the loop asks
             :meth:`should_skip`. Default ``None`` (nothing skipped).
+
+    Cost and durability (issue 12, docs/run-format.md "The writer thread"): ``log`` costs the training
+    thread ~10-20 µs; one writer thread (``self.writer``, :class:`collectors.writer.RunWriter`) appends the
+    records at least every 0.25 s, rewrites the status at most twice a second and at every state change,
+    and runs the anomaly rules (their snapshots are taken back on the training thread before the weights
+    change: see :meth:`watch` and :meth:`pre_optimizer_step`). ``close()``, a normal exit, an uncaught
+    exception and SIGTERM/SIGINT write everything queued first; a ``kill -9`` loses at most the last
+    0.5 s (``collectors.writer.KILL_WINDOW_S``); :meth:`flush` waits until everything logged is on disk.
 
     Raises:
         ValueError: when ``base_dir`` is empty or names an existing file, or ``anomaly`` is invalid.
@@ -218,23 +282,60 @@ class Monitor:
         self._metrics: rf.JsonlWriter | None = None
         self._lock = threading.RLock()
         self._started = False
+        # the one writer thread: metrics appends, status rewrites and the plugins' background jobs
+        # the writer thread's own tracker: it folds each record it appends, so the status it rewrites
+        # (periodically, and the last one of a burst) never costs the training thread
+        self._wtracker = StatusTracker(started_at=self.tracker.started_at, samples_per_step=samples_per_step,
+                                       tokens_per_step=tokens_per_step)
+        self.writer = RunWriter(self.paths.status, guard=self.guard, status_doc=self._status_doc,
+                                fold=self._fold)
+        self._hooked: dict[int, Any] = {}
+        self.close_timeout = CLOSE_TIMEOUT_S
+        """Longest ``close()`` waits for the writer thread (a hung network disk is given up on, said once)."""
+        self._annotate: list[tuple[str, Any]] = []
+        self._on_record: list[tuple[str, Any]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
-        """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples)."""
+        """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples).
+
+        On the main process it also hooks the optimizer's step (and the model's forward) with a check of a
+        few attributes: the rules' verdicts of the last logged step are acted on there, before the weights
+        change, so a snapshot holds exactly the weights of the step that fired.
+        """
         if model is not None:
             self.model = model
+            self._hook(model, "register_forward_pre_hook", lambda module, args: self._before_weights_change())
         if optimizer is not None:
             self.optimizer = optimizer
+            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+            self._hook(inner, "register_step_pre_hook", lambda opt, args, kwargs: self._before_weights_change())
         if tokenizer is not None:
             self.tokenizer = tokenizer
         return self
+
+    def _hook(self, obj: Any, method: str, fn: Any) -> None:
+        """Register ``fn`` once per object with its torch hook method (nothing when it has none)."""
+        if not self.is_main or id(obj) in self._hooked or not callable(getattr(obj, method, None)):
+            return
+        handle = self.guard.run(f"hooking {type(obj).__name__}", getattr(obj, method), fn)
+        if handle is not None:
+            self._hooked[id(obj)] = handle
+
+    def _before_weights_change(self) -> None:
+        """Optimizer step / forward pre-hook: act on the rules' verdicts while the weights are the logged ones."""
+        writer = self.writer
+        if writer.jobs_pending and writer.alive and not self.closed:
+            writer.wait_jobs(JOBS_WAIT_S)
+        if writer._soon:
+            writer.run_soon()
 
     def add_plugin(self, plugin: MonitorPlugin) -> None:
         """Attach a feature after construction (it gets ``on_start`` if the run already started)."""
         self.plugins.append(plugin)
         if self._started:
             self._call(plugin, "on_start")
+            self._record_hooks()
 
     def start(self) -> None:
         """Create the run directory and write the first status; called by the first ``log`` if needed."""
@@ -248,9 +349,11 @@ class Monitor:
                 prev, _problem = rf.read_json(self.paths.status)
                 self.previous_status = prev if isinstance(prev, dict) else None
                 self.guard.run("creating the run directory", self._open)
-                self._write_status()
+                self.writer.start()
+                self._write_status(urgent=True)
             for plugin in self.plugins:
                 self._call(plugin, "on_start")
+            self._record_hooks()
 
     def _open(self) -> None:
         for d in (self.paths.status_dir, self.paths.logs_dir):
@@ -263,6 +366,9 @@ class Monitor:
             if self.closed:
                 return
             self.start()
+            if self.is_main:  # the rules' last verdicts (snapshots of the live weights) are acted on first
+                self.writer.wait_jobs(NOTIFY_CLOSE_S)
+                self.writer.run_soon()
             self.closed = True
             _OPEN_MONITORS.discard(self)
             self.tracker.state = state
@@ -270,12 +376,46 @@ class Monitor:
                 self.tracker.error = error
             for plugin in self.plugins:
                 self._call(plugin, "on_close", state)
+            if self.is_main:
+                self.writer.wait_jobs(NOTIFY_CLOSE_S)  # alerts from on_close reach the notifier before it closes
             if self.notifier is not None:
                 self.guard.run("sending the last notifications", self.notifier.close, NOTIFY_CLOSE_S)
             if self.is_main:
-                self._write_status()
-                if self._metrics is not None:
-                    self.guard.run("closing metrics.jsonl", self._metrics.close)
+                self._write_status(urgent=True)
+                self.writer.close(self.close_timeout)  # writes what is queued + the final status, closes files
+            for handle in self._hooked.values():
+                self.guard.run("removing the monitor's hooks", handle.remove)
+            self._hooked.clear()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything logged so far is on disk (records, status, the rules' alerts); True when
+        done within ``timeout`` seconds. Results for the training thread (snapshots) are acted on at its
+        next call. ``close()``, the exit hooks and the SIGTERM/SIGINT handlers flush too."""
+        if not self.is_main or not self._started:
+            return True
+        return self.writer.flush(timeout)
+
+    def in_background(self, fn: Any, *args: Any) -> None:
+        """For plugins: run ``fn(*args)`` on the writer thread, after the records logged so far (slow work
+        that needs no live tensor: the anomaly rules). Runs at once when this process writes nothing."""
+        if self.is_main and self.writer.alive and not self.closed:
+            self.writer.call(fn, *args)
+        else:
+            self.guard.run(getattr(fn, "__qualname__", "a plugin job"), fn, *args)
+
+    def wait_background(self, timeout: float = JOBS_WAIT_S * 30) -> bool:
+        """For plugins: wait until the background jobs queued so far ran (a state_dict after every record)."""
+        if not self.writer.alive or threading.current_thread() is self.writer._thread:
+            return True
+        return self.writer.wait_jobs(timeout)
+
+    def on_training_thread(self, fn: Any, *args: Any) -> None:
+        """For background jobs: run ``fn(*args)`` on the training thread at its next call into the monitor
+        (``log``, ``step_end``, ``pre_optimizer_step``, ``close``): snapshots of the live weights, a stop."""
+        if threading.current_thread() is self.writer._thread:
+            self.writer.on_training_thread(fn, *args)
+        else:
+            self.guard.run(getattr(fn, "__qualname__", "a plugin action"), fn, *args)
 
     def mark_crashed(self, error: str) -> None:
         """Record that the training died (called from the exception hook); never raises."""
@@ -313,7 +453,7 @@ class Monitor:
         for alias in LR_ALIASES:
             if alias in metrics:
                 metrics.setdefault("learning_rate", metrics.pop(alias))
-        clean = {k: as_number(v) for k, v in metrics.items()}
+        clean = {k: v if type(v) is float else as_number(v) for k, v in metrics.items()}
         if kind is None:
             rec_kind = rf.classify(clean)
         else:
@@ -326,22 +466,29 @@ class Monitor:
         return self.write_record(record)
 
     def write_record(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Append a ready metrics record, update the status, run plugins. Used by ``log`` and the callback."""
-        self.start()
+        """Queue a ready metrics record, update the status, run plugins. Used by ``log`` and the callback.
+
+        The record goes to the writer thread (appended within ``FLUSH_INTERVAL_S``); the status is queued
+        at most twice a second. The record must not be changed after this call.
+        """
+        if not self._started:
+            self.start()
         if not self.is_main or self.closed:
             return None
-        for plugin in self.plugins:
-            self._call(plugin, "on_annotate", record)
-        with self._lock:
-            now = record.get("time") or time.time()
-            self.tracker.update(record, now)
-            if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
-                self.guard.run("creating the run directory", self._open)
-            if self._metrics is not None:
-                self.guard.run("appending to metrics.jsonl", self._metrics.append, record)
-            self._write_status(now)
-        for plugin in self.plugins:
-            self._call(plugin, "on_record", record)
+        writer = self.writer
+        if writer._soon:
+            writer.run_soon()
+        run = self.guard.run
+        for name, fn in self._annotate:
+            run(name, fn, self, record)
+        now = record.get("time") or time.time()
+        self.tracker.update(record, now)
+        if self._metrics is None:  # the run dir could not be opened earlier (e.g. disk was full): retry
+            self.guard.run("creating the run directory", self._open)
+        if self._metrics is not None:
+            writer.append(self._metrics, record)
+        for name, fn in self._on_record:
+            run(name, fn, self, record)
         return record
 
     def should_skip(self, step: int) -> bool:
@@ -396,29 +543,65 @@ class Monitor:
 
     def set_state(self, state: rf.RunState) -> None:
         """Change the run state (training / evaluating) and rewrite the status at once."""
+        if self.writer._soon:
+            self.writer.run_soon()
         if self.tracker.state != state and not self.closed:
             self.tracker.state = state
-            self._write_status()
+            self._write_status(urgent=True)
 
     def step_end(self, step: int) -> None:
         """Hook for plugins that act every optimizer step (control requests, samples, spectral)."""
+        if self.writer._soon:
+            self.writer.run_soon()
         for plugin in self.plugins:
             self._call(plugin, "on_step_end", step)
 
     def pre_optimizer_step(self, step: int) -> None:
-        """Hook for plugins that need the gradients (after backward and clipping, before the update)."""
+        """Hook for plugins that need the gradients (after backward and clipping, before the update).
+
+        The last moment the weights of the previous step exist: the rules still being evaluated on the
+        writer thread are waited for here (at most ``JOBS_WAIT_S``; normally they finished long ago), and
+        their results applied, so a snapshot they ask for holds exactly the weights of the step that fired.
+        """
+        writer = self.writer
+        if writer.jobs_pending and writer.alive:
+            writer.wait_jobs(JOBS_WAIT_S)
+        if writer._soon:
+            writer.run_soon()
         for plugin in self.plugins:
             self._call(plugin, "on_pre_optimizer_step", step)
 
     # ----------------------------------------------------------------- internals
-    def _write_status(self, now: float | None = None) -> None:
+    def _write_status(self, *, urgent: bool = False) -> None:
+        """Queue a status rewrite with the current state for the writer thread (``urgent``: at once)."""
         if not self.is_main:
             return
-        now = time.time() if now is None else now
-        doc = self.tracker.document(now, process_memory(), self.extra_status)
+        self.writer.status({"state": self.tracker.state.value, "error": self.tracker.error}, urgent=urgent)
+
+    def _fold(self, record: dict[str, Any]) -> None:
+        """Writer thread: fold an appended metrics record into its status tracker."""
+        self._wtracker.update(record, record.get("time") or time.time())
+
+    def _status_doc(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Writer thread: the status document, with the state changes queued by the training thread."""
+        wt = self._wtracker
+        if changes.get("state"):
+            wt.state = rf.RunState(changes["state"])
+        if changes.get("error"):
+            wt.error = changes["error"]
+        doc = wt.document(time.time(), process_memory(), self.extra_status)
         if self.notifier is not None:
             doc["notify"] = self.notifier.stats()  # sent / failed / dropped, so a lost message is visible
-        self.guard.run("writing training_status.json", rf.write_json_atomic, self.paths.status, doc)
+        return doc
+
+    def _record_hooks(self) -> None:
+        """(Re)build the per-hook lists the hot path iterates: only plugins that have the hook, bound once."""
+        self._annotate = [(f"{type(p).__name__}.on_annotate", p.on_annotate) for p in self.plugins
+                          if callable(getattr(p, "on_annotate", None))]
+        self._on_record = [(f"{type(p).__name__}.on_record", p.on_record) for p in self.plugins
+                           if callable(getattr(p, "on_record", None))]
+        self.writer.record_hooks = [functools.partial(p.on_record_background, self) for p in self.plugins
+                                    if callable(getattr(p, "on_record_background", None))]
 
     def _call(self, plugin: MonitorPlugin, hook: str, *args: Any) -> None:
         fn = getattr(plugin, hook, None)

@@ -25,6 +25,11 @@ class PluginHost(Protocol):
         tracker: the status tracker (``step``, ``document(now, memory, extra)``).
         extra_status: fields merged into every status document (a feature may announce itself there).
         notifier: where alerts are also sent (``notify=``), or None; :class:`collectors.alerts.AlertLog` takes it.
+
+    Methods (a plain host without them runs everything on the calling thread):
+        in_background(fn, *args): run on the writer thread, in order with the records.
+        on_training_thread(fn, *args): from the writer thread, run at the training thread's next call.
+        wait_background(): wait for the background work queued so far.
     """
 
     paths: rf.RunPaths
@@ -49,7 +54,11 @@ class MonitorPlugin(Protocol):
     def on_start(self, monitor: PluginHost) -> None: ...
     def on_annotate(self, monitor: PluginHost, record: dict[str, Any]) -> None:
         """Add fields to a metrics record before it is written (e.g. ``loss_replaced``); never remove any."""
-    def on_record(self, monitor: PluginHost, record: dict[str, Any]) -> None: ...
+    def on_record(self, monitor: PluginHost, record: dict[str, Any]) -> None:
+        """Training thread, after the record is queued: keep it to microseconds (read live tensors here)."""
+    def on_record_background(self, monitor: PluginHost, record: dict[str, Any]) -> None:
+        """The monitor's writer thread, for every record in order (slow work: rules, alerts). What needs the
+        training thread again (live weights, a stop) goes through ``monitor.on_training_thread(fn, ...)``."""
     def on_step_end(self, monitor: PluginHost, step: int) -> None: ...
     def on_pre_optimizer_step(self, monitor: PluginHost, step: int) -> None: ...
     def on_close(self, monitor: PluginHost, state: rf.RunState) -> None: ...

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import math
 import os
 import tempfile
@@ -460,40 +461,165 @@ def read_json(path: str | os.PathLike[str]) -> tuple[Any | None, str | None]:
         return None, f"{p} is not valid JSON ({str(exc).splitlines()[0][:120]})"
 
 
-class JsonlWriter:
-    """Appends records to a JSONL file as whole lines, one ``write`` each, flushed at once.
+APPEND_BUFFER_BYTES = 64 << 10
+"""A ``JsonlWriter(flush=False)`` writes its buffered lines once they reach this size (or on ``flush``)."""
 
-    One write call per line on a file opened with O_APPEND means concurrent readers never see a line
-    interleaved with another writer's, and a reader that sees a partial last line just waits for its end.
+_PATH_LOCKS: dict[str, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    """One lock per file in this process: two writers of one file (the anomaly rules' and the spectral
+    plugin's alerts) never interleave, and a truncation after a failed write never cuts the other's line."""
+    key = os.path.abspath(path)
+    with _PATH_LOCKS_GUARD:
+        lock = _PATH_LOCKS.get(key)
+        if lock is None:
+            lock = _PATH_LOCKS[key] = threading.Lock()
+        return lock
+
+
+def append_whole_lines(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Append ``data`` (complete lines) to the ``O_APPEND`` file ``fd``, keeping only whole lines.
+
+    The one append primitive of every JSONL file the collector writes (metrics, alerts, samples, spectral,
+    through :class:`JsonlWriter`). A short write is continued; when a write fails (a full disk: ENOSPC, a
+    quota, EIO) the file is truncated back to its last newline, so no partial line is left for the next
+    record to be glued to: after space returns the next records land intact. Only bytes this call wrote
+    are ever cut (the file's size is taken before writing; callers hold the file's lock).
+
+    Returns:
+        ``(bytes kept, error)``: ``(len(data), None)`` on success; on failure the length of the prefix of
+        whole lines that stayed in the file and the error. Never raises.
+    """
+    try:
+        start = os.fstat(fd).st_size
+    except OSError as exc:
+        return 0, exc
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            n = os.write(fd, view[done:])
+            if n <= 0:
+                raise OSError(errno.EIO, "write() wrote nothing")
+            done += n
+        return done, None
+    except OSError as exc:
+        kept = data.rfind(b"\n", 0, done) + 1  # whole lines of ours that made it (0: none)
+        try:
+            if os.fstat(fd).st_size > start + kept:
+                os.ftruncate(fd, start + kept)
+        except OSError:
+            pass  # truncation failed too: readers skip the partial line; the next append starts a new one
+        return kept, exc
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file as whole lines; the one writer class of the collector's JSONL files.
+
+    Every write goes through :func:`append_whole_lines`: whole lines or nothing, so a full disk never
+    leaves a partial line (see its docstring). Records that could not be written are counted in
+    ``lost`` and the failure is raised (callers report it once through their ``Guard``). A file whose
+    last line lacks its newline (a writer killed mid-line) gets one before the first record, so that line
+    stays alone (readers skip and count it) and the new record is intact.
 
     Args:
         path: the JSONL file; its directory is created.
-        flush: flush after every record (default True) so the dashboard sees it within its poll.
+        flush: write every record at once (default True); with False lines are buffered in memory up to
+            ``APPEND_BUFFER_BYTES`` and written by ``flush()``/``close()``.
+
+    Attributes:
+        written: records written.
+        lost: records lost to write errors (full disk...).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, flush: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._flush = flush
-        self._lock = threading.Lock()
-        self._fh = open(self.path, "ab", buffering=0 if flush else -1)
+        self._lock = _lock_for(self.path)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                                       default_file_mode())
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._buffered_lines = 0
+        self.written = 0
+        self.lost = 0
+        self._needs_newline = False
+        try:
+            size = os.fstat(self._fd).st_size
+            self._needs_newline = size > 0 and os.pread(self._fd, 1, size - 1) != b"\n"
+        except OSError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record (already built with :func:`make_record`) as one line."""
-        line = dumps(record) + b"\n"
+        """Append one record (already built with :func:`make_record`) as one line.
+
+        Raises:
+            OSError: the line could not be written (it is counted in ``lost``); the file holds whole lines only.
+        """
+        self.append_lines([dumps(record) + b"\n"])
+
+    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append several records with one write (the writer thread's batches). Raises like :meth:`append`."""
+        self.append_lines([dumps(r) + b"\n" for r in records])
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        """Append encoded lines (each ending in a newline). Raises like :meth:`append`."""
+        if not lines:
+            return
         with self._lock:
-            self._fh.write(line)
+            if self._fd is None:
+                self.lost += len(lines)
+                raise ValueError(f"{self.path} is closed")
+            self._buffer.extend(lines)
+            self._buffered += sum(len(x) for x in lines)
+            self._buffered_lines += len(lines)
+            if self._flush or self._buffered >= APPEND_BUFFER_BYTES:
+                self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        """Write the buffer (lock held); on failure count the lines that did not make it and raise."""
+        if not self._buffer or self._fd is None:
+            return
+        data = b"".join(self._buffer)
+        n_lines = self._buffered_lines
+        self._buffer, self._buffered, self._buffered_lines = [], 0, 0
+        if self._needs_newline:
+            data = b"\n" + data
+        kept, error = append_whole_lines(self._fd, data)
+        if self._needs_newline and kept > 0:
+            self._needs_newline = False
+            kept_lines = data.count(b"\n", 0, kept) - 1
+        else:
+            kept_lines = data.count(b"\n", 0, kept)
+        self.written += kept_lines
+        if error is not None:
+            lost = n_lines - kept_lines
+            self.lost += lost
+            raise OSError(error.errno, f"{lost} record(s) not written to {self.path.name} "
+                          f"({error.strerror or error}); the file keeps whole lines only")
 
     def flush(self) -> None:
-        """Push buffered lines to the OS (only needed with ``flush=False``)."""
+        """Write buffered lines (only needed with ``flush=False``). Raises like :meth:`append`."""
         with self._lock:
-            if not self._fh.closed:
-                self._fh.flush()
+            self._write_buffer()
 
     def close(self) -> None:
+        """Write what is buffered and close; idempotent. Raises like :meth:`append` (the file is closed anyway)."""
         with self._lock:
-            if not self._fh.closed:
-                self._fh.close()
+            if self._fd is None:
+                return
+            try:
+                self._write_buffer()
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     def __enter__(self) -> "JsonlWriter":
         return self

@@ -100,6 +100,7 @@ def test_snapshot_request_and_live_thresholds(tmp_path: Path) -> None:
         mon.step_end(6)
         assert plugin.config.smart.loss_spike_threshold == 0.05
         mon.log(7, loss=1.1)
+        mon.flush()  # the rules run on the writer thread (issue 12): wait for their alerts
         assert [r["step"] for r in _alerts(tmp_path) if r["rule"] == "loss_spike"] == [7]
         # invalid file: refused, previous values kept, training goes on
         mon.paths.thresholds.write_text(json.dumps({"smart": {"loss_spike_threshold": -3}}))
@@ -217,15 +218,17 @@ def test_snapshot_is_written_in_background_with_the_weights_of_the_trigger(tmp_p
 
     model.save_pretrained = slow_save
     expected = {k: v.clone() for k, v in model.state_dict().items()}
-    mon = Monitor(tmp_path, anomaly={"smart": {"best_model_metric": "eval_loss"}}).watch(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    mon = Monitor(tmp_path, anomaly={"smart": {"best_model_metric": "eval_loss"}}).watch(model, optimizer=opt)
     for i, loss in enumerate(LOSSES, 1):
         mon.log(i, loss=loss)
     t0 = time.perf_counter()
     mon.log(len(LOSSES) + 1, loss=3.0)  # a spike: snapshot of the live weights
     hook_s = time.perf_counter() - t0
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)  # the training goes on and changes every weight
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # the training goes on and changes every weight
+    assert not torch.equal(model.transformer.wte.weight, expected["transformer.wte.weight"])
     mon.close()  # waits for the queued write
     assert hook_s < 1.0, f"the triggering step waited {hook_s:.2f} s for the disk"
     snaps = [s for s in S.list_snapshots(tmp_path) if s.reason.startswith("loss_spike")]

@@ -86,6 +86,8 @@ def test_disk_full_is_reported_once_and_training_goes_on(tmp_path, monkeypatch, 
     with caplog.at_level("WARNING", logger="trainboard"):
         for step in range(1, 20):
             mon.log(step, loss=1.0)
+            mon.set_state(rf.RunState.EVALUATING if step % 2 else rf.RunState.TRAINING)  # each change: a write
+        mon.flush()  # the writer thread writes the status (issue 12): wait for it
     warnings = [r for r in caplog.records if "No space left" in r.getMessage()]
     assert len(warnings) == 1 and calls["n"] >= 19
     monkeypatch.setattr(rf, "write_json_atomic", real)

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "collectors.notify": 2,
     "collectors.control": 2,
     "collectors.plugin": 2,
+    "collectors.writer": 2,
     "collectors.snapshots": 3,
     "collectors.experiments": 3,
     "collectors.anomaly": 4,

@@ -6,6 +6,19 @@ from the model and the learning rate from the optimizer when the logs lack them)
 ``control_poll_s`` honours ``control/snapshot_request.json`` and reloads ``control/thresholds.json``
 when it changed. Optionally it asks the Trainer to stop on a critical alert. Everything runs through
 the monitor's Guard: a problem here is reported once and the training goes on.
+
+Where the work runs (issue 12: ``Monitor.log`` costs the training thread ≤ 20 µs; the rule engine alone
+takes 25-50 µs per record): the training thread only reads what exists there alone (the gradient norm of
+the live model when the logs lack it, the optimizer's learning rate) and queues the evaluation; the rules
+run on the monitor's writer thread (``monitor.in_background``), which also writes the alerts. What needs
+the training thread comes back to it (``monitor.on_training_thread``): the snapshot of the live weights
+is taken at its next call into the monitor. In a Trainer that is ``on_pre_optimizer_step`` of the next
+step, which first waits for the rules still running, so the snapshot holds exactly the weights of the
+step that fired (the optimizer has not changed them yet); a plain loop gets the same by calling
+``monitor.pre_optimizer_step(step)`` before ``optimizer.step()``, otherwise the snapshot is taken at its
+next ``log`` (the weights one step later). With ``stop_on_critical`` the rules run on the training thread
+instead (+25-50 µs per logged step), so the stop is set inside the ``on_log`` of the step that fired and
+the Trainer stops after that very step.
 """
 from __future__ import annotations
 
@@ -158,6 +171,12 @@ class AnomalyPlugin:
         self._grad_cache: tuple[int, float] | None = None
         self._want_grad_norm = False
         self._pending_state: dict[str, Any] | None = None
+        self._host: Any = None
+        self._background: Any = None
+        self._live_inputs: dict[int, tuple[float | None, float | None]] = {}
+        self._engine_lock = threading.RLock()
+        """The engine is used by the writer thread (rules) and the training thread (snapshot metadata,
+        live thresholds, state_dict): one at a time."""
 
     @property
     def config(self) -> AnomalyConfig:
@@ -167,6 +186,9 @@ class AnomalyPlugin:
     def on_start(self, monitor: Any) -> None:
         if not monitor.is_main:
             return
+        self._host = monitor
+        # a Monitor with a writer thread runs the rules there (on_record_background); other hosts inline
+        self._background = getattr(monitor, "in_background", None)
         self.actions = AlertActions(monitor.paths.root, self.engine, source=SOURCE_COLLECTOR, guard=monitor.guard,
                                     notifier=getattr(monitor, "notifier", None))
         # tells the standalone monitor and the dashboard that this training honours snapshot requests itself
@@ -192,7 +214,18 @@ class AnomalyPlugin:
         monitor.guard.run("watching the training loss for NaN/Inf", attach)
 
     def on_annotate(self, monitor: Any, record: dict[str, Any]) -> None:
-        """Mark a logged train loss that Trainer replaced, and where the real one went non-finite."""
+        """Training thread, before the record is queued: read the live inputs it lacks (the gradient norm,
+        the optimizer's learning rate) for the rules; mark a train loss that Trainer replaced."""
+        if self.actions is not None:
+            grad_norm = lr = None
+            if monitor.model is not None and "grad_norm" not in record and "loss" in record \
+                    and record.get("kind") == rf.RecordKind.TRAIN.value:
+                self._want_grad_norm = True  # Trainer's logs lack it: pre_optimizer_step keeps the norm for us
+                grad_norm = self._grad_norm_for(monitor, record.get("step"))
+            if monitor.optimizer is not None and "learning_rate" not in record:
+                lr = optimizer_lr(monitor.optimizer)
+            if grad_norm is not None or lr is not None:
+                self._live_inputs[id(record)] = (grad_norm, lr)  # popped by the rules, same record object
         if self.losswatch is None or record.get("kind") != rf.RecordKind.TRAIN.value or "loss" not in record:
             return
         check = self.losswatch.collect()
@@ -202,10 +235,31 @@ class AnomalyPlugin:
                 record[rf.LOSS_NONFINITE_STEP] = check.first_step
 
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
+        """Training thread, after the record is queued: poll the control files (once per ``control_poll_s``);
+        the rules run here only with ``stop_on_critical`` (else in ``on_record_background``)."""
         if self.actions is None:
             return
+        if self._background is None or self.config.stop_on_critical:
+            grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
+            self._evaluate(monitor, record, grad_norm, lr)  # a stop must be set before on_log returns
+        if time.monotonic() >= self._next_poll:
+            self._poll_control(monitor)
+
+    def on_record_background(self, monitor: Any, record: dict[str, Any]) -> None:
+        """Writer thread: the rules on one record, with the live inputs ``on_record`` read for it."""
+        if self.actions is None or self._background is None or self.config.stop_on_critical:
+            return  # evaluated on the training thread already
+        grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
+        self._evaluate(monitor, record, grad_norm, lr)
+
+    def _evaluate(self, monitor: Any, record: dict[str, Any], grad_norm: float | None, lr: float | None) -> None:
+        """Run the rules on one record (the writer thread, or the training thread with ``stop_on_critical``)."""
+        with self._engine_lock:
+            self._evaluate_locked(monitor, record, grad_norm, lr)
+
+    def _evaluate_locked(self, monitor: Any, record: dict[str, Any], grad_norm: float | None,
+                         lr: float | None) -> None:
         obs = observation_from_record(record)
-        self._poll_control(monitor)
         if obs is not None and record.get(rf.LOSS_REPLACED):
             # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
             # never enters the windows, nor becomes a "new best model"
@@ -221,10 +275,9 @@ class AnomalyPlugin:
             obs.loss = None
         if obs is not None:
             if obs.loss is not None and obs.grad_norm is None:
-                self._want_grad_norm = True
-                obs.grad_norm = self._grad_norm_for(monitor, obs.step)
-            if obs.loss is not None and obs.learning_rate is None and monitor.optimizer is not None:
-                obs.learning_rate = optimizer_lr(monitor.optimizer)
+                obs.grad_norm = grad_norm
+            if obs.loss is not None and obs.learning_rate is None:
+                obs.learning_rate = lr
             alerts = self.engine.observe(obs)
             self._act(monitor, alerts, list(self.engine.held), obs.step)  # clean steps resolve incidents
 
@@ -280,11 +333,26 @@ class AnomalyPlugin:
         return lambda d: save_live_model(model, tok, d)
 
     def _act(self, monitor: Any, alerts: list, held: list, step: int) -> None:
+        """Write the alerts, events and incident changes now (any thread; called for every logged step,
+        clean ones too, so incidents resolve); snapshots and the stop go to the training thread."""
         assert self.actions is not None
         actionable = self.actions.record_step(step, alerts, held)
         self.alerts_written += len(alerts)
         if not alerts:
             return
+        stop = self.config.stop_on_critical and any(a.severity == Severity.CRITICAL.value for a in alerts)
+        if stop:
+            self.stop_requested = True  # plain loops read it; seen by the training thread at once
+        on_training_thread = getattr(monitor, "on_training_thread", None)
+        if on_training_thread is None:
+            self._act_live(monitor, actionable, step, stop)
+        else:
+            on_training_thread(self._act_live, monitor, actionable, step, stop)
+
+    def _act_live(self, monitor: Any, alerts: list, step: int, stop: bool) -> None:
+        """Training thread: snapshots of the live weights for ``alerts`` of ``step`` (muted rules already
+        left out), and the stop."""
+        assert self.actions is not None
         writers: list[Any] = []
 
         def writer_for(plan: Any, s: int) -> Any:  # the weights are copied only when a snapshot is planned
@@ -293,10 +361,10 @@ class AnomalyPlugin:
             return writers[0]
 
         source = "live weights" if monitor.model is not None else "checkpoint"
-        if actionable:  # a muted rule saves no snapshot
-            self.actions.snapshot_for(actionable, step, self._status(monitor, source), writer_for)
-        if self.config.stop_on_critical and any(a.severity == Severity.CRITICAL.value for a in alerts):
-            self.stop_requested = True
+        if alerts:  # a muted rule saves no snapshot
+            with self._engine_lock:
+                self.actions.snapshot_for(alerts, step, self._status(monitor, source), writer_for)
+        if stop:
             control = getattr(monitor, "trainer_control", None)
             if control is not None:
                 control.should_training_stop = True
@@ -315,6 +383,11 @@ class AnomalyPlugin:
     def _reload_thresholds(self, monitor: Any) -> None:
         if self._thresholds is None or self._thresholds.path != monitor.paths.thresholds:
             self._thresholds = control.ThresholdsFile(monitor.paths.thresholds, self.base_config)
+        with self._engine_lock:
+            self._apply_thresholds(monitor)
+
+    def _apply_thresholds(self, monitor: Any) -> None:
+        assert self._thresholds is not None
         change = self._thresholds.poll()
         if change.kind == "invalid":
             self.thresholds_problem = change.problem
@@ -334,19 +407,28 @@ class AnomalyPlugin:
             res = snap.SnapshotResult(False, error=f"malformed snapshot request: {req.get('problem')}")
         else:
             writer = self._writer(monitor)
-            res = self.actions.save("manual", ["manual"], step, self._status(monitor, "live weights" if writer else "checkpoint"),
-                                    writer, kind=snap.KIND_MANUAL)
+            with self._engine_lock:
+                res = self.actions.save("manual", ["manual"], step,
+                                        self._status(monitor, "live weights" if writer else "checkpoint"),
+                                        writer, kind=snap.KIND_MANUAL)
         control.write_result(monitor.paths.root, req, res, handled_by="collector")
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine.state_dict(),
-                "last_anomaly_save_step": self.actions.last_anomaly_save_step if self.actions else None,
-                "incidents": self.actions.incidents.state_dict() if self.actions else
-                (self._pending_state or {}).get("incidents")}
+        """The engine's and the incidents' state after every record logged so far (the rules still queued
+        are waited for)."""
+        wait = getattr(self._host, "wait_background", None)
+        if callable(wait):
+            wait()
+        with self._engine_lock:
+            return {"engine": self.engine.state_dict(),
+                    "last_anomaly_save_step": self.actions.last_anomaly_save_step if self.actions else None,
+                    "incidents": self.actions.incidents.state_dict() if self.actions else
+                    (self._pending_state or {}).get("incidents")}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.engine.load_state_dict(state.get("engine") or {})
+        with self._engine_lock:
+            self.engine.load_state_dict(state.get("engine") or {})
         self._pending_state = dict(state)
         if self.actions is not None:
             self.actions.last_anomaly_save_step = state.get("last_anomaly_save_step")
