@@ -72,6 +72,7 @@ def test_mute_and_ack_reach_a_running_training(tmp_path: Path) -> None:
                 mon.log(step, **_healthy(step))
             time.sleep(POLL_S)
             mon.log(50, **{**_healthy(50), "grad_norm": 500.0})  # not muted: one message
+            mon.flush()  # the writer thread writes within 0.25 s; read what it wrote
             opened = [r for r in _records(run) if r["kind"] == "incident" and r["rule"] == "gradient_explosion"]
             assert opened and opened[0]["state"] == "open"
             _, problem = inc.acknowledge(run, opened[0]["id"], who="test")

@@ -1119,9 +1119,14 @@ class IncidentLog:
         self.tracker = IncidentTracker(resolve_after, source=source)
         self.follower = ControlFollower(run_dir)
         self.changes_written = 0
+        self.poll_every_s = 1.0
+        self._next_poll = 0.0
 
     def poll_control(self) -> None:
-        """Pick up a new ack/mute document (one ``stat`` when nothing changed); report a bad file once."""
+        """Pick up a new ack/mute document (one ``stat`` when nothing changed); report a bad file once.
+        :meth:`observe` also calls it, at most once per :attr:`poll_every_s`, so a mute is in effect
+        for the rules of the same thread that evaluates them."""
+        self._next_poll = time.monotonic() + self.poll_every_s
         changed, problem = self.follower.poll()
         if problem is not None and self.guard is not None:
             self.guard.warn_once("control/incidents.json", f"{problem}; the previous acks and mutes stay in effect")
@@ -1136,6 +1141,8 @@ class IncidentLog:
         """Write one logged step (see the class doc); returns ``alerts`` minus muted rules: the ones that
         may still save a snapshot (a new best model is an event, and still saves its snapshot)."""
         now = time.time() if now is None else now
+        if time.monotonic() >= self._next_poll:
+            self.poll_control()
         # held-back repeats keep a fault's incident open; repeats of an informational condition (a plateau
         # lasting 50 logs) are not new events
         held = [h for h in held if alert_fields(h).get("rule") not in self.tracker.event_rules]
