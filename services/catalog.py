@@ -172,6 +172,10 @@ class RunCatalog:
         """Watched directory -> the run id it belongs to (None: a directory searched for runs)."""
         self._last_scan = -1e18
         self._memo: DirMemo = {}
+        self._id_set: frozenset[str] = frozenset()
+        self._watch_done: set[str] = set()
+        """Runs whose root and collector dirs are all watched."""
+        self._within_memo: dict[str, tuple[Any, bool]] = {}
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._watcher: DirWatcher | None = None
@@ -209,12 +213,21 @@ class RunCatalog:
             self._owner[os.fspath(path)] = owner
 
     def _watch_run(self, run_id: str, kind: RunKind, root: Path) -> None:
+        """Watch a run's root and (collector runs) its status/logs/control/snapshots dirs, once each: a
+        run whose dirs are all watched costs nothing here again (2,000 runs are re-offered every rescan)."""
+        if run_id in self._watch_done or self._watcher is None:
+            return
         self._watch(root, run_id)
+        complete = self._watcher.is_watched(root)
         if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
             for name in COLLECTOR_DIRS:
-                sub = root / name
-                if os.fspath(sub) not in self._owner and sub.is_dir() and not sub.is_symlink():
-                    self._watch(sub, run_id)
+                sub = os.path.join(os.fspath(root), name)
+                if not self._watcher.is_watched(sub):
+                    if os.path.isdir(sub) and not os.path.islink(sub):
+                        self._watch(Path(sub), run_id)
+                    complete = complete and self._watcher.is_watched(sub)
+        if complete:
+            self._watch_done.add(run_id)
 
     def _on_change(self, dir_path: str) -> None:
         """From the watcher thread: remember which run changed (or that the run list may have)."""
@@ -223,6 +236,7 @@ class RunCatalog:
             if owner is None:
                 self._dirty_all = True
                 return
+            self._watch_done.discard(owner)  # a dir of it may have gone or come: offer its watches again
             self._dirty.add(owner)  # files in a run (root, status, logs, control, snapshots): that run only
 
     def _on_give_up(self, reason: str) -> None:
@@ -231,6 +245,7 @@ class RunCatalog:
             self._dirty_all = True
             self._dirty.update(self._runs)
             self._owner.clear()
+            self._watch_done.clear()
 
     def _root_of(self, run_id: str) -> Path:
         return self.base if run_id == BASE_RUN_ID else self.base / run_id
@@ -261,12 +276,34 @@ class RunCatalog:
                     fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
                 self._runs = fresh
                 self._run_ids = [rid for rid, _, _ in found]
+                self._id_set = frozenset(self._run_ids)
                 self.problems = problems
                 for d in searched:
                     self._watch(d, None)
                 for rid, kind, path in found:
                     self._watch_run(rid, kind, path)
                 return list(self._run_ids)
+
+    def _within(self, run: Run) -> bool:
+        """Whether the run's directory is still inside the base dir (no component became a symbolic link
+        out of it). :func:`rf.is_within` resolves both paths (~100 µs); its answer is kept while the
+        ``lstat`` of every component below the base is unchanged (a swapped component changes it)."""
+        parts = [] if run.run_id == BASE_RUN_ID else run.run_id.split("/")
+        key: list[Any] = []
+        p = self.base
+        for part in parts:
+            p = p / part
+            try:
+                st = os.lstat(p)
+            except OSError:
+                return False
+            key.append((st.st_ino, st.st_mode))
+        hit = self._within_memo.get(run.run_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        ok = rf.is_within(self.base, run.root)
+        self._within_memo[run.run_id] = (key, ok)
+        return ok
 
     def run_ids(self) -> list[str]:
         """Ids of the runs under the base dir (rescanned when the tree changed, or every few seconds)."""
@@ -286,11 +323,12 @@ class RunCatalog:
     # ------------------------------------------------------------------ reading
     def get(self, run_id: str | None) -> Run | None:
         """The run ``run_id``, brought up to date; None when it is not a run under the base dir."""
-        if not run_id or run_id not in self.rescan():
+        self.rescan()
+        if not run_id or run_id not in self._id_set:
             return None
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or not rf.is_within(self.base, run.root):
+            if run is None or not self._within(run):
                 return None
             dirty = (run_id in self._dirty or not self.watching or run.version == 0 or not run.has_collector
                      or time.monotonic() - run._checked > RECHECK_INTERVAL_S)

@@ -129,6 +129,10 @@ class DirWatcher:
                      f"at {count:,} directories")
         return False
 
+    def is_watched(self, path: str | os.PathLike[str]) -> bool:
+        with self._lock:
+            return os.fspath(path) in self._path_to_wd
+
     def watched(self) -> list[str]:
         with self._lock:
             return sorted(self._path_to_wd)
