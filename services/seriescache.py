@@ -403,3 +403,10 @@ def set_default_cache(cache: SeriesCache | None) -> None:
     global _DEFAULT, _DEFAULT_SET
     with _DEFAULT_LOCK:
         _DEFAULT, _DEFAULT_SET = cache, True
+
+
+def reset_default_cache() -> None:
+    """Forget the process's cache choice: the next :func:`default_cache` reads the environment again."""
+    global _DEFAULT, _DEFAULT_SET
+    with _DEFAULT_LOCK:
+        _DEFAULT, _DEFAULT_SET = None, False
