@@ -240,12 +240,10 @@ class RunCatalog:
             self._dirty.add(owner)  # files in a run (root, status, logs, control, snapshots): that run only
 
     def _on_give_up(self, reason: str) -> None:
-        """The watcher ran out (watch limit, lost events): every run is re-checked from now on (polling)."""
-        with self._lock:
-            self._dirty_all = True
-            self._dirty.update(self._runs)
-            self._owner.clear()
-            self._watch_done.clear()
+        """The watcher ran out (watch limit, lost events). Called from inside ``rescan`` (which holds the
+        lock) or the watcher thread, so it takes no lock: it only asks for a rescan; with ``watching``
+        False every ``get`` re-checks its run's files from now on (polling)."""
+        self._dirty_all = True
 
     def _root_of(self, run_id: str) -> Path:
         return self.base if run_id == BASE_RUN_ID else self.base / run_id
