@@ -17,6 +17,7 @@ import os
 import threading
 import weakref
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,22 @@ BASE_RUN_ID = "."
 """Run id of a base directory that is itself a run."""
 DISCOVERY_DEPTH = 2
 """Runs are looked for in the base dir and this many levels below it."""
+WATCHED_RESCAN_INTERVAL_S = 30.0
+"""With working file events the tree is searched again on an event in the base dir, a searched folder or a
+run's root (new runs, a kind that changes), and otherwise only this often: a rescan of 2,000 unchanged runs
+still costs ~6,000 ``stat`` calls."""
 RESCAN_INTERVAL_S = 2.0
 """Even with file events, the tree is searched for new runs this often (events can be lost on network
 filesystems, and a run dir's first status file appears in a directory not watched yet)."""
-RECHECK_INTERVAL_S = 5.0
-"""A watched Trainboard run with no event is still re-checked this often."""
+RECHECK_INTERVAL_S = 30.0
+"""A watched Trainboard run with no event is still re-checked about this often (a safety net: lost events
+are detected as an overflow, which switches to polling). Spread over 0.5-1.5x per run
+(:func:`recheck_interval`) so 2,000 runs are not all re-read in the same tick."""
+
+
+def recheck_interval(run_id: str) -> float:
+    """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
+    return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
 COLLECTOR_DIRS = (rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR)
 """What is watched inside a collector-written run: its status, logs and control files, and which
 snapshots exist (``snapshots/`` itself, never the inside of a snapshot)."""
@@ -172,6 +184,8 @@ class RunCatalog:
         """Watched directory -> the run id it belongs to (None: a directory searched for runs)."""
         self._last_scan = -1e18
         self._memo: DirMemo = {}
+        self._searched: set[Path] = set()
+        self._soon: float | None = None
         self._id_set: frozenset[str] = frozenset()
         self._watch_done: set[str] = set()
         """Runs whose root and collector dirs are all watched."""
@@ -236,6 +250,8 @@ class RunCatalog:
             if owner is None:
                 self._dirty_all = True
                 return
+            if dir_path == os.fspath(self._root_of(owner)):
+                self._dirty_all = True  # an entry of a run's root changed: its kind may have (results.json...)
             self._watch_done.discard(owner)  # a dir of it may have gone or come: offer its watches again
             self._dirty.add(owner)  # files in a run (root, status, logs, control, snapshots): that run only
 
@@ -259,11 +275,15 @@ class RunCatalog:
         with self._scan_lock:  # a caller arriving during a scan waits for its result instead of the old list
             now = time.monotonic()
             with self._lock:
-                due = force or self._dirty_all or now - self._last_scan >= self.rescan_interval_s
+                interval = max(self.rescan_interval_s, WATCHED_RESCAN_INTERVAL_S) if self.watching \
+                    else self.rescan_interval_s
+                due = force or self._dirty_all or now - self._last_scan >= interval \
+                    or (self._soon is not None and now >= self._soon)
                 if not due:
                     return list(self._run_ids)
                 self._dirty_all = False
                 self._last_scan = now
+                self._soon = None
             found, searched, problems = discover(self.base, memo=self._memo)
             if any(kind is RunKind.TENSORBOARD for _, kind, _ in found):
                 import_tbparse()
@@ -276,6 +296,10 @@ class RunCatalog:
                 self._run_ids = [rid for rid, _, _ in found]
                 self._id_set = frozenset(self._run_ids)
                 self.problems = problems
+                if set(searched) - self._searched:
+                    # a folder that just appeared may have got runs before its watch existed: look again soon
+                    self._soon = now + self.rescan_interval_s
+                self._searched = set(searched)
                 for d in searched:
                     self._watch(d, None)
                 for rid, kind, path in found:
@@ -322,27 +346,36 @@ class RunCatalog:
     def get(self, run_id: str | None) -> Run | None:
         """The run ``run_id``, brought up to date; None when it is not a run under the base dir."""
         self.rescan()
+        return self._get(run_id)
+
+    def _get(self, run_id: str | None) -> Run | None:
         if not run_id or run_id not in self._id_set:
             return None
+        now = time.monotonic()
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or not self._within(run):
+            if run is None:
                 return None
-            dirty = (run_id in self._dirty or not self.watching or run.version == 0 or not run.has_collector
-                     or time.monotonic() - run._checked > RECHECK_INTERVAL_S)
+            watching = self.watching
+            if watching and run_id not in self._dirty and run.version > 0 and run.has_collector \
+                    and now - run._checked <= recheck_interval(run_id):
+                # no event for it since its last check: unchanged (a directory renamed or swapped for a
+                # link is an event in its parent, which makes the next rescan drop or re-detect the run)
+                return run
+            if not self._within(run):
+                return None
             self._dirty.discard(run_id)
-            if dirty and self.watching:
+            if watching:
                 self._watch_run(run_id, run.kind, run.root)
-        if dirty:
-            run._checked = time.monotonic()
-            run.refresh()
+        run._checked = now
+        run.refresh()
         return run
 
     def runs(self, refresh: bool = True) -> list[Run]:
         """Every run, refreshed (cheap for runs whose files did not change), by id."""
         out = []
         for rid in self.rescan():
-            run = self.get(rid) if refresh else self._runs.get(rid)
+            run = self._get(rid) if refresh else self._runs.get(rid)
             if run is not None:
                 out.append(run)
         return out
