@@ -275,7 +275,9 @@ def measure_open(repo: Path, base: Path, steps: int, work: Path, name: str, time
         try:
             for b in browser():
                 try:
+                    c0 = cpu_s(srv.proc.pid)
                     out[phase] = open_run_page(b, srv, steps, timeout_s)
+                    out[f"{phase}_cpu"] = cpu_s(srv.proc.pid) - c0
                 except Exception as exc:  # noqa: BLE001 - a checkout that cannot do it is reported, not fatal
                     out[phase] = None
                     out[f"{phase}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -325,11 +327,13 @@ def section_1m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]:
     new, anc = res["new"], res.get("anchor", {})
     print(f"  {steps * 5:,} values, browser page request -> chart and step card: first open {fmt(new.get('first'))} "
           f"(goal <= 1.0 s), reopen after restart {fmt(new.get('reopen'))} (goal <= 0.5 s); "
-          f"server peak RSS {fmt(new.get('first_rss'), 'MB')}")
+          f"server peak RSS {fmt(new.get('first_rss'), 'MB')}; server CPU during the open: first "
+          f"{fmt(new.get('first_cpu'))}, reopen {fmt(new.get('reopen_cpu'))} (the rest is the browser)")
     if a.anchor:
         print(f"    anchor: first {fmt(anc.get('first'))}, reopen {fmt(anc.get('reopen'))}, peak RSS "
               f"{fmt(anc.get('first_rss'), 'MB')}  -> anchor/new first {ratio(anc.get('first'), new.get('first'))}, "
-              f"reopen {ratio(anc.get('reopen'), new.get('reopen'))} {anc.get('first_error', '')}")
+              f"reopen {ratio(anc.get('reopen'), new.get('reopen'))}; anchor server CPU first "
+              f"{fmt(anc.get('first_cpu'))}, reopen {fmt(anc.get('reopen_cpu'))} {anc.get('first_error', '')}")
     print(f"    in-process (catalog read + first render): first {fmt(res['inproc_first'])}, "
           f"reopen {fmt(res['inproc_reopen'])} ({n:,} values)")
     return res
@@ -364,10 +368,14 @@ def measure_big(repo: Path, base: Path, steps: int, work: Path, name: str, zoom:
     try:
         for b in browser():
             try:
+                c0 = cpu_s(srv.proc.pid)
                 out["first"] = open_run_page(b, srv, steps, timeout_s)
+                out["first_cpu"] = cpu_s(srv.proc.pid) - c0
                 out["first_rss"] = peak.peak
                 lo = steps // 2
+                c0 = cpu_s(srv.proc.pid)
                 out["zoom"], out["zoom_points"], out["zoom_steps"] = zoom_to(b, srv, lo, lo + zoom - 1, timeout_s)
+                out["zoom_cpu"] = cpu_s(srv.proc.pid) - c0  # includes the page open before the zoom
             except Exception as exc:  # noqa: BLE001
                 out.setdefault("first", None)
                 out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -389,7 +397,7 @@ def section_10m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]
         res["anchor"] = measure_big(a.anchor, base, steps, work, "anchor", zoom, a.big_timeout)
     for who in ("new", "anchor") if a.anchor else ("new",):
         r = res[who]
-        print(f"  {who:>6}: first open {fmt(r.get('first'))} (goal <= 5 s), server peak RSS {fmt(r.get('peak_rss'), 'MB')} "
+        print(f"  {who:>6}: first open {fmt(r.get('first'))} (goal <= 5 s; server CPU {fmt(r.get('first_cpu'))}), server peak RSS {fmt(r.get('peak_rss'), 'MB')} "
               f"(goal <= 600 MB); zoom to {zoom:,} steps: {fmt(r.get('zoom'))} with {r.get('zoom_points', '—')}"
               f"/{r.get('zoom_steps', '—')} points drawn (goal <= 0.5 s, all) {r.get('error', '')}")
     if a.anchor:

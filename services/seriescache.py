@@ -267,6 +267,7 @@ class SeriesCache:
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._owner_pid = os.getpid()
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not os.access(self.directory, os.W_OK | os.X_OK):
@@ -303,8 +304,8 @@ class SeriesCache:
     def save_later(self, source: str, lock: threading.Lock, build: Callable[[], CacheEntry | None]) -> None:
         """Queue a save of ``source``'s cache. On the writer thread, ``build()`` is called and its entry
         written while ``lock`` (the reader's) is held, so the columns neither change nor grow meanwhile."""
-        if not self.enabled:
-            return
+        if not self.enabled or self._owner_pid != os.getpid():
+            return  # a forked child (Dash's background callbacks) reads the cache but leaves writing to its parent
         with self._lock:
             if source in self._pending:
                 return
