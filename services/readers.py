@@ -204,19 +204,21 @@ class TrainboardRun(Run):
         if self._rewritten_in_place():
             changed = True
         before = self._metrics.state.offset
-        records, reset = self._metrics.poll()
-        if reset:
-            self.reset_series()
-            self._summary_record = {}
-            self._cache_offset = 0
-            changed = True
-        self.cache_info["parsed_bytes"] += self._metrics.state.offset - (0 if reset else before)
-        if records:
-            self.ingest(records)
-            for rec in records:
-                if rec.get("kind") == rf.RecordKind.SUMMARY.value:
-                    self._summary_record = {k: v for k, v in rec.items() if k not in ("v", "kind", "time")}
-            changed = True
+        for records, reset in self._metrics.poll_chunks():  # one chunk's records alive at a time
+            if reset:
+                self.reset_series()
+                self._summary_record = {}
+                self._cache_offset = 0
+                before = 0
+                changed = True
+            if records:
+                self.ingest(records)
+                for rec in records:
+                    if rec.get("kind") == rf.RecordKind.SUMMARY.value:
+                        self._summary_record = {k: v for k, v in rec.items() if k not in ("v", "kind", "time")}
+                changed = True
+            del records
+        self.cache_info["parsed_bytes"] += self._metrics.state.offset - before
         self.bad_lines, self.unknown_lines = self._metrics.bad_lines, self._metrics.unknown_lines
         if self._metrics.state.offset != self._tail_mark[0]:
             self._tail_mark = (self._metrics.state.offset, self._live_digest(self._metrics.state.offset))
