@@ -8,6 +8,7 @@ moved, so an idle page costs a few ``stat`` calls per run. Discovery and reading
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from datetime import datetime
@@ -128,7 +129,9 @@ def register(app: Dash) -> None:
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.RUNS_TABLE_STATE, "data"))
     def update_runs_table(_n: int, prev: Any):
         sources = catalog.runs()
-        fingerprint = [[s.run_id, s.version] for s in sources] + [int(time.time() // 10)]  # "ago" every 10 s
+        # one short digest, not 2,000 [id, version] pairs sent back and forth on every tick
+        fingerprint = hashlib.blake2b(repr([(s.run_id, s.version) for s in sources]).encode(), digest_size=12
+                                      ).hexdigest() + f"-{int(time.time() // 10)}"  # "ago" every 10 s
         if prev == fingerprint:
             raise PreventUpdate
         summaries = [s.summary() for s in sources]

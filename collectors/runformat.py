@@ -762,28 +762,42 @@ class JsonlTailer:
         self._kinds = known_kinds
 
     def poll(self) -> tuple[list[dict[str, Any]], bool]:
+        records: list[dict[str, Any]] = []
+        reset = False
+        for chunk, chunk_reset in self.poll_chunks():
+            records.extend(chunk)
+            reset = reset or chunk_reset
+        return records, reset
+
+    def poll_chunks(self) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+        """Like :meth:`poll`, one chunk of at most ``chunk_bytes`` at a time, so a reader that consumes each
+        chunk before asking for the next keeps only one chunk's records alive (a 340 MB log's records
+        held at once as dicts take several GB). ``reset`` comes with the first item; at least one item."""
         try:
             st = os.stat(self.path)
         except OSError:
             reset = self.state.offset > 0
             if reset:
                 self._restart(-1, -1)
-            return [], reset
+            yield [], reset
+            return
         reset = False
         if (st.st_dev, st.st_ino) != (self.state.dev, self.state.inode) or st.st_size < self.state.offset:
             reset = self.state.inode != -1 or self.state.offset > 0
             self._restart(st.st_dev, st.st_ino)
         self.state.size = st.st_size
-        records: list[dict[str, Any]] = []
+        yielded = False
         while self.state.offset < st.st_size:
             res = read_new(self.path, self.state.offset, max_bytes=self._chunk, known_kinds=self._kinds)
             if res.offset == self.state.offset:
                 break  # only a partial line is left: wait for its newline
-            records.extend(res.records)
             self.bad_lines += res.bad_lines
             self.unknown_lines += res.unknown_lines
             self.state.offset = res.offset
-        return records, reset
+            yield res.records, reset and not yielded
+            yielded = True
+        if not yielded:
+            yield [], reset
 
     def _restart(self, dev: int, inode: int) -> None:
         self.state = TailState(dev=dev, inode=inode)

@@ -7,6 +7,9 @@ start also removes the folders that dashboards killed outright (``kill -9``, a c
 whose pid no longer runs and that belong to the same user. A folder per process, not one shared per user,
 because Dash names job results by the callback and its inputs, so two dashboards sharing a cache could
 read each other's "Snapshot now" results.
+
+The series cache (:mod:`services.seriescache`) is the other kind: it must outlive the process (reopening a
+large run after a restart reads it), so it lives in a per-user folder, :func:`series_cache_dir`.
 """
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 CACHE_PREFIX = "trainboard-cache-"
+SERIES_CACHE_ENV = "TRAINBOARD_CACHE_DIR"
+"""Where the series cache lives, when set (default ``$XDG_CACHE_HOME/trainboard/series`` or
+``~/.cache/trainboard/series``)."""
+SERIES_CACHE_SWITCH_ENV = "TRAINBOARD_SERIES_CACHE"
+"""``0`` / ``off`` / ``no`` switches the series cache off (every open parses the JSONL)."""
 _OWN = re.compile(rf"^{re.escape(CACHE_PREFIX)}(\d+)-")
 
 
@@ -62,3 +70,20 @@ def make_cache_dir() -> Path:
 
     atexit.register(_remove)
     return path
+
+
+def series_cache_dir(environ: dict[str, str] | None = None) -> Path | None:
+    """The per-user folder of the series cache, or None when it is switched off. Pure but for the environment.
+
+    ``$TRAINBOARD_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/trainboard/series``, else
+    ``~/.cache/trainboard/series``. Never a run dir: the dashboard does not write into what it watches.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(SERIES_CACHE_SWITCH_ENV, "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    explicit = env.get(SERIES_CACHE_ENV, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    root = Path(xdg).expanduser() if xdg else Path(env.get("HOME") or Path.home()).expanduser() / ".cache"
+    return root / "trainboard" / "series"

@@ -17,6 +17,7 @@ import os
 import threading
 import weakref
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +30,92 @@ BASE_RUN_ID = "."
 """Run id of a base directory that is itself a run."""
 DISCOVERY_DEPTH = 2
 """Runs are looked for in the base dir and this many levels below it."""
+WATCHED_RESCAN_INTERVAL_S = 30.0
+"""With working file events the tree is searched again on an event in the base dir, a searched folder or a
+run's root (new runs, a kind that changes), and otherwise only this often: a rescan of 2,000 unchanged runs
+still costs ~6,000 ``stat`` calls."""
 RESCAN_INTERVAL_S = 2.0
 """Even with file events, the tree is searched for new runs this often (events can be lost on network
 filesystems, and a run dir's first status file appears in a directory not watched yet)."""
-RECHECK_INTERVAL_S = 5.0
-"""A watched Trainboard run with no event is still re-checked this often."""
+RECHECK_INTERVAL_S = 30.0
+"""A watched Trainboard run with no event is still re-checked about this often (a safety net: lost events
+are detected as an overflow, which switches to polling). Spread over 0.5-1.5x per run
+(:func:`recheck_interval`) so 2,000 runs are not all re-read in the same tick."""
+
+
+def recheck_interval(run_id: str) -> float:
+    """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
+    return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
 COLLECTOR_DIRS = (rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR)
 """What is watched inside a collector-written run: its status, logs and control files, and which
 snapshots exist (``snapshots/`` itself, never the inside of a snapshot)."""
 
 
-def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH
+def dir_key(path: Path) -> tuple[int | None, ...]:
+    """What a directory's detected kind and child list depend on: the mtimes of it, its ``logs/`` and its
+    ``checkpoints/`` (an entry appearing, vanishing or renamed changes its directory's mtime)."""
+    out: list[int | None] = []
+    for p in (path, path / rf.LOGS_DIR, path / rf.CHECKPOINTS_DIR):
+        try:
+            out.append(os.stat(p).st_mtime_ns)
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+DirMemo = dict
+"""``path -> (dir_key, kind, child dirs, symlink problems)``: what discovery learned about each directory."""
+
+
+def _look(p: Path, root: Path, memo: DirMemo | None) -> tuple[RunKind | None, list[Path], list[str]]:
+    """The kind of one directory and (for a non-run) its child directories, from ``memo`` while unchanged."""
+    key = dir_key(p) if memo is not None else None
+    if memo is not None and key[0] is not None:
+        hit = memo.get(p)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2], hit[3]
+    kind = detect_kind(p)
+    children: list[Path] = []
+    problems: list[str] = []
+    if kind is None:
+        for n in listdir(p):
+            if n.startswith((".", rf.TMP_PREFIX)):
+                continue
+            child = p / n
+            if child.is_symlink():
+                if child.is_dir() and detect_kind(child) is not None:
+                    problems.append(f"{child.relative_to(root).as_posix()} is a symbolic link to "
+                                    f"{os.path.realpath(child)}: not followed (start the dashboard with "
+                                    f"--base-dir on its target to watch it)")
+                continue
+            if child.is_dir():
+                children.append(child)
+    if memo is not None and key is not None and key[0] is not None:
+        memo[p] = (key, kind, children, problems)
+    return kind, children, problems
+
+
+def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH, memo: DirMemo | None = None
              ) -> tuple[list[tuple[str, RunKind, Path]], list[Path], list[str]]:
     """Every run under ``base``: ``(run_id, kind, path)`` sorted by id, the non-run directories searched
     (to watch for new runs) and the problems met (symbolic links not followed), in words.
 
     ``run_id`` is the path relative to base (``"."`` for base itself). Hidden and temporary directories
-    are skipped.
+    are skipped. With ``memo`` (kept by the caller between calls), a directory whose mtimes
+    (:func:`dir_key`) did not change is not read again: a rescan of 2,000 unchanged runs costs three
+    ``stat`` calls per directory instead of detecting every kind and listing every folder.
     """
     root = Path(base)
     found: list[tuple[str, RunKind, Path]] = []
     searched: list[Path] = []
     problems: list[str] = []
     level = [root]
+    seen: set[Path] = set()
     for d in range(depth + 1):
         nxt: list[Path] = []
         for p in level:
-            kind = detect_kind(p)
+            seen.add(p)
+            kind, children, probs = _look(p, root, memo)
             if kind is not None:
                 rid = BASE_RUN_ID if p == root else p.relative_to(root).as_posix()
                 found.append((rid, kind, p))
@@ -63,19 +123,12 @@ def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH
             searched.append(p)
             if d >= depth:
                 continue
-            for n in listdir(p):
-                if n.startswith((".", rf.TMP_PREFIX)):
-                    continue
-                child = p / n
-                if child.is_symlink():
-                    if child.is_dir() and detect_kind(child) is not None:
-                        problems.append(f"{child.relative_to(root).as_posix()} is a symbolic link to "
-                                        f"{os.path.realpath(child)}: not followed (start the dashboard with "
-                                        f"--base-dir on its target to watch it)")
-                    continue
-                if child.is_dir():
-                    nxt.append(child)
+            problems += probs
+            nxt += children
         level = nxt
+    if memo is not None:
+        for gone in [p for p in memo if p not in seen]:
+            del memo[gone]
     return sorted(found, key=lambda t: t[0]), searched, problems
 
 
@@ -118,7 +171,7 @@ class RunCatalog:
     """
 
     def __init__(self, base_dir: str | os.PathLike[str], *, poll: bool = False, watch: bool = True,
-                 rescan_interval_s: float = RESCAN_INTERVAL_S) -> None:
+                 rescan_interval_s: float = RESCAN_INTERVAL_S, max_watches: int | None = None) -> None:
         self.base = Path(base_dir).expanduser().resolve()
         self.poll = poll
         self.rescan_interval_s = rescan_interval_s
@@ -130,12 +183,19 @@ class RunCatalog:
         self._owner: dict[str, str | None] = {}
         """Watched directory -> the run id it belongs to (None: a directory searched for runs)."""
         self._last_scan = -1e18
+        self._memo: DirMemo = {}
+        self._searched: set[Path] = set()
+        self._soon: float | None = None
+        self._id_set: frozenset[str] = frozenset()
+        self._watch_done: set[str] = set()
+        """Runs whose root and collector dirs are all watched."""
+        self._within_memo: dict[str, tuple[Any, bool]] = {}
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._watcher: DirWatcher | None = None
         _CATALOGS.add(self)
         if watch and not poll:
-            self._watcher = DirWatcher(self._on_change)
+            self._watcher = DirWatcher(self._on_change, max_watches=max_watches, on_give_up=self._on_give_up)
             if not self._watcher.available:
                 self._watcher = None if self._watcher.problem is None else self._watcher
 
@@ -167,12 +227,21 @@ class RunCatalog:
             self._owner[os.fspath(path)] = owner
 
     def _watch_run(self, run_id: str, kind: RunKind, root: Path) -> None:
+        """Watch a run's root and (collector runs) its status/logs/control/snapshots dirs, once each: a
+        run whose dirs are all watched costs nothing here again (2,000 runs are re-offered every rescan)."""
+        if run_id in self._watch_done or self._watcher is None:
+            return
         self._watch(root, run_id)
+        complete = self._watcher.is_watched(root)
         if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
             for name in COLLECTOR_DIRS:
-                sub = root / name
-                if os.fspath(sub) not in self._owner and sub.is_dir() and not sub.is_symlink():
-                    self._watch(sub, run_id)
+                sub = os.path.join(os.fspath(root), name)
+                if not self._watcher.is_watched(sub):
+                    if os.path.isdir(sub) and not os.path.islink(sub):
+                        self._watch(Path(sub), run_id)
+                    complete = complete and self._watcher.is_watched(sub)
+        if complete:
+            self._watch_done.add(run_id)
 
     def _on_change(self, dir_path: str) -> None:
         """From the watcher thread: remember which run changed (or that the run list may have)."""
@@ -181,7 +250,16 @@ class RunCatalog:
             if owner is None:
                 self._dirty_all = True
                 return
+            if dir_path == os.fspath(self._root_of(owner)):
+                self._dirty_all = True  # an entry of a run's root changed: its kind may have (results.json...)
+            self._watch_done.discard(owner)  # a dir of it may have gone or come: offer its watches again
             self._dirty.add(owner)  # files in a run (root, status, logs, control, snapshots): that run only
+
+    def _on_give_up(self, reason: str) -> None:
+        """The watcher ran out (watch limit, lost events). Called from inside ``rescan`` (which holds the
+        lock) or the watcher thread, so it takes no lock: it only asks for a rescan; with ``watching``
+        False every ``get`` re-checks its run's files from now on (polling)."""
+        self._dirty_all = True
 
     def _root_of(self, run_id: str) -> Path:
         return self.base if run_id == BASE_RUN_ID else self.base / run_id
@@ -197,12 +275,16 @@ class RunCatalog:
         with self._scan_lock:  # a caller arriving during a scan waits for its result instead of the old list
             now = time.monotonic()
             with self._lock:
-                due = force or self._dirty_all or now - self._last_scan >= self.rescan_interval_s
+                interval = max(self.rescan_interval_s, WATCHED_RESCAN_INTERVAL_S) if self.watching \
+                    else self.rescan_interval_s
+                due = force or self._dirty_all or now - self._last_scan >= interval \
+                    or (self._soon is not None and now >= self._soon)
                 if not due:
                     return list(self._run_ids)
                 self._dirty_all = False
                 self._last_scan = now
-            found, searched, problems = discover(self.base)
+                self._soon = None
+            found, searched, problems = discover(self.base, memo=self._memo)
             if any(kind is RunKind.TENSORBOARD for _, kind, _ in found):
                 import_tbparse()
             with self._lock:
@@ -212,12 +294,38 @@ class RunCatalog:
                     fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
                 self._runs = fresh
                 self._run_ids = [rid for rid, _, _ in found]
+                self._id_set = frozenset(self._run_ids)
                 self.problems = problems
+                if set(searched) - self._searched:
+                    # a folder that just appeared may have got runs before its watch existed: look again soon
+                    self._soon = now + self.rescan_interval_s
+                self._searched = set(searched)
                 for d in searched:
                     self._watch(d, None)
                 for rid, kind, path in found:
                     self._watch_run(rid, kind, path)
                 return list(self._run_ids)
+
+    def _within(self, run: Run) -> bool:
+        """Whether the run's directory is still inside the base dir (no component became a symbolic link
+        out of it). :func:`rf.is_within` resolves both paths (~100 µs); its answer is kept while the
+        ``lstat`` of every component below the base is unchanged (a swapped component changes it)."""
+        parts = [] if run.run_id == BASE_RUN_ID else run.run_id.split("/")
+        key: list[Any] = []
+        p = self.base
+        for part in parts:
+            p = p / part
+            try:
+                st = os.lstat(p)
+            except OSError:
+                return False
+            key.append((st.st_ino, st.st_mode))
+        hit = self._within_memo.get(run.run_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        ok = rf.is_within(self.base, run.root)
+        self._within_memo[run.run_id] = (key, ok)
+        return ok
 
     def run_ids(self) -> list[str]:
         """Ids of the runs under the base dir (rescanned when the tree changed, or every few seconds)."""
@@ -237,27 +345,37 @@ class RunCatalog:
     # ------------------------------------------------------------------ reading
     def get(self, run_id: str | None) -> Run | None:
         """The run ``run_id``, brought up to date; None when it is not a run under the base dir."""
-        if not run_id or run_id not in self.rescan():
+        self.rescan()
+        return self._get(run_id)
+
+    def _get(self, run_id: str | None) -> Run | None:
+        if not run_id or run_id not in self._id_set:
             return None
+        now = time.monotonic()
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or not rf.is_within(self.base, run.root):
+            if run is None:
                 return None
-            dirty = (run_id in self._dirty or not self.watching or run.version == 0 or not run.has_collector
-                     or time.monotonic() - run._checked > RECHECK_INTERVAL_S)
+            watching = self.watching
+            if watching and run_id not in self._dirty and run.version > 0 and run.has_collector \
+                    and now - run._checked <= recheck_interval(run_id):
+                # no event for it since its last check: unchanged (a directory renamed or swapped for a
+                # link is an event in its parent, which makes the next rescan drop or re-detect the run)
+                return run
+            if not self._within(run):
+                return None
             self._dirty.discard(run_id)
-            if dirty and self.watching:
+            if watching:
                 self._watch_run(run_id, run.kind, run.root)
-        if dirty:
-            run._checked = time.monotonic()
-            run.refresh()
+        run._checked = now
+        run.refresh()
         return run
 
     def runs(self, refresh: bool = True) -> list[Run]:
         """Every run, refreshed (cheap for runs whose files did not change), by id."""
         out = []
         for rid in self.rescan():
-            run = self.get(rid) if refresh else self._runs.get(rid)
+            run = self._get(rid) if refresh else self._runs.get(rid)
             if run is not None:
                 out.append(run)
         return out

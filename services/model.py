@@ -46,6 +46,8 @@ NUMERIC_SKIP = frozenset({"v", "kind", "step", "time", rf.LOSS_REPLACED, rf.LOSS
 SKIP_TAGS = frozenset({"epoch", "step", "total_flos", "runtime", "samples_per_second", "steps_per_second"})
 """Numbers logged alongside metrics that are bookkeeping, not curves worth comparing (Runs page)."""
 METRIC_KINDS = (rf.RecordKind.TRAIN.value, rf.RecordKind.EVAL.value)
+_NUMBER_TYPES = frozenset({int, float})
+"""The value types that are metric numbers (``bool`` is a subclass of int but never a metric)."""
 
 
 class RunKind(str, enum.Enum):
@@ -529,19 +531,39 @@ class Run:
         self.resumes.append(ResumePoint(point.step, point.time, point.previous_step, point.previous_state, dropped))
 
     def _ingest_group(self, kind: Any, first: dict[str, Any], group: list[dict[str, Any]]) -> bool:
+        """Append one run of same-shaped records column by column; False sends it to the per-record path.
+
+        The result must not depend on where a group starts or ends (the tailer's chunks and the series
+        cache split a file at different places): a column is taken here only when every value in it is a
+        number (bools are not), and a column that mixes numbers with anything else goes to the per-record
+        path, which keeps exactly the numeric values, as a one-record group would.
+        """
         if kind not in METRIC_KINDS:
             return True
         if rf.LOSS_REPLACED in first:  # Trainer logged a stand-in for a NaN/Inf loss: show the NaN
             group = [{**r, "loss": math.nan} if r.get(rf.LOSS_REPLACED) else r for r in group]
         try:
-            steps = array("d", map(itemgetter("step"), group))
-            times = array("d", (t if isinstance(t, (int, float)) else math.nan for t in map(itemgetter("time"), group))) \
-                if "time" in first else array("d", [math.nan]) * len(group)
-            columns = {name: array("d", map(itemgetter(name), group)) for name, value in first.items()
-                       if name not in NUMERIC_SKIP and is_number(value)}
-        except (TypeError, KeyError):
-            return False
-        if any(isinstance(r["step"], bool) for r in (group[0], group[-1])):
+            raw_steps = list(map(itemgetter("step"), group))
+            if not set(map(type, raw_steps)) <= _NUMBER_TYPES:
+                return False
+            steps = array("d", raw_steps)
+            if "time" in first:
+                raw_times = list(map(itemgetter("time"), group))
+                times = array("d", raw_times) if set(map(type, raw_times)) <= _NUMBER_TYPES else \
+                    array("d", (t if type(t) in _NUMBER_TYPES else math.nan for t in raw_times))
+            else:
+                times = array("d", [math.nan]) * len(group)
+            columns: dict[str, array] = {}
+            for name in first:
+                if name in NUMERIC_SKIP:
+                    continue
+                col = list(map(itemgetter(name), group))
+                types = set(map(type, col))
+                if types <= _NUMBER_TYPES:
+                    columns[name] = array("d", col)
+                elif types & _NUMBER_TYPES:
+                    return False
+        except (TypeError, KeyError, OverflowError):
             return False
         arr = np.frombuffer(steps, dtype=np.float64)
         if not np.isfinite(arr).all():

@@ -23,6 +23,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # One torch thread per process: tests run a server, a browser and trainings side by side on 2 cores, where
 # torch's spinning worker threads made tiny models up to 100x slower than single-threaded.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The dashboard's series cache (services.seriescache) outlives processes in a per-user folder; tests (and the
+# servers they start, which inherit this) use a fresh one of their own, never the person's ~/.cache.
+if "TRAINBOARD_CACHE_DIR" not in os.environ:
+    import tempfile as _tempfile
+
+    os.environ["TRAINBOARD_CACHE_DIR"] = _tempfile.mkdtemp(prefix="trainboard-series-test-")
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"

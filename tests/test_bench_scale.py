@@ -1,0 +1,38 @@
+"""The scale bench's quick mode, run for the correctness of what it reports (never its speed).
+
+Real servers, a real browser and real TensorBoard files, at small sizes: the open and the reopen after a
+restart (with the series cache written in between), the zoom that must draw every point of its range, the
+TensorBoard ratio, and the many-runs page and CPU figures.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.bench_scale import run
+
+
+@pytest.mark.timeout(1800)
+def test_bench_scale_quick_reports_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(["--quick", "--data-dir", str(tmp_path / "data"), "--idle-s", "1"])
+    text = capsys.readouterr().out
+    one = out["1m"]
+    assert one["new"].get("first") and one["new"].get("reopen"), one
+    assert "first_error" not in one["new"] and "reopen_error" not in one["new"]
+    assert one["new"]["cache_written"] is True  # the first server wrote the series cache the second read
+    assert one["inproc_values"] == one["values"] == one["steps"] * 5
+    tb = out["tb"]
+    assert tb["scalars"] == one["values"] and math.isclose(tb["ratio_new"], tb["tb_s"] / one["new"]["first"])
+    big = out["10m"]["new"]
+    assert "error" not in big, big
+    assert big["zoom_points"] == big["zoom_steps"] == 1000  # the zoom drew every step of its range
+    assert big["peak_rss"] > 0 and big["first"] > 0
+    many = out["runs"]["new"]
+    assert "error" not in many, many
+    assert many["picker"] > 0 and many["runs_page"] > 0 and many["tick_ms"] >= 0 and many["idle_cpu_pct"] >= 0
+    assert out["runs"]["inproc_n"] == out["runs"]["runs"]
+    for figure in ("first open", "reopen after restart", "TensorBoard / Trainboard", "zoom to 1,000 steps",
+                   "Runs page", "idle CPU"):
+        assert figure in text
