@@ -162,6 +162,9 @@ class Monitor:
             ``collectors.spectral.SpectralConfig``, a dict of its fields or a ``SpectralPlugin``;
             default ``None`` (off). The plugin is then ``monitor.spectral``; call ``pre_optimizer_step(step)``
             after ``backward()`` so it sees the gradients.
+        ranks: per-rank health and the stall watchdog (issue 13, docs/ranks.md): ``True`` (default), a
+            :class:`collectors.ranks.RanksConfig` or a dict of its fields; ``False`` turns both off. The
+            plugin is then ``monitor.ranks``.
 
     Raises:
         ValueError: when ``base_dir`` is empty or names an existing file, or ``anomaly`` is invalid.
@@ -176,7 +179,7 @@ class Monitor:
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
                  run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
-                 anomaly: Any = True, spectral: Any = None, notify: Any = None) -> None:
+                 anomaly: Any = True, spectral: Any = None, notify: Any = None, ranks: Any = True) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -194,9 +197,10 @@ class Monitor:
             self.notifier.run_name = self.paths.root.name  # a Notifier built by the callback names the run now
         if not self.is_main and hasattr(notify, "close"):
             notify.close(0.0)  # another rank's callback built it: only world rank 0 sends
-        assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral)  # options -> plugins, in one place
+        assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral, ranks=ranks)  # options -> plugins
         self.plugins: list[MonitorPlugin] = assembled.plugins
         self.spectral: Any = assembled.spectral
+        self.ranks: Any = assembled.ranks
         self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
         self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
         if run_config:
@@ -316,7 +320,12 @@ class Monitor:
     def write_record(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """Append a ready metrics record, update the status, run plugins. Used by ``log`` and the callback."""
         self.start()
-        if not self.is_main or self.closed:
+        if self.closed:
+            return None
+        for plugin in self.plugins:  # every process, main or not (per-rank health)
+            if hasattr(plugin, "on_rank_record"):
+                self._call(plugin, "on_rank_record", record)
+        if not self.is_main:
             return None
         for plugin in self.plugins:
             self._call(plugin, "on_annotate", record)
@@ -337,6 +346,30 @@ class Monitor:
         if self.tracker.state != state and not self.closed:
             self.tracker.state = state
             self._write_status()
+
+    def step_begin(self, step: int) -> None:
+        """Hook for plugins that time the data loading (the batch is fetched before a step begins)."""
+        for plugin in self.plugins:
+            if hasattr(plugin, "on_step_begin"):
+                self._call(plugin, "on_step_begin", step)
+
+    def set_phase(self, phase: str | None) -> None:
+        """Mark a long non-step phase (``"evaluating"``, ``"saving"``) or its end (``None``), so no
+        watchdog calls it a stall; shown as ``phase`` in the status."""
+        if self.closed or self.extra_status.get("phase") == phase:
+            return
+        self.extra_status["phase"] = phase
+        for plugin in self.plugins:
+            if hasattr(plugin, "on_phase"):
+                self._call(plugin, "on_phase", phase)
+        self._write_status()
+
+    def heartbeat(self) -> None:
+        """Rewrite the status now, from a plugin's thread, so the dashboard sees the process alive while no
+        step completes (a stall) and can tell it from a dead one (stale)."""
+        with self._lock:
+            if not self.closed:
+                self._write_status()
 
     def step_end(self, step: int) -> None:
         """Hook for plugins that act every optimizer step (control requests, samples, spectral)."""
