@@ -433,7 +433,8 @@ class RankRules:
 def typical_interval(times: Iterable[float], window: int = STALL_WINDOW) -> float | None:
     """The median of the last ``window`` gaps between consecutive log times (None with fewer than two)."""
     ts = [float(t) for t in times if _finite(t)]
-    gaps = [b - a for a, b in zip(ts[-window - 1:], ts[-window:]) if b > a]
+    recent = ts[-window - 1:]
+    gaps = [b - a for a, b in zip(recent, recent[1:]) if b > a]
     return statistics.median(gaps) if gaps else None
 
 
