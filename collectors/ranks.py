@@ -518,7 +518,7 @@ class RanksPlugin:
             ex.update({"world": self.world.to_dict(), "phase": None, "last_step_at": None, "heartbeat_at": time.time(),
                        "stalled_since": None, "ranks": None})
             cfg = ex.get("config")
-            if isinstance(cfg, dict):
+            if isinstance(cfg, dict) and self.multi:  # a single process has no world worth a config column
                 cfg.update(world_size=self.world.world_size, nodes=self.world.nodes,
                            ranks_per_node=self.world.ranks_per_node, backend=self.world.backend)
             self.alerts = AlertLog(monitor.paths.alerts, source=SOURCE_COLLECTOR, guard=monitor.guard,

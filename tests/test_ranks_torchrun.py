@@ -243,3 +243,22 @@ def test_world_info_under_torchrun_variables() -> None:
             else:
                 os.environ[k] = v
     assert (w.rank, w.world_size, w.local_rank, w.ranks_per_node, w.node_rank, w.nodes) == (3, 4, 1, 2, 1, 2)
+
+
+@pytest.mark.browser
+def test_browser_ranks_panel_on_the_four_rank_run(four_rank_run: Path, dashboard, page) -> None:
+    from tests.conftest import assert_no_console_errors, save_screenshot
+
+    srv = dashboard(four_rank_run / "run")
+    page.goto(srv.url + "/", wait_until="load")
+    page.get_by_text("Slowest now: rank 3").wait_for(timeout=60_000)
+    page.get_by_text("Non-finite values: rank 1").wait_for(timeout=30_000)
+    page.get_by_text("4 ranks reporting").wait_for(timeout=30_000)
+    js = ("() => { const g = document.querySelector('#overview-ranks-graph .js-plotly-plot');"
+          " return g && g.data && g.data.length ? g.data[0].y : null; }")
+    page.wait_for_function(f"({js})() !== null", timeout=30_000)
+    rows = page.evaluate(js)
+    assert rows == ["rank 0", "rank 1", "rank 2", "rank 3"]
+    assert page.locator("#overview-ranks-table tbody tr").count() == 4
+    save_screenshot(page, "ranks-panel.png")
+    assert_no_console_errors(page)
