@@ -57,6 +57,7 @@ STALL_FACTOR_ENV = "TRAINBOARD_STALL_FACTOR"
 PHASES = ("evaluating", "saving")
 """Phases the collector marks in the status (``phase``): a long one is not a stall."""
 CATEGORY = "ranks"
+_HOST = socket.gethostname()
 MAX_PENDING_STEPS = 200
 """Log steps kept while waiting for every rank's record of them (a dead rank never completes one)."""
 
@@ -277,8 +278,49 @@ def rank_record(world: WorldInfo, step: int, wall: float, timing: Mapping[str, A
         or bool(metrics.get(rf.LOSS_REPLACED))
     fields_ = {k: v for k, v in timing.items() if k != "own_loss"}
     return rf.make_record(rf.RecordKind.RANK, rank=world.rank, step=step, time=wall, node=world.node_rank,
-                          local_rank=world.local_rank, host=socket.gethostname(), pid=os.getpid(), loss=loss,
+                          local_rank=world.local_rank, host=_HOST, pid=os.getpid(), loss=loss,
                           non_finite=non_finite, **fields_, **{k: memory[k] for k in sorted(memory)})
+
+
+class RankMemory:
+    """Memory in GB for a rank record, cheaply: RSS from ``/proc/self/statm`` through a kept descriptor
+    (about 7 µs; :func:`collectors.runtime.process_memory` builds a psutil object each call, about 200 µs,
+    which at one record per step is most of the per-rank cost), CUDA allocated/peak when in use. Falls back
+    to ``process_memory`` where there is no ``/proc``."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._page = 4096
+        try:
+            self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+            self._page = os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            self._fd = None
+
+    def read(self) -> dict[str, float]:
+        if self._fd is None:
+            return process_memory()
+        out: dict[str, float] = {}
+        try:
+            out["rss_gb"] = int(os.pread(self._fd, 256, 0).split()[1]) * self._page / 1024**3
+        except (OSError, ValueError, IndexError):
+            return process_memory()
+        torch = sys.modules.get("torch")
+        try:
+            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+                out["cuda_allocated_gb"] = torch.cuda.memory_allocated() / 1024**3
+                out["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+        except Exception:  # noqa: BLE001 - memory is a nice-to-have in a record, never a failure
+            pass
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
 
 
 # --------------------------------------------------------------------------- the rules (pure)
@@ -399,13 +441,18 @@ class RankRules:
 
     def check_silent(self, now: float, seen: Mapping[int, float], step: int) -> list[Alert]:
         """``rank_silent`` for ranks whose file is older than the limit (``seen``: rank -> last write or
-        heartbeat); a rank never seen counts from the run's start."""
+        heartbeat); a rank never seen counts from the run's start, once some rank other than 0 reported."""
         out: list[Alert] = []
         limit = self.config.silent_after_s
+        # only rank 0 ever wrote: the other ranks run no collector (a plain loop that builds its Monitor on
+        # rank 0 only), which is not a rank going silent
+        others_run_it = any(r != 0 for r in seen) or any(r != 0 for r in self.last)
         for r in range(self.world_size):
             if r in self.closed or r in self.silent:
                 continue
             last = seen.get(r)
+            if last is None and not others_run_it:
+                continue
             age = now - (self.started if last is None else last)
             if age <= limit:
                 continue
@@ -501,6 +548,7 @@ class RanksPlugin:
         self._phase_since: float | None = None
         self._guard = Guard()
         self._lock = threading.Lock()
+        self._memory: RankMemory | None = None
 
     @property
     def multi(self) -> bool:
@@ -525,6 +573,7 @@ class RanksPlugin:
                                    notifier=getattr(monitor, "notifier", None))
             self.rules = RankRules(self.config, self.world.world_size, time.time())
         if self.multi:
+            self._memory = RankMemory()
             self._writer = self._guard.run("opening the rank health file", rf.JsonlWriter,
                                            monitor.paths.rank_file(self.world.rank))
         self._hook(monitor.model)
@@ -577,7 +626,8 @@ class RanksPlugin:
         self._last_step = step
         if self._writer is None:
             return
-        rec = rank_record(self.world, step, wall, self.meter.take(time.perf_counter(), delta), process_memory(), record)
+        memory = self._memory.read() if self._memory is not None else process_memory()
+        rec = rank_record(self.world, step, wall, self.meter.take(time.perf_counter(), delta), memory, record)
         self._guard.run("appending to the rank health file", self._writer.append, rec)
 
     def on_close(self, monitor: Any, state: rf.RunState) -> None:
@@ -587,6 +637,8 @@ class RanksPlugin:
                             rf.make_record(rf.RecordKind.RANK, rank=self.world.rank, step=max(self._last_step, 0),
                                            time=time.time(), final=True, state=state.value))
             self._guard.run("closing the rank health file", self._writer.close)
+        if self._memory is not None:
+            self._memory.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2 * self.config.check_s + 1)
         if monitor.is_main:

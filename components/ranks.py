@@ -52,7 +52,10 @@ def summary_lines(view: RanksView) -> list[str]:
     silent = [r for r in view.rows if r.silent]
     if silent:
         out.append("Silent: " + ", ".join(f"rank {r.rank} (last heard {fmt_ago(r.age_s)})" for r in silent))
-    if view.missing:
+    if view.missing and [r.rank for r in view.rows] == [0]:
+        out.append("Only rank 0 reports: the other ranks run no collector (build the Monitor on every rank, "
+                   "or use MonitorCallback, for per-rank health)")
+    elif view.missing:
         out.append("Never reported: " + ", ".join(f"rank {r}" for r in view.missing)
                    + " (not started, or its node does not share the run dir's filesystem)")
     return out

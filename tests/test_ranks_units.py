@@ -152,6 +152,13 @@ def test_rank_non_finite_is_critical_for_a_nonzero_rank_once_per_episode():
     assert rules.summary()["non_finite"] == [1]
 
 
+def test_only_rank_0_reporting_is_not_a_silent_world():
+    """A plain loop that builds its Monitor on rank 0 only: the other ranks run no collector."""
+    rules = RankRules(RanksConfig(silent_after_s=10), world_size=4, started=0.0)
+    rules.feed([{"rank": 0, "step": 1}])
+    assert rules.check_silent(100.0, {0: 99.0}, 1) == []
+
+
 def test_rank_silent_after_the_limit_and_never_reported():
     rules = RankRules(RanksConfig(silent_after_s=10), world_size=3, started=0.0)
     rules.feed([{"rank": 0, "step": 1, "host": "h", "pid": 11}, {"rank": 1, "step": 1, "host": "h", "pid": 12}])
@@ -303,3 +310,24 @@ def test_rank_time_prefers_work():
     assert rank_time({"work_s": 0.2, "step_time_s": 1.0}) == 0.2
     assert rank_time({"work_s": None, "step_time_s": 1.0}) == 1.0
     assert rank_time({"work_s": "x"}) is None
+
+
+def test_panel_says_when_only_rank_0_runs_the_collector(tmp_path):
+    d = tmp_path / "ranks"
+    _write_rank(d, 0, [_rec(0, 1, 0.1)])
+    rd = RanksReader(d)
+    rd.poll()
+    lines = summary_lines(ranks_view(rd, {"world": {"world_size": 4}}, time.time()))
+    assert any(t.startswith("Only rank 0 reports") for t in lines) and not any("Never reported" in t for t in lines)
+
+
+def test_rank_memory_matches_the_process_rss():
+    from collectors.ranks import RankMemory
+    from collectors.runtime import process_memory
+
+    mem = RankMemory()
+    try:
+        got, ref = mem.read()["rss_gb"], process_memory()["rss_gb"]
+    finally:
+        mem.close()
+    assert got == pytest.approx(ref, rel=0.2)
