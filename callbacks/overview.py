@@ -429,6 +429,7 @@ def register(app: Dash) -> None:
             if (stale) {{ txt += " — stale: no new data"; }}
             if (data.state === "finished") {{ txt += " (finished)"; }}
             if (data.state === "crashed") {{ txt += " (crashed)"; }}
+            if (data.state === "stalled") {{ txt += " — stalled: no step completes"; }}
             return [txt, stale ? "updated__value updated--stale" : "updated__value",
                     stale ? "cards cards--stale" : "cards"];
         }}

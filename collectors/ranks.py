@@ -604,8 +604,10 @@ class RanksPlugin:
         if self._hooked is None:
             self._hook(monitor.model)
         self.meter.step_end(time.perf_counter(), time.time())
-        if self.stalled_since is not None:
-            self.stalled_since = None  # progress again: the watchdog clears the status on its next pass
+        if self.stalled_since is not None:  # progress again: the next status write says so
+            self.stalled_since = None
+            if monitor.is_main:
+                monitor.extra_status["stalled_since"] = None
 
     def on_phase(self, monitor: Any, phase: str | None) -> None:
         self.meter.phase(time.perf_counter(), phase)
@@ -632,6 +634,9 @@ class RanksPlugin:
 
     def on_close(self, monitor: Any, state: rf.RunState) -> None:
         self._stop.set()
+        if monitor.is_main and "stalled_since" in monitor.extra_status:  # the final status is written after this
+            monitor.extra_status["stalled_since"] = self.stalled_since if state is not rf.RunState.FINISHED else None
+            monitor.extra_status["last_step_at"] = self.meter.last_step_at
         if self._writer is not None:
             self._guard.run("closing the rank health file", self._writer.append,
                             rf.make_record(rf.RecordKind.RANK, rank=self.world.rank, step=max(self._last_step, 0),
@@ -640,7 +645,7 @@ class RanksPlugin:
         if self._memory is not None:
             self._memory.close()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2 * self.config.check_s + 1)
+            self._thread.join(timeout=1.0)  # it wakes at once on _stop; never hold a closing run longer
         if monitor.is_main:
             self._guard.run("reading the rank files", self.poll_ranks, time.time())
         if self._hooked is not None:

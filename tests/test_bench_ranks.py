@@ -18,6 +18,7 @@ def test_bench_ranks_quick_prints_cost_straggler_and_stall_figures():
                           text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    print(out)  # the figures, for whoever runs this with -s
     costs = re.findall(r"per-rank health cost, rank (\d): (\d+) us per step of ([\d.]+) ms = ([\d.]+)% of step time", out)
     assert [c[0] for c in costs] == ["0", "1"], out
     assert all(float(c[2]) > 0 and float(c[3]) >= 0 for c in costs)
