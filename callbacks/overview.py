@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,9 +23,10 @@ from components import ids
 from components.cards import CardData, build_card_grid
 from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COLOUR, TRAIN_COLOUR, TraceSpec, build_resume_traces, build_series_figure,
                                empty_figure, to_trace_points)
-from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
+from components.format import fmt_ago, fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
 from components.layout import build_overview_layout
 from components.messages import build_notice, build_problem, build_waiting
+from callbacks import ranks as ranks_callbacks
 from callbacks.alerts import feed_for
 from collectors.snapshots import list_snapshots
 from components.alerts import build_alert_marker_traces, build_event_marker_trace
@@ -32,7 +34,7 @@ from services.alerts import alerts_for, event_points, event_records, marker_poin
 from services.context import catalog_for
 from services.downsample import MAX_POINTS, downsample_indices, select_range
 from collectors.runformat import LOSS_NONFINITE_STEP, LOSS_REPLACED, RunPaths
-from services.model import STALE_AFTER_S, ResumePoint, Run, RunKind, series_key
+from services.model import STALE_AFTER_S, STALLED, ResumePoint, Run, RunKind, series_key
 REDRAW_AFTER_EXTEND = MAX_POINTS // 5
 """A downsampled chart is re-chosen after this many raw points were appended to it."""
 
@@ -60,10 +62,27 @@ CHARTS: tuple[ChartDef, ...] = (
 
 
 # ------------------------------------------------------------------------------------------ cards
-def effective_status(run: Run) -> dict[str, Any]:
+def effective_status(run: Run, now: float | None = None) -> dict[str, Any]:
     """The status document, or one derived from the series when no status file exists (a Hugging Face
-    or TensorBoard run, a MetricsLogger run), so cards show what is known instead of dashes."""
-    return run.derived_status()
+    or TensorBoard run, a MetricsLogger run), so cards show what is known instead of dashes; a live run
+    that completes no step says ``stalled`` (with ``stalled_since``), a long marked phase how long."""
+    doc = dict(run.derived_status())
+    now = time.time() if now is None else now
+    if run.state(now) == STALLED:
+        verdict = run.stall(now)
+        doc.update(state=STALLED, stalled_since=verdict.since, stall_threshold_s=verdict.threshold)
+    return doc
+
+
+def stalled_note(status: Mapping[str, Any], now: float) -> str | None:
+    """"stalled since 12:04:31 UTC (95 s without a step; limit 60 s)" for a stalled run (pure)."""
+    since = status.get("stalled_since")
+    if not isinstance(since, (int, float)) or isinstance(since, bool):
+        return None
+    limit = status.get("stall_threshold_s")
+    clock = datetime.fromtimestamp(since, tz=timezone.utc).strftime("%H:%M:%S UTC")
+    extra = f"; limit {limit:.0f} s" if isinstance(limit, (int, float)) else ""
+    return f"stalled since {clock} ({fmt_ago(max(now - since, 0.0)).replace(' ago', '')} without a step{extra})"
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
@@ -106,8 +125,8 @@ def overview_cards(status: Mapping[str, Any]) -> list[CardData]:
         CardData("memory", "Memory", fmt_gb(mem.get("rss_gb") if cuda is None else cuda), note=mem_note),
         CardData("throughput", "Throughput", tput_value, unit=tput_unit, note=tnote),
         CardData("state", "State", str(state) if state else "unknown",
-                 note=str(status["error"]) if status.get("error") else None,
-                 tone={"crashed": "bad", "finished": "good"}.get(str(state))),
+                 note=str(status["error"]) if status.get("error") else stalled_note(status, time.time()),
+                 tone={"crashed": "bad", "finished": "good", STALLED: "bad"}.get(str(state))),
     ]
 
 
@@ -405,8 +424,10 @@ def register(app: Dash) -> None:
         ranges = current_ranges(prev_state, run.run_id, triggered, {
             ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl, ids.OVERVIEW_GRAD_GRAPH: grad_rl})
         alerts_view = alerts_for(feed, run)
+        run_state = run.state()  # depends on the clock too: a run turns stalled with nothing new on disk
         unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
-                     and prev_state.get("alerts_version") == alerts_view.version)
+                     and prev_state.get("alerts_version") == alerts_view.version
+                     and prev_state.get("run_state") == run_state)
         if unchanged and triggered == ids.SHELL_TICK:
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
         snaps = snapshot_rows(run.paths) if run.has_collector else []
@@ -416,12 +437,15 @@ def register(app: Dash) -> None:
         figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
                                     loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
         state["alerts_version"] = alerts_view.version
+        state["run_state"] = run_state
         if unchanged:
             return (no_update, no_update, no_update, no_update, *figs, state)
         status = effective_status(run)
         updated = {"t": status.get("updated_at"), "state": status.get("state"), "now": time.time()}
         return (build_card_grid(overview_cards(status)), overview_message(run), updated,
                 skipped_note(run.bad_lines, run.unknown_lines, run.bad_steps), *figs, state)
+
+    ranks_callbacks.register(app)
 
     app.clientside_callback(
         f"""
@@ -437,6 +461,7 @@ def register(app: Dash) -> None:
             if (stale) {{ txt += " — stale: no new data"; }}
             if (data.state === "finished") {{ txt += " (finished)"; }}
             if (data.state === "crashed") {{ txt += " (crashed)"; }}
+            if (data.state === "stalled") {{ txt += " — stalled: no step completes"; }}
             return [txt, stale ? "updated__value updated--stale" : "updated__value",
                     stale ? "cards cards--stale" : "cards"];
         }}

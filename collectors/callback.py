@@ -31,6 +31,7 @@ from collectors import runformat as rf
 from collectors.monitor import Monitor
 from collectors.notify import notifier_from_settings
 from collectors.plugin import MonitorPlugin
+from collectors.ranks import coerce_ranks
 
 
 MAX_STATE_BYTES = 512 * 1024
@@ -83,6 +84,8 @@ class MonitorCallback(TrainerCallback, ExportableState):
             ``AnomalyConfig``/dict of thresholds (see :class:`collectors.monitor.Monitor`).
         spectral: per-layer SVD metrics (issue 5, docs/spectral.md): ``True``, a ``SpectralConfig``, a
             dict of its fields or a ``SpectralPlugin``; default ``None`` (off). The plugin is ``self.spectral``.
+        ranks: per-rank health and the stall watchdog (issue 13, docs/ranks.md): ``True`` (default), a
+            ``RanksConfig`` or a dict of its fields; ``False`` off.
 
         restore_into: internal: Trainer's callback-state restore passes it (see the module docstring).
 
@@ -100,7 +103,7 @@ class MonitorCallback(TrainerCallback, ExportableState):
 
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, plugins: Sequence[MonitorPlugin] = (),
                  tokens_per_step: float | None = None, samples: Any = None, anomaly: Any = True,
-                 spectral: Any = None, notify: Any = None, restore_into: int | None = None) -> None:
+                 spectral: Any = None, notify: Any = None, ranks: Any = True, restore_into: int | None = None) -> None:
         if restore_into is not None and getattr(self, "_index", None) is not None:
             return  # the live instance returned by __new__: already set up
         self._pending_state: dict[str, Any] | None = None
@@ -118,6 +121,7 @@ class MonitorCallback(TrainerCallback, ExportableState):
         self.monitor: Monitor | None = None
         features.check_anomaly(anomaly)  # a bad value fails at construction, not at train begin
         self.anomaly = anomaly
+        self.ranks: Any = coerce_ranks(ranks) if ranks is not False else False  # a bad value fails here
         # bad notification URLs fail here too; the Notifier is handed to the Monitor at train begin
         self.notify: Any = notifier_from_settings(notify) if notify is not False else False
 
@@ -129,7 +133,7 @@ class MonitorCallback(TrainerCallback, ExportableState):
             per_step = args.per_device_train_batch_size * max(args.gradient_accumulation_steps, 1) * world
             self.monitor = Monitor(base, samples_per_step=per_step, tokens_per_step=self.tokens_per_step,
                                    plugins=self.plugins, main_process=state.is_world_process_zero, anomaly=self.anomaly,
-                                   notify=self.notify,
+                                   notify=self.notify, ranks=self.ranks,
                                    run_config={"output_dir": args.output_dir, "learning_rate": args.learning_rate,
                                                "per_device_train_batch_size": args.per_device_train_batch_size,
                                                "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -177,6 +181,7 @@ class MonitorCallback(TrainerCallback, ExportableState):
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:
             self.monitor.set_state(rf.RunState.TRAINING)
+            self.monitor.set_phase("saving" if control.should_save else None)
 
     def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None and not self.monitor.closed:
@@ -187,11 +192,23 @@ class MonitorCallback(TrainerCallback, ExportableState):
             # global_step is incremented after the optimizer step: the step being computed is +1.
             self.monitor.pre_optimizer_step(state.global_step + 1)
 
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.set_phase(None)  # a save Trainer skipped after all (save_strategy="best") ended the phase
+            self.monitor.step_begin(state.global_step + 1)
+
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:
             self.monitor.trainer_control = control  # type: ignore[attr-defined]
             self.monitor.trainer_kwargs = kwargs  # type: ignore[attr-defined]  # eval_dataloader appears after the first eval
             self.monitor.step_end(state.global_step)
+            # DefaultFlowCallback ran first: an evaluation or a save follows this step (no watchdog calls it a stall)
+            if control.should_evaluate or control.should_save:
+                self.monitor.set_phase("evaluating" if control.should_evaluate else "saving")
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.set_phase(None)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is not None:

@@ -1,11 +1,12 @@
-"""The one place that turns the ``anomaly=``, ``samples=`` and ``spectral=`` options into plugins.
+"""The one place that turns the ``anomaly=``, ``samples=``, ``spectral=`` and ``ranks=`` options into plugins.
 
 :class:`collectors.monitor.Monitor` and :class:`collectors.callback.MonitorCallback` take the same feature
 options; both hand them here, so what each option accepts, its defaults and the order in which the
 plugins run are written once. The Monitor itself knows only the plugin protocol
 (:mod:`collectors.plugin`), never a feature.
 
-Order of the assembled plugins: the caller's own plugins, then samples, anomaly rules, spectral metrics.
+Order of the assembled plugins: the caller's own plugins, then samples, anomaly rules, spectral metrics,
+per-rank health (``ranks=``, on by default).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 from collectors.anomaly.plugin import AnomalyPlugin
 from collectors.anomaly.rules import coerce_config
 from collectors.plugin import MonitorPlugin
+from collectors.ranks import RanksPlugin, coerce_ranks
 from collectors.samples.plugin import SamplesPlugin, as_config
 from collectors.spectral.plugin import SpectralPlugin, make_spectral_plugin
 
@@ -25,6 +27,7 @@ class Features:
 
     plugins: list[MonitorPlugin] = field(default_factory=list)
     spectral: SpectralPlugin | None = None
+    ranks: RanksPlugin | None = None
 
 
 def enabled(option: Any) -> bool:
@@ -42,7 +45,7 @@ def check_anomaly(option: Any) -> None:
 
 
 def assemble(plugins: Sequence[MonitorPlugin] = (), *, anomaly: Any = False, samples: Any = None,
-             spectral: Any = None) -> Features:
+             spectral: Any = None, ranks: Any = False) -> Features:
     """The plugins for these options, after the caller's ``plugins``.
 
     Args:
@@ -54,6 +57,9 @@ def assemble(plugins: Sequence[MonitorPlugin] = (), *, anomaly: Any = False, sam
             ``None``/``False`` adds none.
         spectral: ``True``, a ``SpectralConfig``, a dict of its fields or a :class:`SpectralPlugin` adds the
             spectral plugin (once, even when it is also in ``plugins``); ``None``/``False`` adds none.
+        ranks: ``True``/``None``, a ``RanksConfig`` or a dict of its fields adds a :class:`RanksPlugin`
+            (per-rank health and the stall watchdog, docs/ranks.md) unless ``plugins`` holds one; ``False``
+            (the default here) adds none.
 
     Raises:
         ValueError: for an invalid option (the message names it and what is accepted).
@@ -67,4 +73,9 @@ def assemble(plugins: Sequence[MonitorPlugin] = (), *, anomaly: Any = False, sam
         out.spectral = make_spectral_plugin(spectral)
         if out.spectral not in out.plugins:
             out.plugins.append(out.spectral)
+    if ranks is not False:
+        out.ranks = next((p for p in out.plugins if isinstance(p, RanksPlugin)), None)
+        if out.ranks is None:
+            out.ranks = RanksPlugin(coerce_ranks(ranks))
+            out.plugins.append(out.ranks)
     return out

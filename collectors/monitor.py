@@ -222,6 +222,9 @@ class Monitor:
         skip_batches: optimizer steps whose batches a resumed loop must not train on (issue 11):
             ``"31-40"``, ``(31, 40)``, ``range(31, 41)`` or several (``"31-40,90-95"``); the loop asks
             :meth:`should_skip`. Default ``None`` (nothing skipped).
+        ranks: per-rank health and the stall watchdog (issue 13, docs/ranks.md): ``True`` (default), a
+            :class:`collectors.ranks.RanksConfig` or a dict of its fields; ``False`` turns both off. The
+            plugin is then ``monitor.ranks``.
 
     Cost and durability (issue 12, docs/run-format.md "The writer thread"): ``log`` costs the training
     thread ~10-20 µs; one writer thread (``self.writer``, :class:`collectors.writer.RunWriter`) appends the
@@ -244,7 +247,8 @@ class Monitor:
     def __init__(self, base_dir: str | os.PathLike[str], *, samples_per_step: float | None = None,
                  tokens_per_step: float | None = None, plugins: Sequence[MonitorPlugin] = (),
                  run_config: Mapping[str, Any] | None = None, main_process: bool | None = None,
-                 anomaly: Any = True, spectral: Any = None, notify: Any = None, skip_batches: Any = None) -> None:
+                 anomaly: Any = True, spectral: Any = None, notify: Any = None, skip_batches: Any = None,
+                 ranks: Any = True) -> None:
         if base_dir is None or not str(base_dir).strip():
             raise ValueError("Monitor(base_dir=...) needs a directory path; got an empty value")
         self.paths = rf.RunPaths.of(Path(base_dir).expanduser())
@@ -266,9 +270,10 @@ class Monitor:
             self.notifier.run_name = self.paths.root.name  # a Notifier built by the callback names the run now
         if not self.is_main and hasattr(notify, "close"):
             notify.close(0.0)  # another rank's callback built it: only world rank 0 sends
-        assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral)  # options -> plugins, in one place
+        assembled = features.assemble(plugins, anomaly=anomaly, spectral=spectral, ranks=ranks)  # options -> plugins
         self.plugins: list[MonitorPlugin] = assembled.plugins
         self.spectral: Any = assembled.spectral
+        self.ranks: Any = assembled.ranks
         self.tracker = StatusTracker(samples_per_step=samples_per_step, tokens_per_step=tokens_per_step)
         self.extra_status: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
         if self.skip_ranges:
@@ -524,7 +529,12 @@ class Monitor:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"Monitor.resumed(step=...) must be a non-negative integer; got {step!r}")
         self.start()
-        if not self.is_main or self.closed:
+        if self.closed:
+            return None
+        for plugin in self.plugins:  # every process, main or not (per-rank health)
+            if hasattr(plugin, "on_rank_record"):
+                self._call(plugin, "on_rank_record", record)
+        if not self.is_main:
             return None
         prev = self.previous_status or {}
         fields: dict[str, Any] = {"previous_step": prev.get("step") if isinstance(prev.get("step"), int) else None,
@@ -548,6 +558,30 @@ class Monitor:
         if self.tracker.state != state and not self.closed:
             self.tracker.state = state
             self._write_status(urgent=True)
+
+    def step_begin(self, step: int) -> None:
+        """Hook for plugins that time the data loading (the batch is fetched before a step begins)."""
+        for plugin in self.plugins:
+            if hasattr(plugin, "on_step_begin"):
+                self._call(plugin, "on_step_begin", step)
+
+    def set_phase(self, phase: str | None) -> None:
+        """Mark a long non-step phase (``"evaluating"``, ``"saving"``) or its end (``None``), so no
+        watchdog calls it a stall; shown as ``phase`` in the status."""
+        if self.closed or self.extra_status.get("phase") == phase:
+            return
+        self.extra_status["phase"] = phase
+        for plugin in self.plugins:
+            if hasattr(plugin, "on_phase"):
+                self._call(plugin, "on_phase", phase)
+        self._write_status()
+
+    def heartbeat(self) -> None:
+        """Rewrite the status now, from a plugin's thread, so the dashboard sees the process alive while no
+        step completes (a stall) and can tell it from a dead one (stale)."""
+        with self._lock:
+            if not self.closed:
+                self._write_status()
 
     def step_end(self, step: int) -> None:
         """Hook for plugins that act every optimizer step (control requests, samples, spectral)."""

@@ -60,5 +60,11 @@ class MonitorPlugin(Protocol):
         """The monitor's writer thread, for every record in order (slow work: rules, alerts). What needs the
         training thread again (live weights, a stop) goes through ``monitor.on_training_thread(fn, ...)``."""
     def on_step_end(self, monitor: PluginHost, step: int) -> None: ...
+    def on_step_begin(self, monitor: PluginHost, step: int) -> None:
+        """An optimizer step begins (its batch was just fetched); every process."""
+    def on_rank_record(self, monitor: PluginHost, record: dict[str, Any]) -> None:
+        """Every metrics record on every process, main or not, before only the main one writes it."""
+    def on_phase(self, monitor: PluginHost, phase: str | None) -> None:
+        """A long phase (``"evaluating"``, ``"saving"``) began, or ended (``None``)."""
     def on_pre_optimizer_step(self, monitor: PluginHost, step: int) -> None: ...
     def on_close(self, monitor: PluginHost, state: rf.RunState) -> None: ...

@@ -62,6 +62,10 @@ METRICS_LOG = f"{LOGS_DIR}/metrics.jsonl"
 ALERTS_LOG = f"{LOGS_DIR}/alerts.jsonl"
 SAMPLES_LOG = f"{LOGS_DIR}/samples.jsonl"
 SPECTRAL_LOG = f"{LOGS_DIR}/spectral.jsonl"
+RANKS_DIR = "ranks"
+"""Per-rank health (issue 13): each process of a multi-process run appends only its own file here."""
+RANK_FILE_PREFIX = "rank-"
+RANK_FILE_SUFFIX = ".jsonl"
 THRESHOLDS_FILE = f"{CONTROL_DIR}/thresholds.json"
 SNAPSHOT_REQUEST_FILE = f"{CONTROL_DIR}/snapshot_request.json"
 CONFIG_FILE = "config.json"
@@ -116,6 +120,8 @@ class RecordKind(str, enum.Enum):
     """An incident opened, updated or resolved (``logs/alerts.jsonl``, see collectors/anomaly/incidents.py)."""
     RESUME = "resume"
     """A training resumed into this run dir at ``step``: what an earlier process logged after it is rolled back."""
+    RANK = "rank"
+    """One rank's health at a log step (``ranks/rank-N.jsonl``; docs/run-format.md, "Ranks")."""
 
 
 KNOWN_KINDS = frozenset(k.value for k in RecordKind)
@@ -236,9 +242,25 @@ class RunPaths:
     def smart_monitor_state(self) -> Path:
         return self.root / SMART_MONITOR_STATE
 
+    @property
+    def ranks_dir(self) -> Path:
+        return self.root / RANKS_DIR
+
+    def rank_file(self, rank: int) -> Path:
+        """``ranks/rank-<rank>.jsonl``: written by that rank only, as whole appended lines."""
+        return self.ranks_dir / f"{RANK_FILE_PREFIX}{int(rank)}{RANK_FILE_SUFFIX}"
+
     def smart_monitor_log(self, date: str) -> Path:
         """The Smart Monitor's log of one day (``date`` as YYYYMMDD)."""
         return self.root / SMART_MONITOR_LOG.format(date=date)
+
+
+def rank_of_file(name: str) -> int | None:
+    """The rank of a ``rank-<N>.jsonl`` file name, ``None`` for any other name."""
+    if not (name.startswith(RANK_FILE_PREFIX) and name.endswith(RANK_FILE_SUFFIX)):
+        return None
+    digits = name[len(RANK_FILE_PREFIX):-len(RANK_FILE_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
 
 
 def checkpoint_name(step: int) -> str:

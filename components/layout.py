@@ -64,5 +64,6 @@ def build_overview_layout() -> html.Div:
             html.Div(dcc.Graph(id=ids.OVERVIEW_LR_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
             html.Div(dcc.Graph(id=ids.OVERVIEW_GRAD_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
         ], className="charts"),
+        html.Div(id=ids.OVERVIEW_RANKS, className="ranks", hidden=True),
         html.Div(id=ids.OVERVIEW_SKIPPED, className="skipped"),
     ], className="page page--overview")

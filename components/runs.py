@@ -22,7 +22,8 @@ ALIGN_STEP = "step"
 ALIGN_WALL = "wall"
 ALIGN_OPTIONS = ({"label": " step", "value": ALIGN_STEP}, {"label": " wall time (since run start)", "value": ALIGN_WALL})
 STATE_CLASSES = {"training": "state--live", "evaluating": "state--live", "finished": "state--good",
-                 "crashed": "state--bad", "stale": "state--warn", "stopped": "state--idle"}
+                 "crashed": "state--bad", "stale": "state--warn", "stopped": "state--idle",
+                 "stalled": "state--bad"}
 TABLE_COLUMNS = (("name", "Run"), ("kind", "Kind"), ("state", "State"), ("last_step", "Last step"),
                  ("best_eval_loss", "Best eval loss"), ("duration", "Duration"), ("alerts", "Alerts"),
                  ("snapshots", "Snapshots"), ("checkpoints", "Checkpoints"), ("updated", "Updated"))
@@ -67,6 +68,7 @@ def build_runs_table(rows: list[dict[str, Any]], selected: Sequence[str]) -> das
             {"if": {"filter_query": '{state} = "finished"', "column_id": "state"}, "color": "#2ca02c"},
             {"if": {"filter_query": '{state} = "training"', "column_id": "state"}, "color": "#1f77b4", "fontWeight": "600"},
             {"if": {"filter_query": '{state} = "stale"', "column_id": "state"}, "color": "#a15c00"},
+            {"if": {"filter_query": '{state} = "stalled"', "column_id": "state"}, "color": "#d62728", "fontWeight": "600"},
         ],
     )
 

@@ -7,16 +7,20 @@ same record shape), and keeps the alerts in memory. Nothing is written into the 
 dashboard only reads other tools' output. Each alert is labelled ``source = "dashboard"`` so every
 page can say "detected by the dashboard".
 
+The same module judges ``stalled`` for every run (:func:`run_stall`) with the collector's own stall rule
+(:mod:`collectors.ranks`), so a run without the collector is judged like one with it.
+
 This is the one module of the dashboard that knows the collector's rule-engine API; when that moves,
 only these imports change.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from collectors.alerts import alert_record
 from collectors.anomaly.rules import observation_from_record
 from collectors.anomaly.rules import AnomalyConfig, RuleEngine
+from collectors.ranks import PHASES, StallVerdict, judge_stall, stall_threshold
 
 DASHBOARD_SOURCE = "dashboard"
 """The ``source`` of alerts the dashboard detected itself (the collector writes its own name)."""
@@ -76,3 +80,30 @@ def detect(records: Iterable[Mapping[str, Any]], config: AnomalyConfig | None = 
     det = DashboardDetector(config)
     det.feed(records)
     return det.alerts
+
+
+# --------------------------------------------------------------------------- stalled (every run, from its files)
+
+def run_stall(status: Mapping[str, Any] | None, log_times: Sequence[float], last_record: float | None,
+              files_changed: float | None, now: float) -> StallVerdict:
+    """Whether a run that should be progressing has stopped completing steps (pure; docs/ranks.md).
+
+    The collector's own rule (:func:`collectors.ranks.judge_stall`, same factor and minimum), judged from
+    files: the last progress is the newest of the status's ``last_step_at`` (the collector's watchdog
+    writes it even between log steps) and the newest metric record's time, else the files' mtime (a
+    Trainer output dir has no wall times); "the recent typical log interval" is the median gap of
+    ``log_times``. A ``phase`` the collector marked (evaluating, saving) is reported as that phase,
+    never as a stall. Whether the process is alive is the caller's business (:func:`services.model.run_state`).
+    """
+    st = status or {}
+    candidates = [t for t in (st.get("last_step_at"), last_record) if _is_time(t)]
+    last = max(candidates) if candidates else (files_changed if _is_time(files_changed) else None)
+    phase = st.get("phase") if st.get("phase") in PHASES else None
+    if phase is None and st.get("state") == "evaluating":
+        phase = "evaluating"
+    return judge_stall(last, now, stall_threshold(log_times), phase,
+                       st.get("phase_since") if _is_time(st.get("phase_since")) else None)
+
+
+def _is_time(t: Any) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and t == t and t > 0

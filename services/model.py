@@ -41,6 +41,11 @@ STALE_AFTER_S = 120.0
 The one live/stale rule: the Overview marks its cards stale after it, the Runs table says "stale" for a
 status that claims training, and a run without a status file counts as training only while its files
 changed within it."""
+STALLED = "stalled"
+"""The state of a live run that completes no step (issue 13): see :meth:`Run.stall` and docs/ranks.md."""
+LIVE_STATES = frozenset({rf.RunState.TRAINING.value, rf.RunState.EVALUATING.value})
+STALL_TIMES = 21
+"""Recent train-record times the stall rule looks at (20 log intervals)."""
 NUMERIC_SKIP = frozenset({"v", "kind", "step", "time", rf.LOSS_REPLACED, rf.LOSS_NONFINITE_STEP})
 """Record fields that are not metric series."""
 SKIP_TAGS = frozenset({"epoch", "step", "total_flos", "runtime", "samples_per_second", "steps_per_second"})
@@ -634,8 +639,26 @@ class Run:
         return False
 
     def state(self, now: float | None = None) -> str:
-        """training / evaluating / finished / crashed / stale / stopped (see :func:`run_state`)."""
-        return run_state(self.status, self.finished(), self.last_update(), time.time() if now is None else now)
+        """training / evaluating / stalled / finished / crashed / stale / stopped (see :func:`run_state`
+        and :meth:`stall`)."""
+        now = time.time() if now is None else now
+        state = run_state(self.status, self.finished(), self.last_update(), now)
+        if state in LIVE_STATES and self.stall(now).state == STALLED:
+            return STALLED
+        return state
+
+    def stall(self, now: float | None = None) -> Any:
+        """The stall verdict (:func:`services.detection.run_stall`) from this run's files, for a run the
+        live/stale rule still calls live: its collector's heartbeat is fresh, or its files changed within
+        :data:`STALE_AFTER_S`. So a killed training is stalled at most until it turns stale/stopped."""
+        from services.detection import run_stall  # detection imports the collector's rule engine: lazily
+
+        now = time.time() if now is None else now
+        train = self.series.get(series_key(Split.TRAIN.value, "loss"))
+        if train is None:
+            train = next((s for k, s in self.series.items() if k.startswith(Split.TRAIN.value + "/") and len(s)), None)
+        times = [t for t in (train.times[-STALL_TIMES:] if train is not None else []) if math.isfinite(t) and t > 0]
+        return run_stall(self.status, times, times[-1] if times else None, self.last_update(), now)
 
     def derived_status(self) -> dict[str, Any]:
         """The status document, or one derived from the series when no status file exists (an HF or

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "collectors.anomaly": 4,
     "collectors.samples": 4,
     "collectors.spectral": 4,
+    "collectors.ranks": 4,
     "collectors.features": 5,
     "collectors.monitor": 6,
     "collectors.callback": 7,
