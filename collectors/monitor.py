@@ -299,6 +299,7 @@ class Monitor:
         """Longest ``close()`` waits for the writer thread (a hung network disk is given up on, said once)."""
         self._annotate: list[tuple[str, Any]] = []
         self._on_record: list[tuple[str, Any]] = []
+        self._on_rank_record: list[tuple[str, Any]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
@@ -478,7 +479,11 @@ class Monitor:
         """
         if not self._started:
             self.start()
-        if not self.is_main or self.closed:
+        if self.closed:
+            return None
+        for name, fn in self._on_rank_record:  # every process, main or not (per-rank health)
+            self.guard.run(name, fn, self, record)
+        if not self.is_main:
             return None
         writer = self.writer
         if writer._soon:
@@ -529,12 +534,7 @@ class Monitor:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"Monitor.resumed(step=...) must be a non-negative integer; got {step!r}")
         self.start()
-        if self.closed:
-            return None
-        for plugin in self.plugins:  # every process, main or not (per-rank health)
-            if hasattr(plugin, "on_rank_record"):
-                self._call(plugin, "on_rank_record", record)
-        if not self.is_main:
+        if self.closed or not self.is_main:
             return None
         prev = self.previous_status or {}
         fields: dict[str, Any] = {"previous_step": prev.get("step") if isinstance(prev.get("step"), int) else None,
@@ -634,6 +634,8 @@ class Monitor:
                           if callable(getattr(p, "on_annotate", None))]
         self._on_record = [(f"{type(p).__name__}.on_record", p.on_record) for p in self.plugins
                            if callable(getattr(p, "on_record", None))]
+        self._on_rank_record = [(f"{type(p).__name__}.on_rank_record", p.on_rank_record) for p in self.plugins
+                                if callable(getattr(p, "on_rank_record", None))]
         self.writer.record_hooks = [functools.partial(p.on_record_background, self) for p in self.plugins
                                     if callable(getattr(p, "on_record_background", None))]
 
