@@ -18,10 +18,13 @@ from dash.exceptions import PreventUpdate
 from collectors import runformat as rf
 from collectors.anomaly.rules import AnomalyConfig
 from components import ids
+from callbacks.recover import has_last_good, recover_panel_for
+from collectors import snapshots as snap
 from collectors.anomaly import incidents as inc
 from components.alerts import (MUTE_CHOICES, SLIDERS, build_alerts_layout, build_incident_list,
                                build_incident_summary, build_mutes, event_timeline_figure)
 from services.model import series_key
+from services.recovery import run_length_of
 from components.messages import build_notice, build_problem, build_waiting
 from services import alerts as svc
 from services.context import catalog_for
@@ -154,6 +157,36 @@ def incident_action(root: Any, trig: Any, duration: Any, now: float | None = Non
     return "Not saved: unknown action.", False
 
 
+def incident_snapshots(incidents: Any, snapshots: Any) -> dict[str, str]:
+    """``{incident id: snapshot name}`` for incidents that saved a snapshot holding a last good state
+    (its step within the incident's span); the first incident claims a snapshot. Pure."""
+    out: dict[str, str] = {}
+    claimed: set[str] = set()
+    for i in sorted(incidents, key=lambda x: x.first_step):
+        for sn in snapshots:
+            if sn.name in claimed or not has_last_good(sn.metadata) or sn.step is None:
+                continue
+            if i.first_step <= sn.step <= max(i.last_step, i.first_step):
+                out[i.id] = sn.name
+                claimed.add(sn.name)
+                break
+    return out
+
+
+def recover_panels(run: Any, run_id: str, base: Any, incidents: Any) -> dict[str, Any]:
+    """The Recover panel of each incident with a saved last good state (issue 11), by incident id."""
+    if not run.has_collector:
+        return {}
+    snaps = snap.list_snapshots(run.paths.root, with_size=False)
+    length = run_length_of(run.status or {})
+    panels = {}
+    for iid, name in incident_snapshots(incidents, snaps).items():
+        panel = recover_panel_for(run_id, run.paths.root, name, length, base)
+        if panel is not None:
+            panels[iid] = panel
+    return panels
+
+
 def layout(**_query: Any) -> Any:
     return build_alerts_layout(slider_values(AnomalyConfig()))
 
@@ -190,8 +223,9 @@ def register(app: Dash) -> None:
             message = [message, build_problem(iv.control_problem, "Acks and mutes are not applied until it is fixed.")]
         same_run = isinstance(prev, dict) and prev.get("run") == run_id
         mutes_same = same_run and prev.get("control") == state["control"]
+        panels = recover_panels(run, run_id, store.base, shown)
         return (build_incident_summary(svc.summarize_incidents(iv.incidents, iv.events)),
-                build_incident_list(shown, len(iv.incidents), iv.mutes, can_act),
+                build_incident_list(shown, len(iv.incidents), iv.mutes, can_act, recover=panels),
                 no_update if same_run and prev.get("version") == view.version else event_timeline_figure(iv.events),
                 no_update if mutes_same else build_mutes(iv.mutes, now, can_act), message, state)
 

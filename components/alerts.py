@@ -193,7 +193,7 @@ def _firing_row(f: Mapping[str, Any]) -> html.Tr:
                     html.Td(fmt_value(f.get("threshold"))), html.Td(str(f.get("message", "")))])
 
 
-def build_incident(i: Any, *, muted: bool, can_act: bool) -> html.Details:
+def build_incident(i: Any, *, muted: bool, can_act: bool, recover: Any = None) -> html.Details:
     """One incident: a summary line (severity, rule, steps, count, worst value, state, ack/mute buttons)
     that expands to its firings, newest first."""
     st = style_of(i.severity)
@@ -214,6 +214,9 @@ def build_incident(i: Any, *, muted: bool, can_act: bool) -> html.Details:
         html.Div("No firing records kept for this incident (older than the file's window).", className="panel__hint")]
     if more > 0:
         body.append(html.Div(f"… and {more} older firing(s)", className="panel__hint"))
+    if recover is not None:  # the snapshot of this incident holds the weights from before it: Recover
+        body.append(html.Div([html.H4("Recover", className="incident__recover-title"), recover],
+                             className="incident__recover"))
     if i.count > len(i.firings):
         body.append(html.Div(f"{i.count} firings in all; repeats of a lasting condition are counted, not "
                              "written one per step.", className="panel__hint"))
@@ -244,12 +247,14 @@ def build_incident(i: Any, *, muted: bool, can_act: bool) -> html.Details:
 
 
 def build_incident_list(incidents: Sequence[Any], total: int, mutes: Mapping[str, float], can_act: bool,
-                        limit: int = FEED_LIMIT) -> Any:
-    """Incidents newest first, each expandable to its firings; or an honest empty state."""
+                        limit: int = FEED_LIMIT, recover: Mapping[str, Any] | None = None) -> Any:
+    """Incidents newest first, each expandable to its firings (and, with a saved last good state, its
+    Recover panel, by incident id in ``recover``); or an honest empty state."""
     if not incidents:
         text = "No incidents match these filters." if total else "No incidents yet — the rules are watching."
         return html.Div(text, className="alert-feed__empty")
-    rows: list[Any] = [build_incident(i, muted=i.rule in mutes, can_act=can_act) for i in incidents[:limit]]
+    rows: list[Any] = [build_incident(i, muted=i.rule in mutes, can_act=can_act, recover=(recover or {}).get(i.id))
+                       for i in incidents[:limit]]
     if len(incidents) > limit:
         rows.append(html.Div(f"{len(incidents) - limit} older incident(s) not shown", className="panel__hint"))
     return rows

@@ -200,3 +200,20 @@ def test_is_loopback(host: str, loop: bool) -> None:
 def test_token_ok() -> None:
     assert token_ok("secret-token", None, "secret-token")
     assert not token_ok("secret-token", None, "secret-tokeN", "")
+
+
+def test_an_incident_with_a_last_good_snapshot_offers_recover() -> None:
+    from types import SimpleNamespace
+
+    from callbacks.alerts import incident_snapshots
+    from collectors.anomaly.incidents import Incident
+
+    spike = Incident(id="loss_spike-40", rule="loss_spike", first_step=40, last_step=42, count=2)
+    nan = Incident(id="non_finite_loss-90", rule="non_finite_loss", first_step=90, last_step=90, count=1)
+    snaps = [SimpleNamespace(name="anomaly_a_loss_spike", step=41, metadata={"last_good": {"step": 30}}),
+             SimpleNamespace(name="anomaly_b_best", step=90, metadata={}),  # no last good state: no panel
+             SimpleNamespace(name="anomaly_c_nan", step=90, metadata={"last_good": {"step": 80}})]
+    assert incident_snapshots([nan, spike], snaps) == {"loss_spike-40": "anomaly_a_loss_spike",
+                                                      "non_finite_loss-90": "anomaly_c_nan"}
+    rows = build_incident_list([spike], 1, {}, True, recover={"loss_spike-40": "PANEL"})
+    assert "Recover" in str(rows[0]) and "PANEL" in str(rows[0])
