@@ -320,6 +320,8 @@ class AlertActions:
 
     def close(self) -> None:
         self.flush()
+        if self.snapshots_saved:  # the last one written was protected; now it is one like the others
+            self.prune()
         if self.rolling is not None:
             self.rolling.close()
         self.log.close()
