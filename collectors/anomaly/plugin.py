@@ -90,6 +90,17 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mappi
                 save(str(out_dir), state_dict=dict(state_dict))
             else:
                 save(str(out_dir))
+    elif state_dict is not None:
+        from safetensors.torch import save_file
+
+        unique: dict[str, Any] = {}
+        seen: set[int] = set()
+        for name, t in state_dict.items():  # tied weights once: safetensors refuses shared tensors
+            if t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+            unique[name] = t.contiguous()
+        save_file(unique, str(out_dir / "model.safetensors"))
     else:
         from safetensors.torch import save_model
 
