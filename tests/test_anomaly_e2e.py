@@ -55,7 +55,7 @@ def test_injected_lr_fault_gives_loss_spike_snapshot_that_loads_and_runs(fault_r
     assert snap.name.startswith("anomaly_") and snap.name.endswith(spikes[0]["reason"])
     meta = json.loads((snap.path / "metadata.json").read_text())
     assert list(meta)[:9] == list(S.METADATA_FIELDS) and set(S.RECOVERY_FIELDS) <= set(meta) and meta["step"] == 105
-    # the last good state: checkpoint-100, before the LR fault's first step
+    # the last good state: the newest checkpoint at or before the log before the onset (step 100)
     assert meta["last_good"]["step"] == 100 and meta["last_good"]["source"] == "checkpoint"
     assert meta["weights_step"] == 105 and (snap.path / "last_good" / "model.safetensors").is_file() and meta["triggers"][0] == meta["reason"]
     # the live weights load back and run a forward pass
