@@ -244,6 +244,8 @@ class RollingCopy:
         self.skipped = 0
         self.train_thread_s = 0.0
         """Seconds the training thread spent in :meth:`after_step` and :meth:`before_optimizer_step`."""
+        self.copy_s = 0.0
+        """Seconds the background thread spent copying (CPU time taken beside the training)."""
         self.bytes = 0
         self._lock = threading.Lock()
         self._busy: threading.Event | None = None
@@ -329,6 +331,7 @@ class RollingCopy:
             src = {}
 
         def work() -> None:
+            t0 = time.perf_counter()
             try:
                 if cuda_event is not None:
                     cuda_event.synchronize()
@@ -342,6 +345,7 @@ class RollingCopy:
             except Exception as exc:  # noqa: BLE001 - a failed copy leaves the buffer unoffered, training goes on
                 self._error = f"{type(exc).__name__}: {exc}"
             finally:
+                self.copy_s += time.perf_counter() - t0
                 busy.set()
 
         self._thread = threading.Thread(target=work, name="trainboard-last-good", daemon=True)
