@@ -209,7 +209,7 @@ class AnomalyPlugin:
             seed = getattr(targs, "data_seed", None)
             actions.sampler_seed = seed if isinstance(seed, int) else getattr(targs, "seed", None)
         actions.epoch_at = lambda: getattr(getattr(monitor, "trainer_state", None), "epoch", None)
-        actions.publish_policy()
+        # snapshots/retention.json is written with the first snapshot (a full disk is then one report, not two)
         model = monitor.model
         if model is None or not hasattr(model, "state_dict"):
             return
