@@ -61,3 +61,21 @@ def test_non_finite_copy_is_recognised_and_large_models_are_skipped() -> None:
     assert "rolling copy is off" in said[0] and "rolling_copy_max_gb" in said[0]
     with pytest.raises(ValueError, match="positive number of steps"):
         lg.RollingCopy(every=-1)
+
+
+def test_a_skipped_snapshot_frees_its_rolling_copy(tmp_path) -> None:
+    from collectors import Monitor, runformat as rf
+    from collectors.anomaly.plugin import AnomalyPlugin
+
+    cfg = {"snapshots": {"rolling_copy_steps": 2, "min_steps_between_saves": 0, "min_free_gb": 1e6},
+           "noise": {"enabled": False}}
+    with Monitor(tmp_path, anomaly=cfg) as mon:
+        mon.watch(model=_model())
+        plugin = next(p for p in mon.plugins if isinstance(p, AnomalyPlugin))
+        for i in range(1, 30):
+            mon.log(i, loss=2.0 if i % 3 == 0 and i > 5 else 1.0)
+            mon.step_end(i)
+        assert all(b.leases == 0 for b in plugin.rolling.buffers)  # the floor skipped them: nothing held
+        assert plugin.rolling.copies >= 10  # and the copies went on
+    skipped = [a for a in rf.iter_records(rf.RunPaths.of(tmp_path).alerts) if a["rule"] == "snapshot_skipped"]
+    assert skipped and "free" in skipped[0]["message"]

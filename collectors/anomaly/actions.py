@@ -200,6 +200,7 @@ class AlertActions:
                 return {st.META_LAST_GOOD: record, st.META_RNG_STATE: rng, st.META_DATA_POSITION: pos}
             finally:
                 lease.release()
+        write_rolling.cancel = lease.release  # type: ignore[attr-defined]  # a skipped snapshot frees the copy
         return fields, write_rolling, int(rolling.bytes if rolling is not None else 0)
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
@@ -276,7 +277,7 @@ class AlertActions:
             res = snap.create_snapshot(self.paths.root, kind=kind, reason=reason, metadata=meta, status=status,
                                        write_model=None if write_model is NO_MODEL else write_model, pinned=pinned,
                                        min_free_gb=min_free, now=now, write_extra=write_extra, size_estimate=size)
-        self._record(step, reason, res)
+        self._record(step, reason, res, write_extra)
         return res
 
     def _budget_problem(self, size: int) -> str | None:
@@ -286,7 +287,10 @@ class AlertActions:
         infos = snap.list_snapshots(self.paths.root)
         return st.budget_problem(infos, policy, size)
 
-    def _record(self, step: int, reason: str, res: snap.SnapshotResult) -> None:
+    def _record(self, step: int, reason: str, res: snap.SnapshotResult, write_extra: Any = None) -> None:
+        cancel = getattr(write_extra, "cancel", None)
+        if cancel is not None:
+            cancel()  # a rolling copy held for last_good/ (released already when it was written)
         if res.ok:
             self.snapshots_saved.append(res.name)
             self.prune(protect=[res.name])
@@ -305,7 +309,7 @@ class AlertActions:
 
         def job() -> snap.SnapshotResult:
             res = snap.create_snapshot(self.paths.root, **kwargs)
-            self._record(step, reason, res)
+            self._record(step, reason, res, kwargs.get("write_extra"))
             return res
 
         self._pending = self._pool.submit(job)

@@ -173,6 +173,7 @@ class AnomalyPlugin:
         self.rolling: lg.RollingCopy | None = None
         """The rolling CPU copy of the weights (the last good state of runs without checkpoints)."""
         self._pre_opt_seen = False
+        self._model_seen: Any = None
 
     @property
     def config(self) -> AnomalyConfig:
@@ -210,9 +211,20 @@ class AnomalyPlugin:
             actions.sampler_seed = seed if isinstance(seed, int) else getattr(targs, "seed", None)
         actions.epoch_at = lambda: getattr(getattr(monitor, "trainer_state", None), "epoch", None)
         # snapshots/retention.json is written with the first snapshot (a full disk is then one report, not two)
+        self._watch_model(monitor, at_start=True)
+
+    def _watch_model(self, monitor: Any, at_start: bool = False) -> None:
+        """Measure the watched model and start its rolling copy; again when ``watch()`` gives another one
+        (``with Monitor(...) as mon: mon.watch(model)`` starts before the model is known)."""
+        assert self.actions is not None
+        actions = self.actions
         model = monitor.model
-        if model is None or not hasattr(model, "state_dict"):
+        if model is None or model is self._model_seen or not hasattr(model, "state_dict"):
             return
+        self._model_seen = model
+        if self.rolling is not None:
+            self.rolling.close()
+            self.rolling = actions.rolling = None
         actions.weights_bytes = monitor.guard.run("measuring the weights", lg.state_bytes, model)
         cfg = self.config.snapshots
         if not (cfg.enabled and cfg.last_good and cfg.rolling_copy_steps > 0):
@@ -221,9 +233,11 @@ class AnomalyPlugin:
         tok = monitor.tokenizer
         actions.rolling = self.rolling
         actions.rolling_writer = lambda state, d: save_live_model(model, tok, d, state_dict=state)
-        state = getattr(monitor, "trainer_state", None)
-        start = int(getattr(state, "global_step", 0) or 0)
-        monitor.guard.run("the last-good rolling copy", self._rolling_copy, monitor, start, True)
+        if at_start:  # the weights the training starts from (a model watched later: from its next due step,
+            # since the step its weights belong to is not known)
+            state = getattr(monitor, "trainer_state", None)
+            start = int(getattr(state, "global_step", 0) or 0)
+            monitor.guard.run("the last-good rolling copy", self._rolling_copy, monitor, start, True)
 
     def _rolling_copy(self, monitor: Any, step: int, force: bool = False) -> None:
         """Start a rolling copy at ``step`` when due (``force``: the weights the training starts from).
@@ -267,6 +281,8 @@ class AnomalyPlugin:
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
         if self.actions is None:
             return
+        if monitor.model is not self._model_seen:
+            self._watch_model(monitor)
         obs = observation_from_record(record)
         if obs is not None and record.get(rf.LOSS_REPLACED):
             # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
@@ -311,6 +327,8 @@ class AnomalyPlugin:
     def on_step_end(self, monitor: Any, step: int) -> None:
         if self.losswatch is not None:
             self.losswatch.set_step(step + 1)  # the forwards until the next step end belong to the next step
+        if self.actions is not None and monitor.model is not self._model_seen:
+            self._watch_model(monitor)
         if self.rolling is not None:
             self._rolling_copy(monitor, step)
         if self.actions is not None:

@@ -185,9 +185,13 @@ class Lease:
     position: dict[str, Any] | None
     _owner: "RollingCopy"
     _buf: _Buffer
+    _released: bool = False
 
     def release(self) -> None:
-        self._owner._release(self._buf)
+        """Let the rolling copy reuse the buffer (once; later calls do nothing)."""
+        if not self._released:
+            self._released = True
+            self._owner._release(self._buf)
 
     def all_finite(self) -> bool:
         """Whether every floating tensor is finite (a NaN that reached the weights before the copy)."""
