@@ -34,7 +34,7 @@ def listing_signature(rows: list[dict[str, Any]]) -> list[Any]:
 def retention_view(infos: list[snap.SnapshotInfo], policy: snap.RetentionPolicy | None, free: int | None,
                    now: float, problem: str | None = None) -> dict[str, Any]:
     """What the disk panel shows (pure): the collector's own planner over the listed snapshots, with
-    the policy it wrote in ``snapshots/retention.json`` (the defaults, without a budget, when absent)."""
+    the policy it wrote in ``control/snapshot_retention.json`` (the defaults, without a budget, when absent)."""
     known = policy is not None
     policy = policy or snap.RetentionPolicy()
     plan = snap.plan_retention(infos, policy, now)

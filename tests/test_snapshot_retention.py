@@ -159,7 +159,7 @@ def test_retention_file_round_trip_and_garbage(tmp_path: Path) -> None:
     S.write_retention(tmp_path, S.RetentionPolicy(keep_best=2, budget_bytes=5 * MB), max_total_gb=None)
     policy, doc, problem = S.read_retention(tmp_path)
     assert policy == S.RetentionPolicy(keep_best=2, budget_bytes=5 * MB) and problem is None and "updated_at" in doc
-    (tmp_path / "snapshots" / "retention.json").write_text('{"keep_best": "x"')
+    (tmp_path / "control" / "snapshot_retention.json").write_text('{"keep_best": "x"')
     policy, _, problem = S.read_retention(tmp_path)
     assert policy is None and problem
 
@@ -232,7 +232,7 @@ def test_demo_leaves_at_most_keep_best_plus_keep_last_inside_the_budget(tmp_path
     assert sum(s.size_bytes for s in snaps) <= budget_gb * GB
     kept_best = [s for s in snaps if s.role == "best_model"]
     assert kept_best and min(s.metric for s in kept_best) == pytest.approx(min(a["value"] for a in bests), rel=1e-3)
-    doc = json.loads((tmp_path / "snapshots" / "retention.json").read_text())
+    doc = json.loads((tmp_path / "control" / "snapshot_retention.json").read_text())
     assert doc["keep_best"] == 3 and doc["keep_last"] == 2 and doc["budget_bytes"] == int(budget_gb * GB)
 
 

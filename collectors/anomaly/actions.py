@@ -108,13 +108,13 @@ class AlertActions:
                                   min_free_gb=cfg.min_free_gb)
 
     def publish_policy(self) -> None:
-        """Write ``snapshots/retention.json`` when the policy changed (at start, after a thresholds reload)."""
+        """Write ``control/snapshot_retention.json`` when the policy changed (at start, after a thresholds reload)."""
         doc = self.policy().to_doc()
         if doc == self._published:
             return
         self._published = doc
         cfg = self.config.snapshots
-        self.guard.run("writing snapshots/retention.json", st.write_retention, self.paths.root, self.policy(),
+        self.guard.run("writing control/snapshot_retention.json", st.write_retention, self.paths.root, self.policy(),
                        max_total_gb=cfg.max_total_gb, budget_default=cfg.max_total_gb is None,
                        free_at_start_bytes=self.free_at_start, source=self.source)
 

@@ -210,7 +210,7 @@ class AnomalyPlugin:
             seed = getattr(targs, "data_seed", None)
             actions.sampler_seed = seed if isinstance(seed, int) else getattr(targs, "seed", None)
         actions.epoch_at = lambda: getattr(getattr(monitor, "trainer_state", None), "epoch", None)
-        # snapshots/retention.json is written with the first snapshot (a full disk is then one report, not two)
+        # control/snapshot_retention.json is written with the first snapshot (a full disk is then one report, not two)
         self._watch_model(monitor, at_start=True)
 
     def _watch_model(self, monitor: Any, at_start: bool = False) -> None:

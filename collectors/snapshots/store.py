@@ -12,7 +12,8 @@ Layout (under ``<run>/snapshots/``)::
         metadata.json                     the guide's nine fields + the recovery fields (META_* below)
         training_status.json              the status at save time (+ where the weights came from)
         pinned.json                       present when a person pinned it (never pruned)
-    retention.json                        the retention settings the collector applies (for the page)
+
+``control/snapshot_retention.json`` holds the retention the collector applies (for the Snapshots page).
 
 A snapshot is built under a temporary name (``.tmp-snap-<pid>-<token>``) and renamed into place, so a
 kill at any moment leaves either nothing or a hidden temporary directory that listings ignore and
@@ -75,8 +76,9 @@ LAST_GOOD_DIR = "last_good"
 LAST_GOOD_SOURCES = ("checkpoint", "rolling")
 RNG_STATE_FILE = "rng_state.pth"
 OPTIMIZER_STATE_FILE = "optimizer.pt"
-RETENTION_FILE = "retention.json"
-"""``snapshots/retention.json``: the policy the collector applies, so the page shows the same plan."""
+RETENTION_FILE = rf.SNAPSHOT_RETENTION_FILE
+"""``control/snapshot_retention.json``: the policy the collector applies, so the page shows the same plan
+(outside ``snapshots/``, which holds snapshot directories only)."""
 ROLE_BEST, ROLE_ANOMALY, ROLE_NAN, ROLE_MANUAL = "best_model", "anomaly", "nan", "manual"
 BEST_REASON_PREFIX = "best_model_loss_"
 
@@ -545,7 +547,7 @@ CROWD_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """What retention keeps; the collector applies it, the Snapshots page shows it (``retention.json``).
+    """What retention keeps; the collector applies it, the Snapshots page shows it (``control/snapshot_retention.json``).
 
     Args:
         keep_best: best-model snapshots kept, ranked by their metric (default 3; 0 keeps all). The best is
@@ -726,15 +728,15 @@ def prune_snapshots(run_dir: str | os.PathLike[str], keep_last: int, max_age_day
 
 
 def write_retention(run_dir: str | os.PathLike[str], policy: RetentionPolicy, **extra: Any) -> None:
-    """``snapshots/retention.json``: the policy in force, so the Snapshots page plans with the same numbers."""
-    snaps = rf.RunPaths.of(run_dir).snapshots_dir
-    snaps.mkdir(parents=True, exist_ok=True)
-    rf.write_json_atomic(snaps / RETENTION_FILE, {**policy.to_doc(), **extra, "updated_at": time.time()})
+    """``control/snapshot_retention.json``: the policy in force, so the Snapshots page plans with the same numbers."""
+    path = Path(run_dir) / RETENTION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rf.write_json_atomic(path, {**policy.to_doc(), **extra, "updated_at": time.time()})
 
 
 def read_retention(run_dir: str | os.PathLike[str]) -> tuple[RetentionPolicy | None, dict[str, Any], str | None]:
-    """``(policy, document, problem)`` from ``snapshots/retention.json``; a missing file is no problem."""
-    path = rf.RunPaths.of(run_dir).snapshots_dir / RETENTION_FILE
+    """``(policy, document, problem)`` from ``control/snapshot_retention.json``; a missing file is no problem."""
+    path = Path(run_dir) / RETENTION_FILE
     if not path.exists():
         return None, {}, None
     doc, problem = rf.read_json(path)
