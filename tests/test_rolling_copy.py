@@ -79,3 +79,19 @@ def test_a_skipped_snapshot_frees_its_rolling_copy(tmp_path) -> None:
         assert plugin.rolling.copies >= 10  # and the copies went on
     skipped = [a for a in rf.iter_records(rf.RunPaths.of(tmp_path).alerts) if a["rule"] == "snapshot_skipped"]
     assert skipped and "free" in skipped[0]["message"]
+
+
+def test_a_nan_right_after_a_spike_still_saves_its_last_good_state(tmp_path) -> None:
+    from collectors import Monitor
+    from collectors import snapshots as S
+
+    cfg = {"snapshots": {"rolling_copy_steps": 2}, "noise": {"enabled": False}}  # min_steps_between_saves: 500
+    with Monitor(tmp_path, anomaly=cfg) as mon:
+        mon.watch(model=_model())
+        for i in range(1, 16):
+            mon.log(i, loss=[2.0, 1.8, 1.6, 1.5, 1.45, 1.44, 1.43, 1.42, 1.41, 1.40, 2.6, 1.4, 1.4, float("nan"), 1.4][i - 1])
+            mon.step_end(i)
+    roles = {i.role: i for i in S.list_snapshots(tmp_path)}
+    assert "anomaly" in roles and "nan" in roles, [i.name for i in S.list_snapshots(tmp_path)]
+    meta = roles["nan"].metadata
+    assert meta["weights_step"] is None and meta["last_good"]["source"] == "rolling" and meta["last_good"]["step"] <= 13

@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 from collectors import runformat as rf
 from collectors import snapshots as snap
 from collectors.alerts import Alert, AlertLog, Severity
-from collectors.anomaly.rules import (DIVERGENCE_RECENT, AnomalyConfig, Category, Rule, RuleEngine, SnapshotPlan,
-                                      plan_snapshots)
+from collectors.anomaly.rules import (DIVERGENCE_RECENT, NAN_SNAPSHOT_RULES, AnomalyConfig, Category, Rule, RuleEngine,
+                                      SnapshotPlan, plan_snapshots)
 from collectors.runtime import Guard
 from collectors.snapshots import last_good as lg
 from collectors.snapshots import store as st
@@ -78,6 +78,8 @@ class AlertActions:
         self.source = source
         self.guard = guard or Guard()
         self.last_anomaly_save_step: int | None = None
+        self.last_nan_save_step: int | None = None
+        """A NaN snapshot is rate-limited on its own: an anomaly snapshot just before must not block it."""
         self.snapshots_saved: list[str] = []
         self.log = AlertLog(self.paths.alerts, source=source, guard=self.guard, notifier=notifier)
         self._pool: ThreadPoolExecutor | None = None
@@ -224,7 +226,13 @@ class AlertActions:
             return []
         self.publish_policy()
         results = []
-        for plan in plan_snapshots(alerts, step, self.last_anomaly_save_step, cfg.min_steps_between_saves):
+        plans = plan_snapshots(alerts, step, self.last_anomaly_save_step, cfg.min_steps_between_saves)
+        nan = [a for a in alerts if a.rule in NAN_SNAPSHOT_RULES]
+        if (nan and not any(not p.best_model for p in plans)
+                and (self.last_nan_save_step is None or step - self.last_nan_save_step >= cfg.min_steps_between_saves)):
+            plans.insert(0, SnapshotPlan(nan[0].reason, tuple(a.reason for a in nan), False, False, live_weights=False,
+                                         alerts=tuple(nan)))
+        for plan in plans:
             role = st.ROLE_BEST if plan.best_model else (st.ROLE_ANOMALY if plan.live_weights else st.ROLE_NAN)
             fields: dict[str, Any] = {}
             extra, extra_bytes = None, 0
@@ -235,6 +243,8 @@ class AlertActions:
                             pinned=plan.pinned, role=role, recovery=fields, write_extra=extra, extra_bytes=extra_bytes)
             if res.ok and not plan.best_model:
                 self.last_anomaly_save_step = step
+            if res.ok and not plan.live_weights:
+                self.last_nan_save_step = step
             results.append(res)
         return results
 
