@@ -9,6 +9,7 @@ store lists (:func:`services.security.require_listed_run`).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from collectors import runformat as rf
 from collectors import snapshots as snap
 from components import ids
 from components.messages import build_not_collected, build_problem, build_waiting
-from components.snapshots import build_detail, build_result, build_snapshots_layout, table_rows
+from components.snapshots import build_detail, build_result, build_retention, build_snapshots_layout, table_rows
 from services.context import catalog_for
 from services.security import PathRefused, require_listed_run, safe_run_root, safe_snapshot, snapshot_refusal
 
@@ -28,6 +29,28 @@ from services.security import PathRefused, require_listed_run, safe_run_root, sa
 def listing_signature(rows: list[dict[str, Any]]) -> list[Any]:
     """What must change for the table to re-render (pure)."""
     return [[r["name"], r["pinned"], r["size_bytes"]] for r in rows]
+
+
+def retention_view(infos: list[snap.SnapshotInfo], policy: snap.RetentionPolicy | None, free: int | None,
+                   now: float, problem: str | None = None) -> dict[str, Any]:
+    """What the disk panel shows (pure): the collector's own planner over the listed snapshots, with
+    the policy it wrote in ``control/snapshot_retention.json`` (the defaults, without a budget, when absent)."""
+    known = policy is not None
+    policy = policy or snap.RetentionPolicy()
+    plan = snap.plan_retention(infos, policy, now)
+    typical = max((i.size_bytes or 0 for i in infos), default=0)
+    floor = max(policy.min_free_gb * snap.BYTES_PER_GB, 2 * typical)
+    rules = (f"Keeps the {policy.keep_best} best models by loss" if policy.keep_best else "Keeps every best model")
+    rules += (f" and the last {policy.keep_last} anomaly snapshots" if policy.keep_last else " and every anomaly snapshot")
+    if policy.max_age_days is not None:
+        rules += f" (none older than {policy.max_age_days:g} days)"
+    rules += "; pinned and manual snapshots are never removed."
+    if not known:
+        rules += " (The collector has not written its settings yet: showing the defaults.)"
+    return {"used_bytes": plan.used_bytes, "budget_bytes": plan.budget_bytes, "pinned_bytes": plan.pinned_bytes,
+            "crowded": plan.crowded, "remove": [list(r) for r in plan.remove], "next_out": [list(n) for n in plan.next_out],
+            "free_bytes": free, "floor_text": f"{floor / snap.BYTES_PER_GB:.3g} GB free", "rules": rules,
+            "problem": problem}
 
 
 def selected_name(data: list[dict[str, Any]] | None, selected: list[int] | None) -> str | None:
@@ -90,6 +113,7 @@ def register(app: Dash) -> None:
 
     @app.callback(Output(ids.SNAPSHOTS_TABLE, "data"), Output(ids.SNAPSHOTS_MESSAGE, "children"),
                   Output(ids.SNAPSHOTS_STATE, "data"), Output(ids.SNAPSHOTS_TABLE, "selected_rows"),
+                  Output(ids.SNAPSHOTS_RETENTION, "children"),
                   Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "value"),
                   Input(ids.SNAPSHOTS_REFRESH, "data"), State(ids.SNAPSHOTS_STATE, "data"),
                   State(ids.SNAPSHOTS_SELECTED, "data"))
@@ -98,25 +122,29 @@ def register(app: Dash) -> None:
         if run is None:
             if prev == {"waiting": True}:
                 raise PreventUpdate
-            return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, []
+            return [], build_waiting(str(store.base), "Snapshots appear here once a run exists."), {"waiting": True}, [], ""
         if not run.has_collector:
             state = {"run": run_id, "not_collected": True}
             if prev == state:
                 raise PreventUpdate
-            return [], build_not_collected("snapshots", run.label, NOT_COLLECTED_DETAIL), state, []
+            return [], build_not_collected("snapshots", run.label, NOT_COLLECTED_DETAIL), state, [], ""
         try:
             root = safe_run_root(base, run.paths.root)
         except PathRefused as exc:
             if prev == {"run": run_id, "refused": str(exc)}:
                 raise PreventUpdate
-            return [], build_problem(str(exc)), {"run": run_id, "refused": str(exc)}, []
-        rows = [i.to_row() for i in snap.list_snapshots(root) if snapshot_refusal(base, i.path) is None]
-        state = {"run": run_id, "sig": listing_signature(rows)}
+            return [], build_problem(str(exc)), {"run": run_id, "refused": str(exc)}, [], ""
+        infos = [i for i in snap.list_snapshots(root) if snapshot_refusal(base, i.path) is None]
+        rows = [i.to_row() for i in infos]
+        policy, doc, problem = snap.read_retention(root)
+        state = {"run": run_id, "sig": listing_signature(rows), "policy": policy.to_doc() if policy else problem}
         if prev == state:
             raise PreventUpdate
         message = None if rows else html_hint(run.paths.snapshots_dir)
+        view = retention_view(infos, policy, snap.store.free_bytes(run.paths.snapshots_dir), time.time(), problem)
         # selection follows the snapshot's name, not its row number, as rows come and go
-        return table_rows(rows), message, state, [i for i, r in enumerate(rows) if r["name"] == selected][:1]
+        return (table_rows(rows), message, state, [i for i, r in enumerate(rows) if r["name"] == selected][:1],
+                build_retention(view))
 
     @app.callback(Output(ids.SNAPSHOTS_SELECTED, "data"), Input(ids.SNAPSHOTS_TABLE, "selected_rows"),
                   State(ids.SNAPSHOTS_TABLE, "data"), State(ids.SNAPSHOTS_SELECTED, "data"))

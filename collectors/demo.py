@@ -201,6 +201,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # --- end samples ---
     p.add_argument("--no-anomaly", action="store_true", help="MonitorCallback without anomaly rules/snapshots")
     p.add_argument("--save-steps", type=int, default=0, help="save checkpoint-* every N steps (default: never)")
+    p.add_argument("--save-total-limit", type=int, default=None, help="Trainer's save_total_limit (default: none)")
+    # --- snapshot retention and last good state (issue 11): the AnomalyConfig.snapshots settings ---
+    for flag, kind, hint in (("keep-best", int, "best-model snapshots kept (default 3; 0: all)"),
+                             ("keep-last", int, "anomaly snapshots kept (default 20; 0: all)"),
+                             ("max-total-gb", float, "snapshot disk budget (default: min(50 GB, 25%% of free disk); 0: none)"),
+                             ("min-free-gb", float, "free-disk floor for snapshots (default 1.0)"),
+                             ("min-steps-between-saves", int, "steps between anomaly snapshots (default 500)"),
+                             ("rolling-copy-steps", int, "steps between rolling last-good copies (default 50; 0: off)")):
+        p.add_argument(f"--{flag}", type=kind, default=None, help=hint)
     p.add_argument("--inject-lr-spike", type=int, default=0, metavar="STEP",
                    help=f"fault injection: learning rate x{LR_SPIKE_FACTOR:g} from optimizer step STEP")
     p.add_argument("--inject-lr-steps", type=int, default=LR_SPIKE_STEPS,
@@ -218,7 +227,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--samples-every must be 0 (off) or a positive integer; got {args.samples_every}")
     if not args.lr > 0:
         p.error(f"--lr must be positive; got {args.lr}")
+    if snapshot_settings(args):
+        from collectors.anomaly.rules import AnomalyConfig
+
+        try:
+            AnomalyConfig.from_dict({"snapshots": snapshot_settings(args)})
+        except ValueError as exc:
+            p.error(str(exc).replace("snapshots.", "--").replace("_", "-"))
     return args
+
+
+SNAPSHOT_FLAGS = ("keep_best", "keep_last", "max_total_gb", "min_free_gb", "min_steps_between_saves",
+                  "rolling_copy_steps")
+
+
+def snapshot_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``snapshots`` section for the snapshot flags given (pure; validated by AnomalyConfig)."""
+    return {k: getattr(args, k) for k in SNAPSHOT_FLAGS if getattr(args, k, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,17 +258,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     setup = build_demo(seed=args.seed)
     base = Path(args.base_dir)
+    saving = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    if args.save_total_limit is not None:
+        saving["save_total_limit"] = args.save_total_limit
     targs = training_arguments(str(base / "hf_output"), args.max_steps, logging_steps=args.logging_steps,
-                               eval_steps=args.eval_steps, lr=args.lr, seed=args.seed,
-                               **({"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}))
+                               eval_steps=args.eval_steps, lr=args.lr, seed=args.seed, **saving)
     samples = None
     if args.samples_every:  # issue 4: samples on by default; the eval set is passed so they start at once
         from collectors.samples import SamplesConfig
 
         samples = SamplesConfig(update_frequency=args.samples_every, mode=args.samples_mode, dataset=setup.eval)
     spectral = {"svd_interval": args.svd_interval} if args.spectral else None  # issue 5
+    anomaly: Any = not args.no_anomaly
+    snap_cfg = snapshot_settings(args)
+    if anomaly and snap_cfg:
+        anomaly = {"snapshots": snap_cfg}
     callbacks: list[Any] = [] if args.no_monitor else [
-        MonitorCallback(base_dir=base, samples=samples, anomaly=not args.no_anomaly, spectral=spectral)]
+        MonitorCallback(base_dir=base, samples=samples, anomaly=anomaly, spectral=spectral)]
     if args.inject_lr_spike:
         callbacks.append(lr_spike_callback(args.inject_lr_spike, args.inject_lr_steps))
     trainer = Trainer(model=setup.model, args=targs, train_dataset=setup.train, eval_dataset=setup.eval,

@@ -69,6 +69,7 @@ SNAPSHOTS_DELETE_CONFIRM = "snapshots-delete-confirm"
 SNAPSHOTS_DELETE_BUTTON = "snapshots-delete-button"
 SNAPSHOTS_ACTION_MESSAGE = "snapshots-action-message"
 SNAPSHOTS_REFRESH = "snapshots-refresh"
+SNAPSHOTS_RETENTION = "snapshots-retention"
 
 # ---------------------------------------------------------------- samples page (issue 4)
 SAMPLES_MESSAGE = "samples-message"

@@ -1,4 +1,5 @@
-"""Snapshots page components (pure builders, issue 3): history table, detail viewer, actions."""
+"""Snapshots page components (pure builders, issue 3): history table, detail viewer, actions, and the
+disk panel of issue 11 (space used, the budget, what retention removes next)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from components import ids
 from components.format import fmt_sig
 
 TABLE_COLUMNS = (("time", "Time"), ("reason", "Reason"), ("step", "Step"), ("loss", "Loss"), ("size", "Size"),
-                 ("pinned", "Pinned"), ("name", "Name"))
+                 ("weights", "Weights of step"), ("last_good", "Last good step"), ("pinned", "Pinned"), ("name", "Name"))
 DETAIL_MAX_CHARS = 20_000
 """A status file can be big (configs): the viewer shows this much and says it cut the rest."""
 
@@ -32,8 +33,56 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({"name": r["name"], "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])),
                     "reason": r.get("reason") or "", "step": r.get("step") if r.get("step") is not None else "–",
                     "loss": fmt_sig(r.get("loss")), "size": fmt_size(r.get("size_bytes")),
+                    "weights": _step(r.get("weights_step")), "last_good": _step(r.get("last_good_step")),
                     "pinned": "pinned" if r.get("pinned") else "", "id": r["name"]})
     return out
+
+
+def _step(v: Any) -> Any:
+    return v if isinstance(v, int) and not isinstance(v, bool) else "–"
+
+
+def build_retention(view: Mapping[str, Any] | None) -> html.Div | str:
+    """The disk panel: space used against the budget, the free disk, what retention keeps and removes
+    next, and a warning when pinned snapshots crowd out the budget (pure; ``view`` from
+    :func:`callbacks.snapshots.retention_view`)."""
+    if not view:
+        return ""
+    used, budget = view.get("used_bytes") or 0, view.get("budget_bytes")
+    parts: list[Any] = [html.H3("Disk", className="panel__title")]
+    if budget:
+        pct = 100.0 * used / budget if budget else 0.0
+        parts.append(html.Div([html.Span(f"{fmt_size(used)} used of the {fmt_size(budget)} budget ({pct:.0f} %)"),
+                               html.Div(html.Div(className="retention__fill", style={"width": f"{min(pct, 100):.1f}%"}),
+                                        className="retention__bar")], className="retention__used"))
+    else:
+        parts.append(html.Div(f"{fmt_size(used)} used; no budget (max_total_gb=0)", className="retention__used"))
+    rules = view.get("rules")
+    if rules:
+        parts.append(html.Div(rules, className="retention__rules"))
+    if view.get("free_bytes") is not None:
+        parts.append(html.Div(f"Free disk: {fmt_size(view['free_bytes'])} (snapshots stop at "
+                              f"{view.get('floor_text')})", className="retention__free"))
+    if view.get("crowded"):
+        parts.append(html.Div(f"Pinned and manual snapshots take {fmt_size(view.get('pinned_bytes'))} of the "
+                              f"{fmt_size(budget)} budget: they crowd out the automatic snapshots (retention never "
+                              "removes them). Unpin or delete some to make room.", className="message message--problem",
+                              role="alert"))
+    nxt = view.get("next_out") or []
+    removing = view.get("remove") or []
+    if removing:
+        parts.append(html.Div([html.Div("Retention removes at its next run:")] +
+                              [html.Div(f"{n} — {why}", className="retention__item") for n, why in removing],
+                              className="retention__next"))
+    if nxt:
+        parts.append(html.Div([html.Div("Removed next:")] +
+                              [html.Div(f"{n} — {when}", className="retention__item") for n, when in nxt],
+                              className="retention__next"))
+    elif not removing:
+        parts.append(html.Div("Nothing is due for removal.", className="retention__next"))
+    if view.get("problem"):
+        parts.append(html.Div(view["problem"], className="message message--problem"))
+    return html.Div(parts)
 
 
 def build_snapshots_layout() -> html.Div:
@@ -44,6 +93,7 @@ def build_snapshots_layout() -> html.Div:
             html.Span(id=ids.SNAPSHOTS_NOW_PROGRESS, className="snapshots__progress", role="status"),
             html.Div(id=ids.SNAPSHOTS_NOW_RESULT, className="snapshots__result", role="status"),
         ], className="snapshots__actions panel"),
+        html.Div(id=ids.SNAPSHOTS_RETENTION, className="panel snapshots__retention"),
         html.Div([
             html.Div([
                 html.H3("History", className="panel__title"),

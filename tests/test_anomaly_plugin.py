@@ -55,9 +55,10 @@ def test_on_by_default_spike_writes_alert_and_live_snapshot(tmp_path: Path) -> N
     assert torch.equal(weights["0.weight"], model[0].weight.detach())
     status = json.loads((s.path / "training_status.json").read_text())
     assert status["step"] == 11 and status["snapshot_source"]["kind"] == "live weights"
-    # best-model snapshots: pinned
+    assert meta["weights_step"] == 11 and meta["onset_step"] == 11
+    # best-model snapshots: ranked by keep_best (default 3), not pinned (issue 11)
     best = [i for i in S.list_snapshots(tmp_path) if i.reason.startswith("best_model_")]
-    assert best and all(i.pinned for i in best)
+    assert best and not any(i.pinned for i in best) and len(best) <= 3 and {i.role for i in best} == {"best_model"}
 
 
 def test_anomaly_false_and_bad_values(tmp_path: Path) -> None:

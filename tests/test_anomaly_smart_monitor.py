@@ -81,7 +81,17 @@ def test_once_replays_hf_output_dir_then_second_run_adds_nothing(tmp_path: Path)
     assert (spike[0].path / "model" / "model.safetensors").read_text() == "weights-50"
     status = json.loads((spike[0].path / "training_status.json").read_text())
     assert status["snapshot_source"]["checkpoint_step"] == 50
-    assert all(s.pinned for s in snaps if s.reason.startswith("best_model"))
+    meta = json.loads((spike[0].path / "metadata.json").read_text())
+    assert meta["weights_step"] == 50 and meta["onset_step"] == 55 and meta["suspect_steps"] == [51, 55]
+    assert meta["last_good"] == {"step": 50, "source": "checkpoint", "path": "last_good", "checkpoint": "checkpoint-50"}
+    assert (spike[0].path / "last_good" / "model.safetensors").read_text() == "weights-50"
+    # best-model snapshots are ranked (keep_best), not pinned, and never hold weights newer than their step
+    bests = [s for s in snaps if s.reason.startswith("best_model")]
+    assert bests and not any(s.pinned for s in bests) and len(bests) <= 3
+    for s in bests:
+        m = json.loads((s.path / "metadata.json").read_text())
+        assert m["weights_step"] is None or m["weights_step"] <= s.step
+        assert (m["weights_step"] is None) == (not (s.path / "model").exists())
     lines = list(iter_log_lines(out))
     assert any("ALERT [HIGH] loss_spike_83.1pct at step 55" in line for line in lines)
     assert any("Monitoring: Step 55" in line for line in lines)

@@ -36,7 +36,10 @@ def test_guide_layout_and_exact_metadata_fields(tmp_path: Path) -> None:
     d = tmp_path / "snapshots" / res.name
     assert sorted(p.name for p in d.iterdir()) == ["metadata.json", "model", "training_status.json"]
     meta = json.loads((d / "metadata.json").read_text())
-    assert list(meta) == list(S.METADATA_FIELDS)
+    # the guide's nine fields first, then the recovery fields of issue 11 (None when not known)
+    assert list(meta) == list(S.METADATA_FIELDS) + list(S.RECOVERY_FIELDS)
+    assert meta["weights_step"] is None and meta["last_good"] is None
+    assert meta["data_position"] == {"epoch": None, "step_in_epoch": None, "sampler_seed": None}
     assert meta["reason"] == "loss_spike_37.8pct" and meta["timestamp"] == "20251112_143022"
     assert (d / "model" / "model.safetensors").stat().st_size == 1000
     assert not [p for p in (tmp_path / "snapshots").iterdir() if p.name.startswith(".")]

@@ -100,9 +100,14 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
     # the selection follows the snapshot (not the row number) while rows are added
     page.locator("#snapshots-detail .snapshots__name", has_text="loss_spike").wait_for(timeout=TIMEOUT_MS)
     save_screenshot(page, "snapshots.png")
-    # delete, with confirmation: refused for a pinned best-model snapshot, done for the manual one
+    # the disk panel: space used, the budget the collector wrote, what retention keeps (issue 11)
+    page.locator("#snapshots-retention", has_text="used of the").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#snapshots-retention", has_text="Keeps the 3 best models by loss").wait_for(timeout=TIMEOUT_MS)
+    # delete, with confirmation: refused for a snapshot a person pinned, done for the manual one
     page.on("dialog", lambda d: d.accept())
     page.locator("#snapshots-table tr", has_text="best_model").first.locator("input[type=radio]").check()
+    page.get_by_role("button", name="Pin", exact=True).click()
+    page.locator("#snapshots-action-message", has_text="Pinned").wait_for(timeout=TIMEOUT_MS)
     page.get_by_role("button", name="Delete…").click()
     page.locator("#snapshots-action-message", has_text="is pinned: unpin it before deleting").wait_for(timeout=TIMEOUT_MS)
     page.locator("#snapshots-table tr", has_text="manual").first.locator("input[type=radio]").check()
@@ -111,7 +116,7 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
     page.wait_for_function("() => !document.querySelector('#snapshots-table').innerText.includes('manual_')",
                            timeout=TIMEOUT_MS)
     assert [s for s in S.list_snapshots(run) if s.kind == "manual"] == []
-    assert all(s.pinned for s in S.list_snapshots(run) if s.reason.startswith("best_model"))
+    assert any(s.pinned for s in S.list_snapshots(run) if s.reason.startswith("best_model"))
     assert_no_console_errors(page)
 
 
@@ -242,3 +247,21 @@ def test_token_guard(tmp_path):
     finally:
         srv.terminate()
         srv.wait(timeout=10)
+
+
+def test_disk_panel_says_when_pinned_snapshots_crowd_out_the_budget(tmp_path, dashboard, page):
+    base = tmp_path / "base"
+    run = base / "run-c"
+    make_run(run)
+    infos = S.list_snapshots(run)
+    total = sum(i.size_bytes for i in infos)
+    for i in infos:
+        S.set_pinned(run, i.name, True)
+    # the collector's policy with a budget the pinned snapshots fill
+    S.write_retention(run, S.RetentionPolicy(keep_best=3, keep_last=20, budget_bytes=total + 100))
+    srv = dashboard(base)
+    page.goto(srv.url + "/snapshots", wait_until="load")
+    page.locator("#snapshots-retention [role=alert]", has_text="crowd out").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#snapshots-retention", has_text="Free disk").wait_for(timeout=TIMEOUT_MS)
+    save_screenshot(page, "snapshots_disk_panel.png")
+    assert_no_console_errors(page)

@@ -37,7 +37,8 @@ from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
 from collectors.anomaly.losswatch import LossWatch
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config, observation_from_record
-from collectors.runtime import process_memory
+from collectors.runtime import BYTES_PER_GB, process_memory
+from collectors.snapshots import last_good as lg
 
 CONTROL_POLL_SECONDS = 1.0
 """Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
@@ -102,6 +103,17 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mappi
                 save(str(out_dir), state_dict=dict(state_dict))
             else:
                 save(str(out_dir))
+    elif state_dict is not None:
+        from safetensors.torch import save_file
+
+        unique: dict[str, Any] = {}
+        seen: set[int] = set()
+        for name, t in state_dict.items():  # tied weights once: safetensors refuses shared tensors
+            if t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+            unique[name] = t.contiguous()
+        save_file(unique, str(out_dir / "model.safetensors"))
     else:
         from safetensors.torch import save_model
 
@@ -177,6 +189,10 @@ class AnomalyPlugin:
         self._engine_lock = threading.RLock()
         """The engine is used by the writer thread (rules) and the training thread (snapshot metadata,
         live thresholds, state_dict): one at a time."""
+        self.rolling: lg.RollingCopy | None = None
+        """The rolling CPU copy of the weights (the last good state of runs without checkpoints)."""
+        self._pre_opt_seen = False
+        self._model_seen: Any = None
 
     @property
     def config(self) -> AnomalyConfig:
@@ -200,10 +216,72 @@ class AnomalyPlugin:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
             self.actions.incidents.load_state_dict(self._pending_state.get("incidents") or {})
         snap.clean_stale_temps(monitor.paths.root)
+        self._setup_last_good(monitor, targs)
         if (monitor.model is not None and targs is not None and getattr(targs, "logging_nan_inf_filter", False)
                 and self.losswatch is None):
             self._attach_losswatch(monitor)
         self._poll_control(monitor, force=True)
+
+    def _setup_last_good(self, monitor: Any, targs: Any) -> None:
+        """Where the last good state comes from: the Trainer's checkpoints and the rolling copy (issue 11)."""
+        assert self.actions is not None
+        actions = self.actions
+        if targs is not None:
+            out = getattr(targs, "output_dir", None)
+            if out:
+                actions.checkpoint_dirs = lambda: [Path(out)]
+            seed = getattr(targs, "data_seed", None)
+            actions.sampler_seed = seed if isinstance(seed, int) else getattr(targs, "seed", None)
+        actions.epoch_at = lambda: getattr(getattr(monitor, "trainer_state", None), "epoch", None)
+        # control/snapshot_retention.json is written with the first snapshot (a full disk is then one report, not two)
+        self._watch_model(monitor, at_start=True)
+
+    def _watch_model(self, monitor: Any, at_start: bool = False) -> None:
+        """Measure the watched model and start its rolling copy; again when ``watch()`` gives another one
+        (``with Monitor(...) as mon: mon.watch(model)`` starts before the model is known)."""
+        assert self.actions is not None
+        actions = self.actions
+        model = monitor.model
+        if model is None or model is self._model_seen or not hasattr(model, "state_dict"):
+            return
+        self._model_seen = model
+        if self.rolling is not None:
+            self.rolling.close()
+            self.rolling = actions.rolling = None
+        actions.weights_bytes = monitor.guard.run("measuring the weights", lg.state_bytes, model)
+        cfg = self.config.snapshots
+        if not (cfg.enabled and cfg.last_good and cfg.rolling_copy_steps > 0):
+            return
+        self.rolling = lg.RollingCopy(cfg.rolling_copy_steps, int(cfg.rolling_copy_max_gb * BYTES_PER_GB))
+        tok = monitor.tokenizer
+        actions.rolling = self.rolling
+        actions.rolling_writer = lambda state, d: save_live_model(model, tok, d, state_dict=state)
+        if at_start:  # the weights the training starts from (a model watched later: from its next due step,
+            # since the step its weights belong to is not known)
+            state = getattr(monitor, "trainer_state", None)
+            start = int(getattr(state, "global_step", 0) or 0)
+            monitor.guard.run("the last-good rolling copy", self._rolling_copy, monitor, start, True)
+
+    def _rolling_copy(self, monitor: Any, step: int, force: bool = False) -> None:
+        """Start a rolling copy at ``step`` when due (``force``: the weights the training starts from).
+        Without the pre-optimizer hook (a plain loop that does not call it) the copy is waited for at once,
+        so it never races the optimizer."""
+        rc = self.rolling
+        if rc is None or monitor.model is None:
+            return
+        if not (force or rc.due(step)):
+            return
+        state = getattr(monitor, "trainer_state", None)
+        pos = lg.position_for(step, getattr(state, "epoch", None), self.actions.sampler_seed if self.actions else None)
+        if force:
+            rc.attach(monitor.model)
+            if not rc.enabled:
+                return
+            started = rc.start(monitor.model, step, pos)
+        else:
+            started = rc.after_step(monitor.model, step, pos)
+        if started and not self._pre_opt_seen:
+            rc.before_optimizer_step()
 
     def _attach_losswatch(self, monitor: Any) -> None:
         """Trainer hides NaN/Inf losses (``logging_nan_inf_filter``): read them from the model's outputs."""
@@ -239,6 +317,8 @@ class AnomalyPlugin:
         the rules run here only with ``stop_on_critical`` (else in ``on_record_background``)."""
         if self.actions is None:
             return
+        if monitor.model is not self._model_seen:  # training thread: the model may be read here
+            self._watch_model(monitor)
         if self._background is None or self.config.stop_on_critical:
             grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
             self._evaluate(monitor, record, grad_norm, lr)  # a stop must be set before on_log returns
@@ -264,6 +344,7 @@ class AnomalyPlugin:
             # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
             # never enters the windows, nor becomes a "new best model"
             bad_step = record.get(rf.LOSS_NONFINITE_STEP)
+            self.actions.observed(bad_step if isinstance(bad_step, int) else obs.step)
             alerts = self.engine.observe(Observation(step=bad_step if isinstance(bad_step, int) else obs.step,
                                                      loss=math.nan))
             for a in alerts:
@@ -274,6 +355,8 @@ class AnomalyPlugin:
                 self._act(monitor, alerts, list(self.engine.held), at)
             obs.loss = None
         if obs is not None:
+            if obs.loss is not None and record.get("kind") == rf.RecordKind.TRAIN.value:
+                self.actions.observed(obs.step)
             if obs.loss is not None and obs.grad_norm is None:
                 obs.grad_norm = grad_norm
             if obs.loss is not None and obs.learning_rate is None:
@@ -282,6 +365,9 @@ class AnomalyPlugin:
             self._act(monitor, alerts, list(self.engine.held), obs.step)  # clean steps resolve incidents
 
     def on_pre_optimizer_step(self, monitor: Any, step: int) -> None:
+        if self.rolling is not None:
+            self._pre_opt_seen = True
+            self.rolling.before_optimizer_step()  # a copy in progress must see the weights before this update
         if self.actions is None or not self._want_grad_norm or monitor.model is None:
             return
         args = getattr(monitor, "trainer_args", None)
@@ -295,6 +381,10 @@ class AnomalyPlugin:
     def on_step_end(self, monitor: Any, step: int) -> None:
         if self.losswatch is not None:
             self.losswatch.set_step(step + 1)  # the forwards until the next step end belong to the next step
+        if self.actions is not None and monitor.model is not self._model_seen:
+            self._watch_model(monitor)
+        if self.rolling is not None:
+            self._rolling_copy(monitor, step)
         if self.actions is not None:
             self._poll_control(monitor, step=step)
 

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from collectors import runformat as rf
 from collectors.alerts import Alert, Severity
+from collectors.snapshots.last_good import ROLLING_COPY_MAX_GB, ROLLING_COPY_STEPS
+from collectors.snapshots.store import KEEP_BEST
 
 # --------------------------------------------------------------------------- names
 
@@ -166,6 +168,7 @@ lowest level of the noise window, and by ``k / 2`` robust standard deviations.""
 
 MIN_SNAPSHOT_FREE_GB = 1.0
 SNAPSHOT_KEEP_LAST = 20
+SNAPSHOT_KEEP_BEST = KEEP_BEST
 
 
 # --------------------------------------------------------------------------- records
@@ -386,6 +389,19 @@ class SnapshotConfig:
         background: write anomaly snapshots of the live weights in a background thread (default True):
             the training step only copies the weights to CPU memory, as Lightning's async checkpointing
             does; manual snapshots and PEFT adapters are written at once.
+        keep_best: best-model snapshots kept, the lowest by their loss (default 3; 0 keeps all); the best
+            is always kept, the one just written is never pruned.
+        max_total_gb: all snapshots of the run together (default None: min(50 GB, 25 % of the disk free
+            when the training starts); 0: no budget). Pinned snapshots count against it.
+            Also, a snapshot is skipped (``snapshot_skipped`` alert) when writing it would leave less
+            than max(``min_free_gb``, 2 × its size) free.
+        last_good: anomaly snapshots also keep the last good state from before the fault in
+            ``last_good/`` (default True).
+        rolling_copy_steps: optimizer steps between two rolling CPU copies of the weights, the last good
+            state of runs without checkpoints (default 50; 0: off).
+        rolling_copy_max_gb: no rolling copy for weights larger than this (default 2.0; it costs two
+            copies of the weights in CPU memory).
+        save_optimizer: also link the checkpoint's optimizer state into ``last_good/`` (default False).
     """
 
     enabled: bool = True
@@ -394,9 +410,20 @@ class SnapshotConfig:
     max_age_days: float | None = None
     min_free_gb: float = MIN_SNAPSHOT_FREE_GB
     background: bool = True
+    keep_best: int = SNAPSHOT_KEEP_BEST
+    max_total_gb: float | None = None
+    last_good: bool = True
+    rolling_copy_steps: int = ROLLING_COPY_STEPS
+    rolling_copy_max_gb: float = ROLLING_COPY_MAX_GB
+    save_optimizer: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "background"):
+        _check("snapshots", "keep_best", self.keep_best, 0, integer=True)
+        if self.max_total_gb is not None:
+            _check("snapshots", "max_total_gb", self.max_total_gb, 0)
+        _check("snapshots", "rolling_copy_steps", self.rolling_copy_steps, 0, integer=True)
+        _check("snapshots", "rolling_copy_max_gb", self.rolling_copy_max_gb, 0)
+        for name in ("enabled", "background", "last_good", "save_optimizer"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"snapshots.{name} must be true or false; got {getattr(self, name)!r}")
         _check("snapshots", "min_steps_between_saves", self.min_steps_between_saves, 0, integer=True)
@@ -1305,17 +1332,25 @@ class RuleEngine:
 
 # --------------------------------------------------------------------------- snapshot policy
 
-SNAPSHOT_PRIORITY = (Rule.LOSS_SPIKE.value, Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
+NAN_SNAPSHOT_RULES = frozenset({Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value})
+"""Non-finite loss or gradient norm: a snapshot of the last good state only (the live weights are NaN or
+about to be; issue 11)."""
+SNAPSHOT_PRIORITY = (Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value, Rule.LOSS_SPIKE.value,
+                     Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
 
 
 @dataclass(frozen=True)
 class SnapshotPlan:
-    """One snapshot to save now: its reason (``loss_spike_37.8pct``), every trigger's reason, pinned or not."""
+    """One snapshot to save now: its reason (``loss_spike_37.8pct``), every trigger's reason, pinned or not;
+    ``live_weights`` False for a NaN event (only the last good state is worth saving); ``alerts`` the
+    triggering alerts (their steps and patience give the fault's onset)."""
 
     reason: str
     triggers: tuple[str, ...]
     pinned: bool
     best_model: bool
+    live_weights: bool = True
+    alerts: tuple[Alert, ...] = ()
 
 
 def plan_snapshots(alerts: Sequence[Alert], step: int, last_anomaly_save_step: int | None,
@@ -1324,14 +1359,17 @@ def plan_snapshots(alerts: Sequence[Alert], step: int, last_anomaly_save_step: i
 
     Anomaly triggers (loss spike, divergence, accuracy drop) give at most one snapshot, named after the
     highest-priority trigger and listing all of them, and only ``min_steps_between_saves`` after the
-    previous anomaly snapshot. A new best model always gives its own pinned snapshot.
+    previous anomaly snapshot; a non-finite loss or gradient norm gives a last-good-only snapshot. A new
+    best model always gives its own snapshot (kept by ``keep_best``).
     """
     plans: list[SnapshotPlan] = []
-    triggers = sorted((a for a in alerts if a.rule in SNAPSHOT_TRIGGER_RULES),
+    triggers = sorted((a for a in alerts if a.rule in SNAPSHOT_TRIGGER_RULES or a.rule in NAN_SNAPSHOT_RULES),
                       key=lambda a: SNAPSHOT_PRIORITY.index(a.rule))
     if triggers and (last_anomaly_save_step is None or step - last_anomaly_save_step >= min_steps_between_saves):
-        plans.append(SnapshotPlan(triggers[0].reason, tuple(a.reason for a in triggers), False, False))
+        nan = any(a.rule in NAN_SNAPSHOT_RULES for a in triggers)
+        plans.append(SnapshotPlan(triggers[0].reason, tuple(a.reason for a in triggers), False, False,
+                                  live_weights=not nan, alerts=tuple(triggers)))
     for a in alerts:
-        if a.rule == BEST_MODEL_RULE:
-            plans.append(SnapshotPlan(a.reason, (a.reason,), True, True))
+        if a.rule == BEST_MODEL_RULE:  # ranked by keep_best, not pinned (issue 11)
+            plans.append(SnapshotPlan(a.reason, (a.reason,), False, True, alerts=(a,)))
     return plans

@@ -255,6 +255,8 @@ class SmartMonitor:
         obs = observation_from_record(record)
         if obs is None:
             return
+        if obs.loss is not None and record.get("kind") == rf.RecordKind.TRAIN.value:
+            self.actions.observed(obs.step)
         alerts = self.engine.observe(obs)
         actionable = self.actions.record_step(obs.step, alerts, list(self.engine.held))  # clean steps too
         if not alerts:
@@ -311,6 +313,7 @@ class SmartMonitor:
 
     # ------------------------------------------------------------------ loop
     def run(self, *, once: bool = False) -> int:
+        self.actions.publish_policy()
         removed = snap.clean_stale_temps(self.base)
         if removed:
             log.info("Removed %d incomplete snapshot(s) left by a killed process: %s", len(removed), ", ".join(removed))
@@ -352,6 +355,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default %(default)s)")
     p.add_argument("--loss-window", type=int, default=SmartConfig.loss_window,
                    help="losses kept for the spike and divergence rules (default %(default)s)")
+    p.add_argument("--keep-best", type=int, default=SnapshotConfig.keep_best,
+                   help="best-model snapshots kept, the lowest by loss; 0 keeps all (default %(default)s)")
+    p.add_argument("--keep-last", type=int, default=SnapshotConfig.keep_last,
+                   help="anomaly snapshots kept, newest first; 0 keeps all (default %(default)s)")
+    p.add_argument("--max-total-gb", type=float, default=None,
+                   help="disk budget of all snapshots together; 0: none (default: min(50 GB, 25%% of the disk "
+                        "free at start))")
+    p.add_argument("--min-free-gb", type=float, default=SnapshotConfig.min_free_gb,
+                   help="a snapshot is skipped when writing it would leave less than max(this, 2 x its size) "
+                        "free (default %(default)s)")
     p.add_argument("--once", action="store_true", help="replay the history that exists now, then exit")
     p.add_argument("--notify", action="append", default=[], metavar="URL",
                    help="send incidents to this apprise URL (slack://..., discord://..., json://host/path; repeat "
@@ -372,7 +385,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.config = config_from_args(args)
     except ValueError as exc:
         flag = {"smart.loss_spike_threshold": "--loss-spike-threshold", "smart.accuracy_drop_threshold": "--accuracy-drop-threshold",
-                "smart.loss_window": "--loss-window", "snapshots.min_steps_between_saves": "--min-steps-between-saves"}
+                "smart.loss_window": "--loss-window", "snapshots.min_steps_between_saves": "--min-steps-between-saves",
+                "snapshots.keep_best": "--keep-best", "snapshots.keep_last": "--keep-last",
+                "snapshots.max_total_gb": "--max-total-gb", "snapshots.min_free_gb": "--min-free-gb"}
         msg = str(exc)
         for key, name in flag.items():
             msg = msg.replace(key, name)
@@ -386,7 +401,11 @@ def config_from_args(args: argparse.Namespace) -> AnomalyConfig:
     return AnomalyConfig.from_dict({
         "smart": {"loss_spike_threshold": args.loss_spike_threshold, "accuracy_drop_threshold": args.accuracy_drop_threshold,
                   "loss_window": args.loss_window},
-        "snapshots": {"min_steps_between_saves": args.min_steps_between_saves},
+        "snapshots": {"min_steps_between_saves": args.min_steps_between_saves,
+                      "keep_best": getattr(args, "keep_best", SnapshotConfig.keep_best),
+                      "keep_last": getattr(args, "keep_last", SnapshotConfig.keep_last),
+                      "max_total_gb": getattr(args, "max_total_gb", None),
+                      "min_free_gb": getattr(args, "min_free_gb", SnapshotConfig.min_free_gb)},
     })
 
 

@@ -14,18 +14,23 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from collectors import runformat as rf
-from collectors.snapshots.store import KIND_MANUAL, SnapshotResult, build_metadata, create_snapshot, format_ts
+from collectors.snapshots.store import (KIND_MANUAL, META_LAST_GOOD_MISSING, META_WEIGHTS_STEP, SnapshotResult,
+                                        build_metadata, create_snapshot, format_ts)
 
 
-def pick_checkpoint(checkpoints: Sequence[tuple[int, Path]], step: int | None = None) -> tuple[int, Path] | None:
+def pick_checkpoint(checkpoints: Sequence[tuple[int, Path]], step: int | None = None, *,
+                    strict: bool = False) -> tuple[int, Path] | None:
     """Pure: the latest checkpoint, or with ``step`` the newest at or before it (the weights just before
-    the event), else the earliest after it."""
+    the event), else (not ``strict``) the earliest after it. An event's snapshot is ``strict``: later
+    weights are never presented as the event's."""
     if not checkpoints:
         return None
     if step is None:
         return checkpoints[-1]
     before = [c for c in checkpoints if c[0] <= step]
-    return before[-1] if before else checkpoints[0]
+    if before:
+        return before[-1]
+    return None if strict else checkpoints[0]
 
 
 def copy_tree_linked(src: Path, dst: Path) -> None:
@@ -67,20 +72,33 @@ def latest_checkpoint(run_dir: str | os.PathLike[str], step: int | None = None) 
 def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIND_MANUAL, reason: str | None = None,
                              step: int | None = None, metadata: Mapping[str, Any] | None = None,
                              min_free_gb: float = 0.0, now: float | None = None, source_dirs: Sequence[Path] | None = None,
-                             pinned: bool = False) -> SnapshotResult:
+                             pinned: bool = False, strict: bool = False, write_extra: Any = None,
+                             size_estimate: int | None = None) -> SnapshotResult:
     """A snapshot whose ``model/`` is a copy of the run's latest ``checkpoint-*`` (or the newest at/before
-    ``step``); skipped, with the reason, when there is no checkpoint yet."""
+    ``step``); ``weights_step`` in its metadata says which. Skipped, with the reason, when there is no
+    checkpoint yet; with ``strict`` (an event's snapshot) and no checkpoint at or before ``step``, it
+    holds metadata only and says so (``last_good_missing``), never later weights."""
     now = time.time() if now is None else now
-    if source_dirs is None:
-        found = latest_checkpoint(run_dir, step)
-    else:
-        cps: list[tuple[int, Path]] = []
-        for d in source_dirs:
-            cps.extend(rf.find_checkpoints(d))
-        found = pick_checkpoint(sorted(cps), step)
-    if found is None:
-        where = ", ".join(str(d) for d in (source_dirs or checkpoint_dirs_for(run_dir)))
+    dirs = list(source_dirs) if source_dirs is not None else checkpoint_dirs_for(run_dir)
+    cps: list[tuple[int, Path]] = []
+    for d in dirs:
+        cps.extend(rf.find_checkpoints(d))
+    found = pick_checkpoint(sorted(cps), step, strict=strict)
+    where = ", ".join(str(d) for d in dirs)
+    if found is None and not (strict and metadata is not None):
         return SnapshotResult(False, skipped=True, error=f"no checkpoint-* directory to copy yet (looked in {where})")
+    if found is None:
+        meta = dict(metadata or {})
+        meta[META_WEIGHTS_STEP] = None
+        if not meta.get(META_LAST_GOOD_MISSING):
+            meta[META_LAST_GOOD_MISSING] = (f"no checkpoint-* at or before step {step} (looked in {where}): "
+                                            "this snapshot holds metadata only")
+        status, _ = rf.read_json(rf.RunPaths.of(run_dir).status)
+        status = dict(status) if isinstance(status, dict) else {}
+        status["snapshot_source"] = {"kind": "none", "reason": meta[META_LAST_GOOD_MISSING]}
+        return create_snapshot(run_dir, kind=kind, reason=reason, metadata=meta, status=status, write_model=None,
+                               pinned=pinned, min_free_gb=min_free_gb, now=now, write_extra=write_extra,
+                               size_estimate=size_estimate)
     cp_step, cp_path = found
     status, _ = rf.read_json(rf.RunPaths.of(run_dir).status)
     status = dict(status) if isinstance(status, dict) else {}
@@ -90,6 +108,8 @@ def snapshot_from_checkpoint(run_dir: str | os.PathLike[str], *, kind: str = KIN
         metadata = build_metadata(timestamp=format_ts(now), reason=reason or kind, step=status.get("step", cp_step),
                                   loss=status.get("train_loss"), accuracy=latest.get("eval_accuracy"),
                                   triggers=[reason or kind], loss_history=[], best_loss=None, best_loss_step=None)
+    metadata = dict(metadata)
+    metadata[META_WEIGHTS_STEP] = cp_step
     return create_snapshot(run_dir, kind=kind, reason=reason, metadata=metadata, status=status,
                            write_model=lambda d: copy_tree_linked(cp_path, d), pinned=pinned, min_free_gb=min_free_gb,
-                           now=now)
+                           now=now, write_extra=write_extra, size_estimate=size_estimate)
