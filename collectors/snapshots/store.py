@@ -352,7 +352,8 @@ def create_snapshot(run_dir: str | os.PathLike[str], *, kind: str, reason: str |
     free = free_gb(snaps)
     if min_free_gb > 0 and free is not None and free < min_free_gb:
         return SnapshotResult(False, skipped=True,
-                              error=f"only {free:.2f} GB free on the disk of {snaps} (minimum {min_free_gb:g} GB): snapshot skipped")
+                              error=f"only {free:.3g} GB free on the disk of {snaps}, already below the floor of "
+                                    f"min_free_gb={min_free_gb:g} GB that keeps room for the training's own checkpoints")
     if size_estimate is not None:
         problem = floor_problem(free_bytes(snaps), int(size_estimate), min_free_gb)
         if problem is not None:
