@@ -6,18 +6,35 @@ TensorBoard ratio, and the many-runs page and CPU figures.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = """
+import json, sys
 from bench.bench_scale import run
+out = run(sys.argv[2:])
+open(sys.argv[1], "w").write(json.dumps(out, default=str))
+"""
 
 
 @pytest.mark.timeout(1800)
-def test_bench_scale_quick_reports_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = run(["--quick", "--data-dir", str(tmp_path / "data"), "--idle-s", "1"])
-    text = capsys.readouterr().out
+def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
+    # its own process: the bench drives its own Playwright, which cannot share a process with the suite's
+    result_file = tmp_path / "out.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(result_file), "--quick", "--data-dir",
+                           str(tmp_path / "data"), "--idle-s", "1"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1700)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(result_file.read_text())
+    text = proc.stdout
     one = out["1m"]
     assert one["new"].get("first") and one["new"].get("reopen"), one
     assert "first_error" not in one["new"] and "reopen_error" not in one["new"]

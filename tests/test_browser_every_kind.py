@@ -107,9 +107,9 @@ def test_every_kind_is_picked_and_shows_its_loss(tmp_path, dashboard, page):
 
     page.get_by_role("link", name="Alerts").click()
     feed = page.locator("#alerts-feed")
-    feed.locator(".alert").filter(has_text="non_finite_loss").filter(has_text="detected by the dashboard") \
+    feed.locator(".incident").filter(has_text="non_finite_loss").filter(has_text="detected by the dashboard") \
         .wait_for(timeout=TIMEOUT_MS)
-    assert "critical" in feed.locator(".alert").filter(has_text="non_finite_loss").first.inner_text().lower()
+    assert "critical" in feed.locator(".incident").filter(has_text="non_finite_loss").first.inner_text().lower()
     page.get_by_text("has no Trainboard collector, so these alerts were detected by the dashboard").wait_for(
         timeout=TIMEOUT_MS)
     save_screenshot(page, "every-kind-alerts-nan.png")

@@ -103,4 +103,4 @@ def test_torchrun_two_processes_write_one_coherent_run(tmp_path):
     status, _ = rf.read_json(rf.RunPaths.of(tmp_path / "run").status)
     assert status["state"] == "finished" and status["config"]["world_size"] == 2
     # issue 3: anomaly rules are on by default, so rank 0 may also have saved best-model snapshots
-    assert set(p.name for p in (tmp_path / "run").iterdir()) <= {"logs", "status", "snapshots", "ranks"}
+    assert set(p.name for p in (tmp_path / "run").iterdir()) <= {"logs", "status", "snapshots", "ranks", "control"}
