@@ -22,6 +22,7 @@ from components.svd import (FeedItem, HeatCell, MetricGauge, TrendChart, TrendLi
                             build_gauge_figure, build_graph, build_heatmap_figure, build_svd_layout,
                             build_trend_figure)
 from services.context import catalog_for
+from services.model import drop_rolled_back
 from services.spectral_store import (LayerSeries, SpectralRunData, SpectralStore, attach_spectral_store,
                                      spectral_store_for)
 
@@ -115,8 +116,9 @@ def latest_values(s: LayerSeries) -> dict[str, float]:
     return {m: float(getattr(s, m)[-1]) for m in METRIC_NAMES}
 
 
-def svd_view(data: SpectralRunData, selected: Sequence[str] | None) -> SvdView:
-    """The page content for ``data`` and the layer filter ``selected`` (empty: the most urgent layers). Pure."""
+def svd_view(data: SpectralRunData, selected: Sequence[str] | None, resumes: Sequence[Any] = ()) -> SvdView:
+    """The page content for ``data`` and the layer filter ``selected`` (empty: the most urgent layers). Pure.
+    ``resumes`` (the run's resume points) supersede the spectral alerts of rolled-back steps."""
     t = data.thresholds
     layers = sorted(name for name, s in data.layers.items() if len(s))
     latest = {name: latest_values(data.layers[name]) for name in layers}
@@ -135,7 +137,7 @@ def svd_view(data: SpectralRunData, selected: Sequence[str] | None) -> SvdView:
         d = distances(latest[name], t)
         view.heat_cells.append([HeatCell(latest[name][m], d[m], m != "principal_alignment") for m in METRIC_NAMES])
     wanted = set(selected or []) & set(latest)
-    for rec in reversed(data.alerts):
+    for rec in reversed(drop_rolled_back(data.alerts, resumes) if resumes else data.alerts):
         layer = (rec.get("metadata") or {}).get("layer", "")
         if wanted and layer not in wanted:
             continue
@@ -197,6 +199,7 @@ def register(app: Dash) -> None:
                     build_alert_feed([]), "", key)
         data = store.get(run_id)
         key = {"run": run_id, "version": None if data is None else data.version, "selected": list(selected or []),
+               "resumes": len(getattr(run, "resumes", ()) or ()) if run is not None else 0,
                "has": bool(data is not None and data.layers)}
         if prev_state == key:
             raise PreventUpdate  # nothing new on disk, nothing chosen: no re-render
@@ -212,7 +215,8 @@ def register(app: Dash) -> None:
             empty["layout"]["annotations"] = [{"text": "no spectral metrics yet", "xref": "paper", "yref": "paper",
                                                "x": 0.5, "y": 0.5, "showarrow": False}]
             return (message, [], "", [], empty, [], build_alert_feed([]), "", key)
-        view = svd_view(data, selected)
+        resumes = list(getattr(run, "resumes", ()) or ()) if run is not None else []
+        view = svd_view(data, selected, resumes)
         t = view.thresholds
         gauges = [build_graph(ids.SVD_GAUGE_TYPE, name, build_gauge_figure(name, view.gauges[name], t.warn_margin),
                               "svd-gauges__graph") for name in view.shown]

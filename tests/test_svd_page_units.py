@@ -114,3 +114,22 @@ def test_heatmap_trend_and_feed_builders() -> None:
     feed = build_alert_feed([FeedItem("CRITICAL", 5, "a", "boom"), FeedItem("INFO", 4, "a", "trend")])
     assert feed[0].children[0].style == {"backgroundColor": "#d62728"} and feed[0].children[3].children == "boom"
     assert build_alert_feed([])[0].children == "No spectral alerts yet."
+
+
+def test_rolled_back_spectral_alerts_are_superseded(tmp_path: Path) -> None:
+    from services.model import ResumePoint
+
+    write_spectral_run(tmp_path / "run", 20, 240)
+    with rf.JsonlWriter(rf.RunPaths.of(tmp_path / "run").alerts) as w:
+        for step in (200, 220):
+            w.append(rf.make_record("alert", rule="clobbering", category="spectral", severity="medium", step=step,
+                                    value=0.5, threshold=0.4, message=f"clobbering at {step}", time=100.0 + step,
+                                    metadata={"layer": "transformer.h.0.attn.c_proj"}))
+    data = data_for(tmp_path / "run")
+    assert data.alerts, "the fixture run has spectral alerts"
+    t_after = max(a["time"] for a in data.alerts) + 1.0
+    first = min(a["step"] for a in data.alerts)
+    # a resume before every alert, written after them: every later-step alert was rolled back
+    view = svd_view(data, [], [ResumePoint(step=first - 1, time=t_after)])
+    assert view.feed == []
+    assert len(svd_view(data, [], [ResumePoint(step=first - 1, time=0.0)]).feed) == len(svd_view(data, []).feed)
