@@ -435,6 +435,21 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False, mode: int
         raise
 
 
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file or directory (a rename's parent) to disk; never raises (best effort: some filesystems
+    refuse ``fsync`` on a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`).
 

@@ -344,7 +344,7 @@ class SeriesCache:
                         written = True
                 if written:
                     if self.fsync:
-                        _fsync_path(self.path_for(source))
+                        rf.fsync_path(self.path_for(source))
                     self.saves += 1
             except Exception:  # noqa: BLE001 - a full disk or a race costs the cache, never the dashboard
                 self.save_errors += 1
@@ -367,17 +367,6 @@ class SeriesCache:
         return n
 
 
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _DEFAULT: SeriesCache | None = None

@@ -351,17 +351,6 @@ class _HashingWriter:
         self._fh.flush()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _tmp_name(target: str) -> str:
@@ -510,7 +499,7 @@ class CheckpointManager:
             except OSError:
                 pass
             raise
-        _fsync_dir(d)
+        rf.fsync_path(d)
         self.guard.run("checkpoint manifest", self._update_manifest, name, version, metrics, keep_previous=False)
         return final
 
