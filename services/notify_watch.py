@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from collectors.anomaly import incidents as inc
 from services.model import RunKind, series_key
 
@@ -98,12 +100,13 @@ class DashboardNotifier:
         new = alerts[f.seen:]
         f.seen = len(alerts)
         s = run.series.get(series_key("train", "loss"))
-        steps = [int(v) for v in s.arrays()[0]] if s is not None and len(s) else []
+        x = s.arrays()[0] if s is not None and len(s) else np.empty(0)
+        fresh = x if f.last_step is None else x[x > f.last_step]  # only the steps logged since the last check
         by_step: dict[int, list[dict[str, Any]]] = {}
         for a in new:
             if isinstance(a.get("step"), int):
                 by_step.setdefault(a["step"], []).append(a)
-        todo = sorted({st for st in steps if f.last_step is None or st > f.last_step} | set(by_step))
+        todo = sorted({int(v) for v in fresh} | set(by_step))
         queued = 0
         for step in todo:
             for change in f.tracker.observe(step, by_step.get(step, ())):
