@@ -184,8 +184,15 @@ def test_incidents_ack_mute_and_events(tmp_path, dashboard, page):
     names = "() => { const g = document.querySelector('#overview-loss-graph .js-plotly-plot');" \
             " return g && g.data ? g.data.map(t => t.name) : []; }"
     page.wait_for_function(f"() => ({names})().includes('events')", timeout=TIMEOUT_MS)
-    page.locator("#overview-show-events input").uncheck()
-    page.wait_for_function(f"() => !({names})().includes('events') && ({names})().length > 0", timeout=TIMEOUT_MS)
+    gone = f"() => !({names})().includes('events') && ({names})().length > 0"
+    for _ in range(3):  # a click that lands while the page is still being drawn is lost: click again
+        page.locator("#overview-show-events input").uncheck()
+        try:
+            page.wait_for_function(gone, timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            continue
+    page.wait_for_function(gone, timeout=TIMEOUT_MS)
     page.locator("#overview-show-events input").check()
     page.wait_for_function(f"() => ({names})().includes('events')", timeout=TIMEOUT_MS)
     assert_no_console_errors(page)
