@@ -71,7 +71,8 @@ class RunTrace:
     fault_step: int | None
     condition: Condition
     records: list[dict[str, Any]] = field(default_factory=list)
-    """Trainer-like log records: step, loss (mean over the interval), grad_norm (last step's), learning_rate."""
+    """Trainer-like log records: step, loss (mean over the interval), grad_norm (last step's), learning_rate,
+    and weights_changed (what the collector's UpdateWatch reads from the model at that logged step)."""
 
     def lag_limit(self) -> int:
         return SLOW_LAG if self.fault in SLOW_FAULTS else ABRUPT_LAG
@@ -118,12 +119,15 @@ def run_one(name: str, cond: Condition, fault: str | None, fault_step: int = FAU
     """Train one run for real and return its labelled log."""
     import torch
 
+    from collectors.anomaly.updatewatch import UpdateWatch
+
     torch.manual_seed(cond.seed)
     g = torch.Generator().manual_seed(cond.seed)
     centers = torch.randn(N_CLASSES, N_FEATURES, generator=g) * 0.5
     model = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, 64), torch.nn.GELU(), torch.nn.Linear(64, N_CLASSES))
     opt = torch.optim.AdamW(model.parameters(), lr=BASE_LR, weight_decay=0.01)
     trace = RunTrace(name, fault, fault_step if fault else None, cond)
+    updates = UpdateWatch(model)
     window_losses: list[float] = []
     lr_scale = 1.0
     for step in range(1, steps + 1):
@@ -166,7 +170,7 @@ def run_one(name: str, cond: Condition, fault: str | None, fault_step: int = FAU
         window_losses.append(float(loss.detach()))
         if step % cond.log_every == 0:
             trace.records.append({"step": step, "loss": sum(window_losses) / len(window_losses), "grad_norm": gn,
-                                  "learning_rate": lr})
+                                  "learning_rate": lr, "weights_changed": updates.collect()})
             window_losses = []
     return trace
 

@@ -44,6 +44,14 @@ class RunScore:
     false_alarms: int = 0
     false_rules: list[str] = field(default_factory=list)
     events: int = 0
+    late_lag: int | None = None
+    """Logged steps to the first catching alert when it came after the lag limit (a miss, but not a silence)."""
+
+
+def observation(rec: dict[str, Any]) -> Observation:
+    """What the collector gives the engine at one logged step of a trace."""
+    return Observation(step=rec["step"], loss=rec["loss"], grad_norm=rec["grad_norm"],
+                       learning_rate=rec["learning_rate"], weights_changed=rec.get("weights_changed"))
 
 
 def replay(trace: RunTrace, make_engine: Callable[[], RuleEngine], events_apart: bool) -> RunScore:
@@ -54,8 +62,7 @@ def replay(trace: RunTrace, make_engine: Callable[[], RuleEngine], events_apart:
     for i, rec in enumerate(trace.records):
         if trace.fault_step is not None and fault_index is None and rec["step"] >= trace.fault_step:
             fault_index = i
-        alerts = eng.observe(Observation(step=rec["step"], loss=rec["loss"], grad_norm=rec["grad_norm"],
-                                         learning_rate=rec["learning_rate"]))
+        alerts = eng.observe(observation(rec))
         for a in alerts:
             is_event = events_apart and a.rule in EVENT_RULES
             score.events += is_event
@@ -65,6 +72,8 @@ def replay(trace: RunTrace, make_engine: Callable[[], RuleEngine], events_apart:
                 lag = i - fault_index
                 if not score.caught and lag <= trace.lag_limit():
                     score.caught, score.lag = True, lag
+                elif not score.caught and score.late_lag is None:
+                    score.late_lag = lag
             elif not is_event and not after_fault:
                 score.false_alarms += 1
                 score.false_rules.append(a.rule)
@@ -97,7 +106,8 @@ def summarize(detector: str, scores: Sequence[RunScore]) -> Summary:
                    sum(1 for s in clean if s.false_alarms), len(clean),
                    statistics.median(lags) if lags else None,
                    statistics.mean(s.events for s in clean) if clean else 0.0,
-                   [s.name for s in faults if not s.caught], dict(sorted(by_rule.items(), key=lambda kv: -kv[1])))
+                   [s.name + ("" if s.late_lag is None else f" (caught late, at lag {s.late_lag})")
+                    for s in faults if not s.caught], dict(sorted(by_rule.items(), key=lambda kv: -kv[1])))
 
 
 DETECTORS: dict[str, tuple[Callable[[], RuleEngine], bool]] = {
@@ -114,8 +124,7 @@ def evaluate(traces: Iterable[RunTrace]) -> list[Summary]:
 def cost_per_step_us(traces: Sequence[RunTrace], repeats: int = 3,
                      config: Callable[[], AnomalyConfig] = AnomalyConfig) -> float:
     """Microseconds per observed log step of an engine (defaults), best of ``repeats`` over all runs."""
-    obs = [[Observation(step=r["step"], loss=r["loss"], grad_norm=r["grad_norm"], learning_rate=r["learning_rate"])
-            for r in t.records] for t in traces]
+    obs = [[observation(r) for r in t.records] for t in traces]
     n = sum(len(o) for o in obs)
     best = float("inf")
     for _ in range(repeats):

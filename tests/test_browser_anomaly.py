@@ -124,9 +124,12 @@ def make_incident_run(run: Path) -> None:
     """A run with a lasting gradient explosion, a short NaN and improving losses (best-model events)."""
     torch = pytest.importorskip("torch")
     import math
+    model = torch.nn.Linear(4, 2)
     with Monitor(run) as mon:
-        mon.watch(model=torch.nn.Linear(4, 2))
+        mon.watch(model=model)
         for step in range(1, 121):
+            with torch.no_grad():
+                model.weight.add_(1e-3)  # the weights move, as a training's do (a still model is optimizer_stalled)
             loss = 2.0 * 0.99 ** step * (1 + 0.03 * math.sin(step * 1.3))
             grad = 80.0 if 40 <= step < 50 else 1.0 + 0.05 * math.sin(step)
             mon.log(step, loss=math.nan if step == 90 else loss, grad_norm=grad, learning_rate=1e-3)

@@ -36,8 +36,11 @@ def test_a_lasting_fault_is_one_incident_and_one_message(tmp_path: Path) -> None
     run = tmp_path / "run"
     with Receiver() as rx:
         with Monitor(run, notify=rx.url("json", "/ok")) as mon:
-            mon.watch(model=torch.nn.Linear(4, 4))
+            model = torch.nn.Linear(4, 4)
+            mon.watch(model=model)
             for step in range(1, 121):
+                with torch.no_grad():
+                    model.weight.add_(1e-3)  # the weights move, as a training's do (a still model is optimizer_stalled)
                 m = _healthy(step)
                 if 60 <= step < 90:
                     m["grad_norm"] = 80.0  # 30 logged steps of explosion: one incident

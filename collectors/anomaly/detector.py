@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from collectors import runformat as rf
 from collectors.alerts import SOURCE_DETECTOR, Alert, AlertLog, Severity
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config
+from collectors.anomaly.updatewatch import UpdateWatch
 from collectors.runtime import Guard
 
 DEFAULT_OUTPUT_DIR = "anomaly_detection_results"
@@ -202,6 +203,8 @@ class AdvancedAnomalyDetector:
         self._listeners: list[AlertHandler] = []
         self._log: AlertLog | None = None
         self._used = False
+        self._updates: UpdateWatch | None = None
+        self._updates_model: Any = None
         self.closed = False
         global _atexit_installed
         _OPEN.add(self)
@@ -242,14 +245,24 @@ class AdvancedAnomalyDetector:
             grad_norm = self.guard.run("reading the gradient norm", model_grad_norm, model)
         if learning_rate is None and optimizer is not None:
             learning_rate = self.guard.run("reading the learning rate", optimizer_lr, optimizer)
+        changed = None
+        if model is not None and self.engine.config.convergence.stall_logs > 0:
+            changed = self.guard.run("watching whether the weights change", self._weights_changed, model)
         obs = Observation(step=self.step, loss=to_float(loss), accuracy=to_float(accuracy),
                           grad_norm=to_float(grad_norm), learning_rate=to_float(learning_rate),
                           batch_size=int(batch_size) if batch_size is not None else None,
-                          rewards=to_float_list(rewards), predictions=to_float_list(predictions))
+                          rewards=to_float_list(rewards), predictions=to_float_list(predictions),
+                          weights_changed=changed)
         alerts = self.engine.observe(obs)
         if alerts:
             self.emit(alerts)
         return alerts
+
+    def _weights_changed(self, model: Any) -> float | None:
+        """Share of sampled weights changed since the previous call (``optimizer_stalled``)."""
+        if self._updates is None or self._updates_model is not model:
+            self._updates, self._updates_model = UpdateWatch(model), model
+        return self._updates.collect()
 
     def emit(self, alerts: Sequence[Alert]) -> None:
         """Count, save and dispatch ``alerts`` (subclasses call it for alerts of their own rules)."""

@@ -36,6 +36,7 @@ from collectors.alerts import SOURCE_COLLECTOR, Severity
 from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
 from collectors.anomaly.losswatch import LossWatch
+from collectors.anomaly.updatewatch import UpdateWatch
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config, observation_from_record
 from collectors.runtime import BYTES_PER_GB, process_memory
 from collectors.snapshots import last_good as lg
@@ -185,7 +186,10 @@ class AnomalyPlugin:
         self._pending_state: dict[str, Any] | None = None
         self._host: Any = None
         self._background: Any = None
-        self._live_inputs: dict[int, tuple[float | None, float | None]] = {}
+        self._live_inputs: dict[int, tuple[float | None, float | None, float | None]] = {}
+        self._updates: UpdateWatch | None = None
+        self._updates_model: Any = None
+        """Whether the weights still change between logged steps (``optimizer_stalled``)."""
         self._engine_lock = threading.RLock()
         """The engine is used by the writer thread (rules) and the training thread (snapshot metadata,
         live thresholds, state_dict): one at a time."""
@@ -295,15 +299,17 @@ class AnomalyPlugin:
         """Training thread, before the record is queued: read the live inputs it lacks (the gradient norm,
         the optimizer's learning rate) for the rules; mark a train loss that Trainer replaced."""
         if self.actions is not None:
-            grad_norm = lr = None
-            if monitor.model is not None and "grad_norm" not in record and "loss" in record \
-                    and record.get("kind") == rf.RecordKind.TRAIN.value:
+            grad_norm = lr = changed = None
+            train = "loss" in record and record.get("kind") == rf.RecordKind.TRAIN.value
+            if monitor.model is not None and "grad_norm" not in record and train:
                 self._want_grad_norm = True  # Trainer's logs lack it: pre_optimizer_step keeps the norm for us
                 grad_norm = self._grad_norm_for(monitor, record.get("step"))
             if monitor.optimizer is not None and "learning_rate" not in record:
                 lr = optimizer_lr(monitor.optimizer)
-            if grad_norm is not None or lr is not None:
-                self._live_inputs[id(record)] = (grad_norm, lr)  # popped by the rules, same record object
+            if monitor.model is not None and train and self.config.convergence.stall_logs > 0:
+                changed = monitor.guard.run("watching whether the weights change", self._weights_changed, monitor)
+            if grad_norm is not None or lr is not None or changed is not None:
+                self._live_inputs[id(record)] = (grad_norm, lr, changed)  # popped by the rules, same record object
         if self.losswatch is None or record.get("kind") != rf.RecordKind.TRAIN.value or "loss" not in record:
             return
         check = self.losswatch.collect()
@@ -311,6 +317,13 @@ class AnomalyPlugin:
             record[rf.LOSS_REPLACED] = True
             if check.first_step is not None:
                 record[rf.LOSS_NONFINITE_STEP] = check.first_step
+
+    def _weights_changed(self, monitor: Any) -> float | None:
+        """Training thread, at a logged step: the share of sampled weights changed since the last one."""
+        model = monitor.model
+        if self._updates is None or self._updates_model is not model:
+            self._updates, self._updates_model = UpdateWatch(model), model
+        return self._updates.collect()
 
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
         """Training thread, after the record is queued: poll the control files (once per ``control_poll_s``);
@@ -320,8 +333,8 @@ class AnomalyPlugin:
         if monitor.model is not self._model_seen:  # training thread: the model may be read here
             self._watch_model(monitor)
         if self._background is None or self.config.stop_on_critical:
-            grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
-            self._evaluate(monitor, record, grad_norm, lr)  # a stop must be set before on_log returns
+            self._evaluate(monitor, record, *self._live_inputs.pop(id(record), (None, None, None)))
+            # (a stop must be set before on_log returns)
         if time.monotonic() >= self._next_poll:
             self._poll_control(monitor)
 
@@ -329,16 +342,16 @@ class AnomalyPlugin:
         """Writer thread: the rules on one record, with the live inputs ``on_record`` read for it."""
         if self.actions is None or self._background is None or self.config.stop_on_critical:
             return  # evaluated on the training thread already
-        grad_norm, lr = self._live_inputs.pop(id(record), (None, None))
-        self._evaluate(monitor, record, grad_norm, lr)
+        self._evaluate(monitor, record, *self._live_inputs.pop(id(record), (None, None, None)))
 
-    def _evaluate(self, monitor: Any, record: dict[str, Any], grad_norm: float | None, lr: float | None) -> None:
+    def _evaluate(self, monitor: Any, record: dict[str, Any], grad_norm: float | None, lr: float | None,
+                  changed: float | None = None) -> None:
         """Run the rules on one record (the writer thread, or the training thread with ``stop_on_critical``)."""
         with self._engine_lock:
-            self._evaluate_locked(monitor, record, grad_norm, lr)
+            self._evaluate_locked(monitor, record, grad_norm, lr, changed)
 
     def _evaluate_locked(self, monitor: Any, record: dict[str, Any], grad_norm: float | None,
-                         lr: float | None) -> None:
+                         lr: float | None, changed: float | None = None) -> None:
         obs = observation_from_record(record)
         if obs is not None and record.get(rf.LOSS_REPLACED):
             # the real loss was NaN/Inf: critical at the step it happened; the stand-in Trainer logged
@@ -361,6 +374,8 @@ class AnomalyPlugin:
                 obs.grad_norm = grad_norm
             if obs.loss is not None and obs.learning_rate is None:
                 obs.learning_rate = lr
+            if record.get("kind") == rf.RecordKind.TRAIN.value:
+                obs.weights_changed = changed
             alerts = self.engine.observe(obs)
             self._act(monitor, alerts, list(self.engine.held), obs.step)  # clean steps resolve incidents
 

@@ -68,6 +68,7 @@ class Rule(str, enum.Enum):
     CALIBRATION_DRIFT = "calibration_drift"
     REWARD_DISTRIBUTION_DRIFT = "reward_distribution_drift"
     SNAPSHOT_SKIPPED = "snapshot_skipped"
+    OPTIMIZER_STALLED = "optimizer_stalled"
 
 
 SNAPSHOT_TRIGGER_RULES = frozenset({Rule.LOSS_SPIKE.value, Rule.ACCURACY_DROP.value, Rule.DIVERGENCE.value})
@@ -80,7 +81,7 @@ LEVEL_RULES = frozenset({
     Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value, Rule.GRADIENT_VARIANCE.value,
     Rule.LR_TOO_HIGH.value, Rule.LR_TOO_LOW.value, Rule.CONVERGENCE_PLATEAU.value,
     Rule.CONVERGENCE_DIVERGENCE.value, Rule.CALIBRATION_POOR.value, Rule.CALIBRATION_DRIFT.value,
-    Rule.REWARD_DISTRIBUTION_DRIFT.value,
+    Rule.REWARD_DISTRIBUTION_DRIFT.value, Rule.OPTIMIZER_STALLED.value,
 })
 """Rules about a lasting condition: alerted when it starts, then every ``ALERT_REPEAT_EVERY`` observations
 while it lasts, so a training stuck at grad norm 50 writes a handful of alerts, not one per step."""
@@ -127,6 +128,11 @@ BATCH_MIN_BEFORE = 3
 PLATEAU_THRESHOLD = 0.001
 PLATEAU_WINDOW = 50
 CONVERGENCE_DIVERGENCE_RATE = -0.1
+STALL_LOGS = 3
+"""Consecutive logged steps at which none of the sampled weights changed that make ``optimizer_stalled``."""
+STALL_MIN_STEPS = 10
+"""...spanning at least this many training steps: a GradScaler may skip a few steps in a row on purpose
+(fp16 overflow at the start), and with logging every step three logs are only three steps."""
 
 REWARD_DRIFT_THRESHOLD = 0.1
 CALIBRATION_THRESHOLD = 0.7
@@ -307,16 +313,22 @@ class BatchSizeConfig:
 @dataclass(frozen=True)
 class ConvergenceConfig:
     """Convergence tracking. Args: plateau_threshold (0.001 relative improvement across the window),
-    plateau_window (50 losses), divergence_rate (-0.1: the loss rose by more than 10 %)."""
+    plateau_window (50 losses), divergence_rate (-0.1: the loss rose by more than 10 %), stall_logs (3
+    logged steps without any sampled weight changing, 0 turns ``optimizer_stalled`` off) spanning at least
+    stall_min_steps (10) steps."""
 
     plateau_threshold: float = PLATEAU_THRESHOLD
     plateau_window: int = PLATEAU_WINDOW
     divergence_rate: float = CONVERGENCE_DIVERGENCE_RATE
+    stall_logs: int = STALL_LOGS
+    stall_min_steps: int = STALL_MIN_STEPS
 
     def __post_init__(self) -> None:
         _check("convergence", "plateau_threshold", self.plateau_threshold, 0, 1)
         _check("convergence", "plateau_window", self.plateau_window, 4, 1_000_000, integer=True)
         _check("convergence", "divergence_rate", self.divergence_rate, -100, 0)
+        _check("convergence", "stall_logs", self.stall_logs, 0, 1_000_000, integer=True)
+        _check("convergence", "stall_min_steps", self.stall_min_steps, 0, 1_000_000_000, integer=True)
 
 
 @dataclass(frozen=True)
@@ -508,8 +520,9 @@ class AnomalyConfig:
 
 
 def guide_config() -> "AnomalyConfig":
-    """The guides' rules as written (no noise gate, no warm-up grace): the benchmark's anchor."""
-    return AnomalyConfig(noise=NoiseConfig(enabled=False))
+    """The guides' rules as written (no noise gate, no warm-up grace, no ``optimizer_stalled``, which the
+    guides do not have): the benchmark's anchor."""
+    return AnomalyConfig(noise=NoiseConfig(enabled=False), convergence=ConvergenceConfig(stall_logs=0))
 
 
 def coerce_config(value: "bool | AnomalyConfig | Mapping[str, Any] | None") -> AnomalyConfig | None:
@@ -794,6 +807,25 @@ def convergence(window: Sequence[float], step: int, plateau_threshold: float = P
     return NOT_FIRED
 
 
+def optimizer_stalled(unchanged_logs: int, unchanged_steps: int, step: int, learning_rate: float | None,
+                      sampled: float | None = None, min_logs: int = STALL_LOGS,
+                      min_steps: int = STALL_MIN_STEPS) -> RuleResult:
+    """Fires when none of the sampled weights changed at ``unchanged_logs`` consecutive logged steps
+    spanning ``unchanged_steps`` training steps, while the learning rate is not 0 (a schedule at 0 is
+    expected to leave the weights alone). High: the training goes on and learns nothing."""
+    if min_logs <= 0 or unchanged_logs < min_logs or unchanged_steps < min_steps:
+        return NOT_FIRED
+    if learning_rate is not None and not learning_rate > 0:
+        return NOT_FIRED
+    lr = "unknown" if learning_rate is None else f"{learning_rate:.3g}"
+    return _fire(Rule.OPTIMIZER_STALLED, Category.CONVERGENCE, Severity.HIGH, step, 0.0, None,
+                 f"Optimizer stalled: none of the sampled weights changed in the last {unchanged_steps} steps "
+                 f"({unchanged_logs} logged steps) although the learning rate is {lr}: the updates are lost "
+                 "(optimizer.step() skipped, a GradScaler skipping every step, frozen weights, or updates "
+                 "below the weights' precision)", unchanged_logs=unchanged_logs, unchanged_steps=unchanged_steps,
+                 learning_rate=learning_rate)
+
+
 def calibration_score(predictions: Sequence[float], outcomes: Sequence[float], bins: int = CALIBRATION_BINS) -> float:
     """1 − expected calibration error of predicted probabilities against 0/1 outcomes (1.0 is perfect)."""
     n = len(predictions)
@@ -879,6 +911,9 @@ class Observation:
     eval_loss: float | None = None
     rewards: Sequence[float] | None = None
     predictions: Sequence[float] | None = None
+    weights_changed: float | None = None
+    """Fraction of a sample of trainable weights that changed since the previous logged step (the
+    collector's :class:`collectors.anomaly.updatewatch.UpdateWatch`; None where the weights are not seen)."""
 
 
 def _is_outlier(result: RuleResult) -> bool:
@@ -944,6 +979,12 @@ class RuleEngine:
         self.seen_eval = False
         self._alloc()
         self._active: dict[str, int] = {}
+        self._stall_logs = 0
+        self._stall_from = 0
+        self._stall_fired = False
+        self._quiet_max = 0
+        self._seen_change = False
+        self._last_train_step: int | None = None
         self.held: list[Alert] = []
         """The firings of the latest :meth:`observe` that repeat suppression kept out of its result (a
         lasting condition between its every-``ALERT_REPEAT_EVERY`` repeats). The file stays short; the
@@ -1048,6 +1089,10 @@ class RuleEngine:
                 results.append(lr_sudden_change(list(self.lr_points), step, lr, c.learning_rate.change_threshold))
             if not self.lr_points or self.lr_points[-1][0] != step:
                 self.lr_points.append((step, lr))
+        if obs.weights_changed is not None and c.convergence.stall_logs > 0:
+            results.append(self._stalled(obs))
+        if obs.loss is not None:
+            self._last_train_step = step
         if obs.batch_size is not None:
             results.append(self._batch(int(obs.batch_size), loss, step))
         elif loss is not None:
@@ -1055,6 +1100,32 @@ class RuleEngine:
         if obs.rewards is not None:
             results.extend(self._rewards(obs.rewards, obs.predictions, step))
         return self._gate([r.alert for r in results if r.fired and r.alert is not None])
+
+    def _stalled(self, obs: Observation) -> RuleResult:
+        """Count the logged steps at which no sampled weight moved, from the last logged step they did.
+
+        The run's own rhythm raises the bar: a loop that logs every micro-batch of a gradient
+        accumulation sees the weights still for k − 1 logs in a row, every time. A stall must outlast
+        twice the longest still stretch the run has come out of by itself (that did not alert), and
+        before the weights were ever seen moving it must span ``5 × stall_min_steps`` steps."""
+        cc = self.config.convergence
+        lr = obs.learning_rate if is_finite_number(obs.learning_rate) else (
+            self.lr_points[-1][1] if self.lr_points else None)
+        if obs.weights_changed or (lr is not None and not lr > 0):
+            if obs.weights_changed and self._stall_logs and not self._stall_fired:
+                self._quiet_max = max(self._quiet_max, self._stall_logs)
+            self._seen_change = self._seen_change or bool(obs.weights_changed)
+            self._stall_logs = 0
+            self._stall_fired = False
+            return NOT_FIRED
+        if self._stall_logs == 0:
+            self._stall_from = self._last_train_step if self._last_train_step is not None else obs.step - 1
+        self._stall_logs += 1
+        result = optimizer_stalled(self._stall_logs, obs.step - self._stall_from, obs.step, lr,
+                                   min_logs=max(cc.stall_logs, 2 * self._quiet_max + 1),
+                                   min_steps=cc.stall_min_steps * (1 if self._seen_change else 5))
+        self._stall_fired = self._stall_fired or result.fired
+        return result
 
     def _convergence(self, step: int) -> RuleResult:
         """:func:`convergence` on the window, its rate computed in place (no copy of the window, the same

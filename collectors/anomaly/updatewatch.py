@@ -1,0 +1,90 @@
+"""Whether the optimizer still changes the weights, read at logged steps from a small sample of them.
+
+A training whose updates are lost (``optimizer.step()`` skipped by a bug, a GradScaler that skips every
+step, a frozen or detached model, bf16 weights whose updates round away) logs on as if nothing were wrong:
+the loss merely stops improving, and within tens of noisy logs that is indistinguishable from a healthy
+slow phase. The weights themselves say it at once. :class:`UpdateWatch` keeps a copy of a few strided
+elements of up to :data:`MAX_PARAMS` trainable parameters (spread over the model) and, at each logged
+step, reports the fraction of them that changed since the previous logged step: 0.0 means none of the
+sampled weights moved. The rule ``optimizer_stalled`` (:mod:`collectors.anomaly.rules`) judges it.
+
+Cost: one gather and one compare on the sample (a few thousand numbers) and one small device-to-host
+copy per *logged* step, when Trainer synchronises anyway; nothing per training step.
+
+Used by the anomaly feature (collectors/anomaly/plugin.py); imports torch only when attached.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MAX_PARAMS = 16
+"""Parameters sampled, spread evenly over the model's trainable ones (first, last and between)."""
+PER_PARAM = 64
+"""Elements sampled per parameter, evenly strided across it (one row of an embedding may never move)."""
+
+
+class UpdateWatch:
+    """Fraction of a sample of trainable weights changed between two logged steps.
+
+    Args:
+        model: a ``torch.nn.Module``. Its parameters with ``requires_grad`` and elements are sampled.
+
+    Example:
+        >>> watch = UpdateWatch(model)   # doctest: +SKIP
+        >>> watch.collect()               # the first call only takes the sample
+        >>> opt.step(); watch.collect()   # doctest: +SKIP
+        1.0
+    """
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self._torch = torch
+        params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
+        if len(params) > MAX_PARAMS:
+            last = len(params) - 1
+            params = [params[round(i * last / (MAX_PARAMS - 1))] for i in range(MAX_PARAMS)]
+        self._params = params
+        self._views: list[Any] = []
+        self._ptrs: list[int] = []
+        self._prev: Any = None
+
+    @property
+    def sampled(self) -> int:
+        """Parameters in the sample (0: nothing trainable, the watch reports nothing)."""
+        return len(self._params)
+
+    def _build(self) -> None:
+        """Strided views into the sampled parameters, made once: an optimizer updates weights in place,
+        so each logged step costs one gather of the views, not a slice per parameter."""
+        self._views, self._ptrs = [], []
+        for p in self._params:
+            flat = p.detach().reshape(-1)
+            stride = max(1, flat.numel() // PER_PARAM)
+            self._views.append(flat[::stride][:PER_PARAM])
+            self._ptrs.append(p.data_ptr())
+
+    def _moved(self) -> bool:
+        """Whether a parameter's storage was replaced (``model.to(device)``, a sharding wrapper): the views
+        would then watch stale memory that never changes, which must never read as a stall."""
+        return [p.data_ptr() for p in self._params] != self._ptrs
+
+    def collect(self) -> float | None:
+        """The fraction of sampled weights that changed since the previous call (None on the first call,
+        when nothing is trainable, or after the parameters' storage was replaced)."""
+        if not self._params:
+            return None
+        torch = self._torch
+        with torch.no_grad():
+            if not self._views or self._moved():
+                self._build()
+                self._prev = None
+            views = self._views
+            if len({v.dtype for v in views}) > 1 or len({v.device for v in views}) > 1:
+                views = [v.float().cpu() for v in views]  # mixed precisions or devices: compare as fp32 on CPU
+            cur = torch.cat(views)
+            prev, self._prev = self._prev, cur
+            if prev is None:
+                return None
+            # NaN != NaN counts as changed: a NaN weight is the non-finite rules' business, not a stall
+            return int((cur != prev).sum()) / cur.numel()
