@@ -129,3 +129,25 @@ def test_state_dict_keeps_the_noise_window() -> None:
     other.load_state_dict(eng.state_dict())
     assert list(other.noise_losses) == list(eng.noise_losses)
     assert rules_of(other.observe(Observation(step=81, loss=30.0))) == rules_of(eng.observe(Observation(step=81, loss=30.0)))
+
+
+@pytest.mark.parametrize("seed", range(3), ids=lambda s: f"seed{s}")
+def test_small_lasting_rise_is_caught_over_the_long_tail_only(seed: int) -> None:
+    # +35 % at ±20 % per-log noise (label noise in a small-batch run that had learnt little): the short
+    # shift (5 logs) cannot tell it from noise, the 16-log mean can
+    losses = noisy(200, seed=seed, tail=0) + [v * 1.35 for v in noisy(40, seed=seed + 50, tail=0)]
+    off = RuleEngine(AnomalyConfig(noise=NoiseConfig(long_shift_logs=0)))
+    short = [a for a in feed(off, losses) if a.rule == "loss_spike"]
+    got = [a for a in feed(RuleEngine(), losses) if a.rule == "loss_spike"]
+    assert len(got) == 1 and 200 < got[0].step <= 230, [(a.step, a.metadata["consecutive"]) for a in got]
+    if not short:
+        assert got[0].metadata["consecutive"] == 15 and "last 15 logged losses" in got[0].message
+    else:  # a short shift caught it first: the long tail does not alert the same rise again
+        assert got[0].step == short[0].step
+
+
+def test_long_shift_setting_is_validated() -> None:
+    with pytest.raises(ValueError, match="noise.long_shift_logs must be 0 \\(off\\) or at least 4"):
+        NoiseConfig(long_shift_logs=2)
+    with pytest.raises(ValueError, match="noise.long_shift_logs must be <= 32"):
+        NoiseConfig(long_shift_logs=40)

@@ -168,6 +168,10 @@ SMALL_SAMPLE_WIDEN = 3.0
 robust sigma can be half the true one by chance, and an early training would then alert on noise."""
 LEVEL_REFRESH = 8
 """Logs between two recomputations of a window's median and spread when no decision hangs on them."""
+NOISE_LONG_SHIFT_LOGS = 16
+"""Logs a lasting rise too small to show in ``patience + 2`` is judged over (0 turns that check off)."""
+LONG_SHIFT_EVERY = 4
+"""Logs between two judgements of that longer rise (it builds up over 16 logs: 3 more cost little lag)."""
 DIVERGENCE_RECENT = 9
 """Logged losses whose median is the recent level divergence judges (two outlier batches cannot move it)."""
 DIVERGENCE_RISE = 0.25
@@ -366,6 +370,8 @@ class NoiseConfig:
         warmup_logs: logged values before loss spike, divergence and gradient explosion judge (default 20).
         divergence_rise: fraction the loss level (median of the last 9 logs) must rise above the older
             half of the window for divergence (default 0.25).
+        long_shift_logs: a lasting rise too small to show in ``patience + 2`` logs is also judged over
+            this many (default 16; 0 turns it off; at most ``window / 2``).
     """
 
     enabled: bool = True
@@ -376,6 +382,7 @@ class NoiseConfig:
     shift_k: float = NOISE_SHIFT_K
     warmup_logs: int = NOISE_WARMUP_LOGS
     divergence_rise: float = DIVERGENCE_RISE
+    long_shift_logs: int = NOISE_LONG_SHIFT_LOGS
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -387,6 +394,9 @@ class NoiseConfig:
         _check("noise", "shift_k", self.shift_k, 0, 100)
         _check("noise", "warmup_logs", self.warmup_logs, 0, 1_000_000, integer=True)
         _check("noise", "divergence_rise", self.divergence_rise, 0, 100)
+        _check("noise", "long_shift_logs", self.long_shift_logs, 0, self.window // 2, integer=True)
+        if 0 < self.long_shift_logs < 4:
+            raise ValueError(f"noise.long_shift_logs must be 0 (off) or at least 4; got {self.long_shift_logs!r}")
 
 
 @dataclass(frozen=True)
@@ -982,6 +992,9 @@ class RuleEngine:
         self._stall_logs = 0
         self._stall_from = 0
         self._stall_fired = False
+        self._long_age = 0
+        self._loss_logs = 0
+        self._last_spike_log: int | None = None
         self._quiet_max = 0
         self._seen_change = False
         self._last_train_step: int | None = None
@@ -1040,6 +1053,11 @@ class RuleEngine:
             if c.noise.enabled:
                 spike = self._noise_gate("loss", spike, self.noise_losses, loss, c.smart.loss_spike_threshold,
                                          self._loss_spike_alert)
+                self._loss_logs += 1
+                if spike.fired:
+                    self._last_spike_log = self._loss_logs  # the same rise must not alert again over the long tail
+                elif c.noise.long_shift_logs:
+                    spike = self._long_shift(loss)
             results.append(spike)
             if not self._best_on_eval(obs):
                 results.append(self._best(loss, step, "loss"))
@@ -1234,6 +1252,38 @@ class RuleEngine:
             return NOT_FIRED
         self._shifted[key] = True
         return make(mean, shift_limit, lvl, len(tail), False, guide)
+
+    def _long_shift(self, loss: float) -> RuleResult:
+        """A lasting rise too small against the noise to show in a few logs (label noise in a small-batch
+        training that had learnt little: +35 % at a per-log noise of ±20 %): the trimmed mean of the last
+        ``long_shift_logs`` losses, against the level of the window's values before them, must clear the
+        guide's fraction and ``shift_k`` standard errors of that longer mean. Judged on cached levels;
+        alerts once per rise. A slow check, so it runs every :data:`LONG_SHIFT_EVERY` logs (cost)."""
+        n = self.config.noise
+        m = n.long_shift_logs
+        window = self.noise_losses
+        self._long_age += 1
+        if len(window) < max(n.warmup_logs, m) + m or self._long_age < LONG_SHIFT_EVERY:
+            return NOT_FIRED
+        self._long_age = 0
+        cached = self._levels.get("loss_long")
+        if cached is None or cached[1] >= LEVEL_REFRESH:
+            cached = self._levels["loss_long"] = [noise_level(list(islice(window, 0, len(window) - (m - 1)))), 0]
+        cached[1] += 1
+        base = cached[0]
+        tail = list(islice(window, len(window) - (m - 1), len(window)))
+        tail.append(loss)
+        tail.remove(max(tail))
+        mean = math.fsum(tail) / len(tail)
+        rel = self.config.smart.loss_spike_threshold
+        limit = max(base.median * (1.0 + rel) if base.median > 0 else base.median,
+                    base.median + n.shift_k * base.sigma / math.sqrt(len(tail)))
+        if not mean > limit:
+            return NOT_FIRED
+        if self._last_spike_log is not None and self._loss_logs - self._last_spike_log <= 2 * m:
+            return NOT_FIRED  # this rise alerted already (here, or as a short shift)
+        self._last_spike_log = self._loss_logs
+        return self._loss_spike_alert(mean, limit, base, len(tail), False, NOT_FIRED)
 
     def _shift_limit(self, key: str, lvl: NoiseLevel, rel_threshold: float, guide: RuleResult, n_tail: int) -> float:
         """What the trimmed recent mean must exceed to be a level shift: the guide's fraction above the
