@@ -211,15 +211,16 @@ def _demo(base: Path, *args: str, timeout: float = 1500) -> subprocess.Completed
     return proc
 
 
-DEMO_STEPS = 600
+DEMO_STEPS = 300
 """The retention demo is shortened from app.py's 3,000 steps (about 18 minutes on 2 loaded cores) to
-600, with evals every 10 steps and an LR spike, so it makes as many best-model and anomaly snapshots."""
+300, with evals every 10 steps and an LR spike, so it makes as many best-model and anomaly snapshots."""
 
 
 @pytest.mark.integration
 def test_demo_leaves_at_most_keep_best_plus_keep_last_inside_the_budget(tmp_path: Path) -> None:
     budget_gb = 0.004  # about 4 MB: room for ~4 of the demo's snapshots (0.6 MB, 1.2 MB with last_good/)
-    proc = _demo(tmp_path, "--max-steps", str(DEMO_STEPS), "--eval-steps", "10", "--inject-lr-spike", "300",
+    proc = _demo(tmp_path, "--max-steps", str(DEMO_STEPS), "--eval-steps", "10",
+                 "--inject-lr-spike", str(DEMO_STEPS // 2),
                  "--keep-last", "2", "--min-steps-between-saves", "0", "--max-total-gb", str(budget_gb))
     assert "last-good rolling copy of the weights every 50 steps" in proc.stderr  # the memory cost, said once
     assert proc.stderr.count("last-good rolling copy") == 1
