@@ -1042,9 +1042,10 @@ class RuleEngine:
         step = obs.step
         self.step = max(self.step, step)  # eval records may arrive after later train steps
         results: list[RuleResult] = []
-        if obs.loss is not None:
+        # each rule below is called only where it can fire: the engine runs at every log, and calls cost
+        if obs.loss is not None and not (type(obs.loss) is float and math.isfinite(obs.loss)):
             results.append(non_finite("loss", obs.loss, step))
-        if obs.grad_norm is not None:
+        if obs.grad_norm is not None and not (type(obs.grad_norm) is float and math.isfinite(obs.grad_norm)):
             results.append(non_finite("grad_norm", obs.grad_norm, step))
         loss = obs.loss if is_finite_number(obs.loss) else None
         if loss is not None:
@@ -1091,7 +1092,8 @@ class RuleEngine:
                 if not _is_outlier(boom):
                     self.noise_grads.append(g)
             results.append(boom)
-            results.append(gradient_vanishing(g, step, c.gradient.vanishing_threshold))
+            if not g >= c.gradient.vanishing_threshold:
+                results.append(gradient_vanishing(g, step, c.gradient.vanishing_threshold))
             self._gmoments_dropped = self.grad_norms[0] if len(self.grad_norms) == self.grad_norms.maxlen else 0.0
             self.grad_norms.append(g)
             n_g = len(self.grad_norms)
@@ -1100,7 +1102,8 @@ class RuleEngine:
         if is_finite_number(obs.learning_rate):
             lr = float(obs.learning_rate)
             prev = self.lr_points[-1][1] if self.lr_points else None
-            results.append(lr_out_of_range(lr, step, c.learning_rate.min_lr, c.learning_rate.max_lr, prev))
+            if not c.learning_rate.min_lr <= lr <= c.learning_rate.max_lr:
+                results.append(lr_out_of_range(lr, step, c.learning_rate.min_lr, c.learning_rate.max_lr, prev))
             if len(self.lr_points) >= 2 and not lr > self.lr_points[-1][1]:
                 pass  # not above the last rate: no prediction can be exceeded (the rule only fires on rises)
             else:
@@ -1114,7 +1117,10 @@ class RuleEngine:
         if obs.batch_size is not None:
             results.append(self._batch(int(obs.batch_size), loss, step))
         elif loss is not None:
-            results.append(self._batch(None, loss, step))
+            if self.batch_change is None:
+                self.batch_losses.append(loss)  # what _batch does when no batch-size change is being judged
+            else:
+                results.append(self._batch(None, loss, step))
         if obs.rewards is not None:
             results.extend(self._rewards(obs.rewards, obs.predictions, step))
         return self._gate([r.alert for r in results if r.fired and r.alert is not None])
@@ -1232,11 +1238,18 @@ class RuleEngine:
                 return make(current, limit, lvl, 1, True, guide)
         if len(window) < max(n.warmup_logs, n.patience + 1):
             return NOT_FIRED
-        lvl = self._level(key, window)
-        tail = [window[-j] for j in range(1, n.patience + 2)]
+        tail = list(islice(window, len(window) - n.patience - 1, len(window)))
         tail.append(current)
         tail.remove(max(tail))
         mean = math.fsum(tail) / len(tail)
+        if key == "grad_norm":
+            absolute = (guide.alert.threshold if guide.alert is not None and guide.alert.threshold is not None
+                        else self.config.gradient.explosion_threshold)
+            if mean < 0.5 * absolute:  # under half the guide's limit, which the shift limit is at least: no
+                self._shifted[key] = False  # level needed (re-armed, as below); the next level is taken fresh
+                self._levels.pop(key, None)
+                return NOT_FIRED
+        lvl = self._level(key, window)
         shift_limit = self._shift_limit(key, lvl, rel_threshold, guide, len(tail))
         if not mean > shift_limit:  # on a level at most LEVEL_REFRESH logs old: the window moves slowly
             if mean < 0.5 * (shift_limit + lvl.median):  # hysteresis: a shift re-arms once clearly over
@@ -1337,7 +1350,10 @@ class RuleEngine:
         window = self.noise_losses
         if len(window) < max(n.warmup_logs, 2 * DIVERGENCE_RECENT):
             return NOT_FIRED
-        recent = _median(sorted([window[-j] for j in range(1, DIVERGENCE_RECENT)] + [loss]))
+        last = list(islice(window, len(window) - (DIVERGENCE_RECENT - 1), len(window)))
+        last.append(loss)
+        last.sort()
+        recent = _median(last)
         cached = self._levels.get("divergence")
         if cached is None or cached[1] >= LEVEL_REFRESH or recent > cached[0].median * (1.0 + n.divergence_rise):
             cached = self._levels["divergence"] = [noise_level(list(window)[: len(window) // 2]), 0]
