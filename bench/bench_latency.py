@@ -1,7 +1,8 @@
 """Latency: a record appended to metrics.jsonl (with its status rewrite) until the browser's loss card shows it.
 
-Real server, real headless Chromium; prints each sample and p50/p95 (goal: p95 within 2 s).
-Run: ``python bench/bench_latency.py [--samples 30]``.
+Real server, real headless Chromium, and the real collector (``Monitor.log``, so its writer thread's batching
+is inside the figure); prints each sample and p50/p95 (goal: p95 <= 1.0 s).
+Run: ``python bench/bench_latency.py [--samples 30] [--quick]`` (quick: 5 samples, for the test suite).
 """
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+GOAL_P95_S = 1.0
 sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=30, help="appends to time (default %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="5 samples (a harness check, not a measurement)")
     a = ap.parse_args()
+    if a.quick:
+        a.samples = 5
+    if a.samples < 2:
+        ap.error(f"--samples must be at least 2 (a p95 needs two); got {a.samples}")
     from playwright.sync_api import sync_playwright
 
     from collectors import Monitor
@@ -62,7 +69,7 @@ def main() -> int:
             mon.close()
     q = statistics.quantiles(latencies, n=100)
     print(f"\nappend -> loss card: p50 {statistics.median(latencies):.2f} s, p95 {q[94]:.2f} s, "
-          f"max {max(latencies):.2f} s over {len(latencies)} samples (goal p95 <= 2 s)")
+          f"max {max(latencies):.2f} s over {len(latencies)} samples (goal p95 <= {GOAL_P95_S:.1f} s)")
     return 0
 
 
