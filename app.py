@@ -25,6 +25,7 @@ from services.cachedir import make_cache_dir
 from services.catalog import RunCatalog
 from services.context import attach_catalog
 from services.notify_watch import DashboardNotifier
+from services.push import install_push
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
                                install_token_guard, is_ip_literal, is_loopback)
 
@@ -56,6 +57,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         install_token_guard(app.server, token)
     store = RunCatalog(base_dir, poll=poll)
     attach_catalog(app, store)
+    install_push(app.server, store.changes)  # file changes reach the pages at once, not at the next tick
     for module in PAGE_MODULES:
         module.register(app)
     recover.register(app)  # the Recover panel, shown by the Snapshots page (and embeddable elsewhere)

@@ -41,6 +41,11 @@ def picker_state(catalog: RunCatalog, requested: str | None = None) -> tuple[lis
 def register(app: Dash) -> None:
     catalog = catalog_for(app)
 
+    # a server push (assets/push.js, services/push.py) advances the tick now: every page refreshes at once
+    app.clientside_callback("function(pushed, n) { return (n || 0) + 1; }",
+                            Output(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_PUSH, "data"),
+                            State(ids.SHELL_TICK, "n_intervals"), prevent_initial_call=True)
+
     @app.callback(Output(ids.SHELL_RUN_PICKER, "options"), Output(ids.SHELL_RUN_PICKER, "value"),
                   Output(ids.SHELL_RUN_HINT, "children"),
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.SHELL_RUN_PICKER, "value"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 # ---------------------------------------------------------------- shell (every page)
 SHELL_URL = "shell-url"
 SHELL_TICK = "shell-tick"
+SHELL_PUSH = "shell-push"
+"""A store assets/push.js sets when the server pushes a change: it advances SHELL_TICK at once."""
 SHELL_RUN_PICKER = "shell-run-picker"
 SHELL_RUN_HINT = "shell-run-hint"
 SHELL_NAV = "shell-nav"

@@ -36,6 +36,7 @@ def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_conta
     return html.Div([
         dcc.Location(id=ids.SHELL_URL),
         dcc.Interval(id=ids.SHELL_TICK, interval=TICK_MS, n_intervals=0),
+        dcc.Store(id=ids.SHELL_PUSH, data=0),  # set by assets/push.js on a server push (services/push.py)
         header,
         html.Main(page_container, className="main"),
     ], className="shell")

@@ -24,6 +24,7 @@ from typing import Any
 from collectors import runformat as rf
 from services.model import Run, RunKind, listdir, mtime
 from services.readers import READERS, TB_EVENT_MARK, detect_kind
+from services.push import ChangeFeed
 from services.watch import DirWatcher
 
 BASE_RUN_ID = "."
@@ -193,6 +194,8 @@ class RunCatalog:
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._watcher: DirWatcher | None = None
+        self.changes = ChangeFeed()
+        """Counts file events; the dashboard pushes it to the browser (services/push.py)."""
         _CATALOGS.add(self)
         if watch and not poll:
             self._watcher = DirWatcher(self._on_change, max_watches=max_watches, on_give_up=self._on_give_up)
@@ -244,7 +247,14 @@ class RunCatalog:
             self._watch_done.add(run_id)
 
     def _on_change(self, dir_path: str) -> None:
-        """From the watcher thread: remember which run changed (or that the run list may have)."""
+        """From the watcher thread: remember which run changed (or that the run list may have), then
+        tell the pages (services/push.py): they refresh now, not at their next tick."""
+        try:
+            self._mark_changed(dir_path)
+        finally:
+            self.changes.notify()
+
+    def _mark_changed(self, dir_path: str) -> None:
         with self._lock:
             owner = self._owner.get(dir_path)
             if owner is None:
