@@ -13,6 +13,7 @@ Only ids produced by discovery are accepted, so nothing a browser sends can poin
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors import runformat as rf
-from services.model import Run, RunKind, listdir, mtime
+from services.model import Run, RunKind, RunSummary, listdir, mtime
 from services.readers import READERS, TB_EVENT_MARK, detect_kind
 from services.watch import DirWatcher
 
@@ -46,6 +47,9 @@ are detected as an overflow, which switches to polling). Spread over 0.5-1.5x pe
 def recheck_interval(run_id: str) -> float:
     """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
     return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
+LIST_CLOCK_S = 10.0
+"""The Runs list is rebuilt at least this often even when nothing changed: a run's state (stale) and the
+"updated ... ago" column follow the clock."""
 COLLECTOR_DIRS = (rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR)
 """What is watched inside a collector-written run: its status, logs and control files, and which
 snapshots exist (``snapshots/`` itself, never the inside of a snapshot)."""
@@ -187,11 +191,15 @@ class RunCatalog:
         self._searched: set[Path] = set()
         self._soon: float | None = None
         self._id_set: frozenset[str] = frozenset()
+        self._ids_key = ""
         self._watch_done: set[str] = set()
         """Runs whose root and collector dirs are all watched."""
         self._within_memo: dict[str, tuple[Any, bool]] = {}
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
+        self._list_lock = threading.Lock()
+        self._list_checked: dict[str, float] = {}
+        self._listed: tuple[tuple[str, int], list[RunSummary]] | None = None
         self._watcher: DirWatcher | None = None
         _CATALOGS.add(self)
         if watch and not poll:
@@ -205,6 +213,7 @@ class RunCatalog:
         check files on each request."""
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
+        self._list_lock = threading.Lock()
         self._watcher = None
         for run in list(self._runs.values()):
             run._lock = threading.Lock()
@@ -294,6 +303,8 @@ class RunCatalog:
                     fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
                 self._runs = fresh
                 self._run_ids = [rid for rid, _, _ in found]
+                self._ids_key = hashlib.blake2b(repr([(rid, kind.value) for rid, kind, _ in found]).encode(),
+                                                digest_size=12).hexdigest()
                 self._id_set = frozenset(self._run_ids)
                 self.problems = problems
                 if set(searched) - self._searched:
@@ -330,6 +341,11 @@ class RunCatalog:
     def run_ids(self) -> list[str]:
         """Ids of the runs under the base dir (rescanned when the tree changed, or every few seconds)."""
         return self.rescan()
+
+    def run_list_key(self) -> str:
+        """A digest of the run ids and kinds: the picker's options change exactly when it does."""
+        self.rescan()
+        return self._ids_key
 
     def kind_of(self, run_id: str) -> RunKind | None:
         run = self._runs.get(run_id)
@@ -380,6 +396,47 @@ class RunCatalog:
                 out.append(run)
         return out
 
+    def listing(self, now: float | None = None) -> tuple[list[RunSummary], str]:
+        """Every run's row for the Runs list, and a fingerprint that changes whenever a row may have.
+
+        A run not opened yet is read as the listing needs it (:meth:`Run.list_refresh`: for a Trainboard
+        run its status file and the tail of its log, never its series); an opened run is refreshed as
+        pages do. With file events, a run without an event is not looked at (re-checked about every
+        :data:`RECHECK_INTERVAL_S`). Concurrent callers (a browser ticking while the first listing of
+        2,000 runs is still being read) wait for one listing instead of each reading every run, and an
+        unchanged listing returns the rows it built before.
+        """
+        with self._list_lock:
+            now = time.time() if now is None else now
+            runs = [r for r in (self._list_get(rid) for rid in self.rescan()) if r is not None]
+            fingerprint = hashlib.blake2b(repr([(r.run_id, r.list_version) for r in runs]).encode(),
+                                          digest_size=12).hexdigest()
+            bucket = int(now // LIST_CLOCK_S)  # the state ("stale") and the "ago" column depend on the clock
+            if self._listed is not None and self._listed[0] == (fingerprint, bucket):
+                return self._listed[1], fingerprint
+            rows = [r.list_summary(now) for r in runs]
+            self._listed = ((fingerprint, bucket), rows)
+            return rows, fingerprint
+
+    def _list_get(self, run_id: str) -> Run | None:
+        """:meth:`_get` for the listing: a run not opened is brought up to date with ``list_refresh``."""
+        run = self._runs.get(run_id)
+        if run is None or run.opened:
+            return self._get(run_id)
+        now = time.monotonic()
+        with self._lock:
+            if self.watching and run_id not in self._dirty and run.has_collector \
+                    and now - self._list_checked.get(run_id, -1e18) <= recheck_interval(run_id):
+                return run
+            if not self._within(run):
+                return None
+            self._dirty.discard(run_id)
+            if self.watching:
+                self._watch_run(run_id, run.kind, run.root)
+        self._list_checked[run_id] = now
+        run.list_refresh()
+        return run
+
     def version(self) -> tuple[tuple[str, int], ...]:
         """A fingerprint of all runs' versions: unchanged means nothing new anywhere."""
         return tuple((r.run_id, r.version) for r in self.runs())
@@ -403,7 +460,12 @@ class RunCatalog:
         thread at that moment fails with "partially initialized module 'pandas'".
         """
         self.rescan()
-        t = threading.Thread(target=lambda: self.get(self.default_run()), name="trainboard-warm", daemon=True)
+
+        def work() -> None:
+            self.get(self.default_run())
+            self.listing()  # the Runs list's first open then finds its rows read
+
+        t = threading.Thread(target=work, name="trainboard-warm", daemon=True)
         t.start()
         return t
 
