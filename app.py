@@ -22,11 +22,13 @@ from dash import Dash
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
 from services.cachedir import make_cache_dir
+from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
 from services.context import attach_catalog
 from services.notify_watch import DashboardNotifier
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
                                install_token_guard, is_ip_literal, is_loopback)
+from services.seriescache import default_cache
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
@@ -68,6 +70,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
 
     app.layout = serve_layout
     store.warm()  # read the most recent run now, not when the first browser asks
+    start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:
         watcher = DashboardNotifier(store, notifier).start()
         atexit.register(watcher.stop)
