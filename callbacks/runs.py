@@ -1,8 +1,9 @@
 """Runs page: every run under the base dir (Trainboard, experiment, Hugging Face, TensorBoard), compared.
 
-The browser ticks every second. The runs table re-renders only when some run's reader read something
-new (the run versions of :class:`services.catalog.RunCatalog`), and the comparison only when a selected run changed or a control
-moved, so an idle page costs a few ``stat`` calls per run. Discovery and reading live in
+The browser ticks every second. The runs table re-renders only when some run's row may have changed (the
+fingerprint of :meth:`services.catalog.RunCatalog.listing`, which reads each run not opened yet from its status
+and the tail of its log, never its series), and the comparison only when a selected run changed or a control
+moved, so an idle page costs a digest check (with file events) or a few ``stat`` calls per run (polling). Discovery and reading live in
 :mod:`services.catalog` (the same catalog every page uses); the functions here turn their data into rows and figures and are unit-tested.
 """
 from __future__ import annotations
