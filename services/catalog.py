@@ -200,6 +200,10 @@ class RunCatalog:
         self._list_lock = threading.Lock()
         self._list_checked: dict[str, float] = {}
         self._listed: tuple[tuple[str, int], list[RunSummary]] | None = None
+        self._list_runs: list[Run] = []
+        self._list_ids_key: str | None = None
+        self._recheck: dict[str, float] = {}
+        """Run id -> :func:`recheck_interval` (computed once per run)."""
         self._watcher: DirWatcher | None = None
         _CATALOGS.add(self)
         if watch and not poll:
@@ -303,6 +307,7 @@ class RunCatalog:
                     fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
                 self._runs = fresh
                 self._run_ids = [rid for rid, _, _ in found]
+                self._recheck = {rid: self._recheck.get(rid) or recheck_interval(rid) for rid in self._run_ids}
                 self._ids_key = hashlib.blake2b(repr([(rid, kind.value) for rid, kind, _ in found]).encode(),
                                                 digest_size=12).hexdigest()
                 self._id_set = frozenset(self._run_ids)
@@ -408,12 +413,28 @@ class RunCatalog:
         """
         with self._list_lock:
             now = time.time() if now is None else now
-            runs = [r for r in (self._list_get(rid) for rid in self.rescan()) if r is not None]
-            fingerprint = hashlib.blake2b(repr([(r.run_id, r.list_version) for r in runs]).encode(),
-                                          digest_size=12).hexdigest()
+            ids = self.rescan()
+            listed = self._listed
+            if listed is None or self._list_ids_key != self._ids_key or not self.watching or self._dirty:
+                due = ids  # a new run list, polling, or events: every run is looked at (cheap when unchanged)
+            else:
+                mono = time.monotonic()
+                checked, intervals = self._list_checked, self._recheck
+                due = [rid for rid in ids if mono - checked.get(rid, -1e18) > intervals[rid]]
+            if len(due) == len(ids):
+                runs = [r for r in (self._list_get(rid) for rid in ids) if r is not None]
+                self._list_runs, self._list_ids_key = runs, self._ids_key
+            else:
+                for rid in due:
+                    self._list_get(rid)
+                runs = self._list_runs
+            # read after the runs were looked at and before the rows are built: a change from now on moves
+            # the counter again, so the next call rebuilds; unchanged, the rows built before are current
+            key = (self._ids_key, Run.changes, len(runs))
+            fingerprint = hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest()
             bucket = int(now // LIST_CLOCK_S)  # the state ("stale") and the "ago" column depend on the clock
-            if self._listed is not None and self._listed[0] == (fingerprint, bucket):
-                return self._listed[1], fingerprint
+            if listed is not None and listed[0] == (fingerprint, bucket):
+                return listed[1], fingerprint
             rows = [r.list_summary(now) for r in runs]
             self._listed = ((fingerprint, bucket), rows)
             return rows, fingerprint

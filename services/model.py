@@ -448,6 +448,10 @@ class Run:
 
     kind: RunKind = RunKind.TRAINBOARD
     has_collector: bool = True
+    changes: int = 0
+    """Counts, over every run of the process, the reads that changed something shown (``version`` or
+    ``list_version`` moved): the Runs list compares one number per tick instead of 2,000 versions. Only
+    ever increased (an increment lost to a race between two threads still moves it)."""
 
     def __init__(self, run_id: str, root: Path) -> None:
         self.run_id = run_id
@@ -489,6 +493,7 @@ class Run:
             changed = self._refresh()
             if changed:
                 self.version += 1
+                Run.changes += 1
             return changed
 
     def _refresh(self) -> bool:  # pragma: no cover - abstract

@@ -226,6 +226,7 @@ class TrainboardRun(Run):
                     changed = True
                 if changed:
                     self._list_changes += 1
+                    Run.changes += 1
                 return changed
         return self.refresh()
 

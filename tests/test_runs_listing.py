@@ -192,3 +192,32 @@ def test_picker_hint_counts_thousands_readably() -> None:
     from callbacks.shell import run_hint
 
     assert run_hint(2000) == "2,000 runs" and math.isfinite(len(run_hint(10**6)))
+
+
+def test_watched_listing_reads_nothing_while_idle_and_follows_events(tmp_path: Path) -> None:
+    write_many_runs(tmp_path, 50)
+    cat = RunCatalog(tmp_path)
+    try:
+        assert cat.watching
+        rows, fp = cat.listing()
+        reads = {"n": 0}
+        for run in cat._runs.values():
+            inner = run.list_refresh
+
+            def counted(inner=inner) -> bool:
+                reads["n"] += 1
+                return inner()
+            run.list_refresh = counted  # type: ignore[method-assign]
+        again, fp2 = cat.listing()
+        assert fp2 == fp and again is rows and reads["n"] == 0  # no event, nothing due: no run looked at
+        with open(rf.RunPaths(tmp_path / "run-00017").metrics, "ab") as fh:
+            fh.write(line("train", step=99, time=time.time(), loss=0.5))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows, fp3 = cat.listing()
+            if rows[17].last_step == 99:
+                break
+            time.sleep(0.1)
+        assert rows[17].last_step == 99 and fp3 != fp and not cat._runs["run-00017"].opened
+    finally:
+        cat.stop()
