@@ -69,6 +69,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store, requested))
 
     app.layout = serve_layout
+    import numpy.ma  # noqa: F401 - plotly's JSON encoder imports it lazily: ~70 ms of the first page otherwise
     store.warm()  # read the most recent run now, not when the first browser asks
     start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:

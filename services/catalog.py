@@ -136,11 +136,29 @@ def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH, memo: D
     return sorted(found, key=lambda t: t[0]), searched, problems
 
 
-def activity_time(kind: RunKind, root: Path) -> float:
-    """When a run last wrote anything its reader reads (mtime), without reading it: picks the default run."""
+def activity_paths(kind: RunKind, root: Path) -> list[str] | None:
+    """The files whose mtimes say when a collector run last wrote (fixed per run, so kept by the caller:
+    every page load picks the default run among 2,000), or None for kinds whose files come and go."""
     if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
-        paths = [rf.RunPaths(root).status, rf.RunPaths(root).metrics]
-    elif kind is RunKind.HUGGINGFACE:
+        return [os.fspath(rf.RunPaths(root).status), os.fspath(rf.RunPaths(root).metrics)]
+    return None
+
+
+def _mtime_of(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def activity_time(kind: RunKind, root: Path, paths: list[str] | None = None) -> float:
+    """When a run last wrote anything its reader reads (mtime), without reading it: picks the default run.
+    ``paths``: its :func:`activity_paths`, when the caller keeps them."""
+    if paths is None:
+        paths = activity_paths(kind, root)
+    if paths is not None:
+        return max(map(_mtime_of, paths), default=0.0)
+    if kind is RunKind.HUGGINGFACE:
         paths = rf.trainer_state_files(root)[-2:] + [root / rf.HF_TRAINER_STATE]
     else:
         paths = [root / n for n in listdir(root) if n.startswith(TB_EVENT_MARK)]
@@ -201,6 +219,7 @@ class RunCatalog:
         self._list_checked: dict[str, float] = {}
         self._listed: tuple[tuple[str, int], list[RunSummary]] | None = None
         self._list_runs: list[Run] = []
+        self._activity_paths: dict[str, tuple[RunKind, list[str] | None]] = {}
         self._list_ids_key: str | None = None
         self._recheck: dict[str, float] = {}
         """Run id -> :func:`recheck_interval` (computed once per run)."""
@@ -469,7 +488,15 @@ class RunCatalog:
             return None
         with self._lock:
             kinds = {rid: self._runs[rid].kind for rid in ids if rid in self._runs}
-        return max(ids, key=lambda rid: activity_time(kinds.get(rid, RunKind.TRAINBOARD), self._root_of(rid)))
+        known = self._activity_paths
+
+        def when(rid: str) -> float:
+            kind = kinds.get(rid, RunKind.TRAINBOARD)
+            hit = known.get(rid)
+            if hit is None or hit[0] is not kind:
+                hit = known[rid] = (kind, activity_paths(kind, self._root_of(rid)))
+            return activity_time(kind, self._root_of(rid), hit[1])
+        return max(ids, key=when)
 
     def warm(self) -> threading.Thread:
         """Read the most recent run in a background thread, so a large history is parsed before the first
@@ -485,6 +512,10 @@ class RunCatalog:
         def work() -> None:
             self.get(self.default_run())
             self.listing()  # the Runs list's first open then finds its rows read
+            soon = self._soon  # the first scan asks for a second look soon: done here, not on a page request
+            if soon is not None:
+                time.sleep(max(0.0, soon - time.monotonic()))
+                self.rescan()
 
         t = threading.Thread(target=work, name="trainboard-warm", daemon=True)
         t.start()
