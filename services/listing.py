@@ -108,8 +108,9 @@ def tail_stats(head: bytes, tail: bytes, complete: bool) -> TailStats:
             continue
         last[kind] = float(step)
         for name, value in rec.items():
-            if is_number(value) and normalize_metric(kind, name) == ("eval", "loss") and name not in ("step", "time"):
-                evals = [(s, v) for s, v in evals if s < step] if evals and evals[-1][0] >= step else evals
+            if is_number(value) and normalize_metric(kind, name) == ("eval", "loss"):
+                if evals and evals[-1][0] >= step:  # an older-or-equal step replaces the tail (newest write wins)
+                    evals = [(s, v) for s, v in evals if s < step]
                 evals.append((float(step), float(value)))
         if kind == rf.RecordKind.TRAIN.value and "loss" in rec:
             t = rec.get("time")

@@ -48,6 +48,8 @@ def write_log(run: Path, lines: list[bytes], status: dict | None = None) -> None
     pytest.param([line("eval", step=1, time=1.0, eval_loss=float("nan")), line("eval", step=2, time=2.0, eval_loss=4.0)],
                  2, 4.0, id="nan-is-not-best"),
     pytest.param([b"{not json\n", line("train", step=7, time=1.0, loss=1.0)], 7, None, id="malformed-line-skipped"),
+    pytest.param([line("eval", step=5, time=1.0, eval_loss=1.0), line("eval", step=5, time=2.0, eval_loss=2.0)],
+                 5, 2.0, id="same-step-newest-write-wins"),
 ])
 def test_tail_stats_of_whole_logs(lines: list[bytes], last_step: int, best: float | None) -> None:
     stats = listing.tail_stats(b"", b"".join(lines), True)
