@@ -22,12 +22,14 @@ from dash import Dash
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
 from components.layout import build_shell
 from services.cachedir import make_cache_dir
+from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
 from services.context import attach_catalog
 from services.notify_watch import DashboardNotifier
 from services.push import install_push
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
                                install_token_guard, is_ip_literal, is_loopback)
+from services.seriescache import default_cache
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
@@ -69,7 +71,9 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store, requested))
 
     app.layout = serve_layout
+    import numpy.ma  # noqa: F401 - plotly's JSON encoder imports it lazily: ~70 ms of the first page otherwise
     store.warm()  # read the most recent run now, not when the first browser asks
+    start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:
         watcher = DashboardNotifier(store, notifier).start()
         atexit.register(watcher.stop)

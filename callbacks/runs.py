@@ -1,14 +1,14 @@
 """Runs page: every run under the base dir (Trainboard, experiment, Hugging Face, TensorBoard), compared.
 
-The browser ticks every second. The runs table re-renders only when some run's reader read something
-new (the run versions of :class:`services.catalog.RunCatalog`), and the comparison only when a selected run changed or a control
-moved, so an idle page costs a few ``stat`` calls per run. Discovery and reading live in
+The browser ticks every second. The runs table re-renders only when some run's row may have changed (the
+fingerprint of :meth:`services.catalog.RunCatalog.listing`, which reads each run not opened yet from its status
+and the tail of its log, never its series), and the comparison only when a selected run changed or a control
+moved, so an idle page costs a digest check (with file events) or a few ``stat`` calls per run (polling). Discovery and reading live in
 :mod:`services.catalog` (the same catalog every page uses); the functions here turn their data into rows and figures and are unit-tested.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import time
 from datetime import datetime
@@ -21,7 +21,8 @@ from dash.exceptions import PreventUpdate
 from components import ids
 from components.format import DASH, fmt_ago, fmt_int, fmt_sig
 from components.messages import build_problem, build_waiting
-from components.runs import (CompareRun, build_checkpoints_panel, build_compare_figure, build_config_diff,
+from components.runs import (CompareRun, build_checkpoints_panel, build_compare_figure, build_compare_graph,
+                             build_config_diff,
                              build_results_table, build_runs_layout, fmt_duration, run_start)
 from services.context import catalog_for
 from services.model import CheckpointRow, Run, RunSummary
@@ -33,7 +34,8 @@ DEFAULT_METRIC = "loss"
 def table_rows(summaries: Sequence[RunSummary], now: float) -> list[dict[str, Any]]:
     """Rows of the runs table (strings with units), ``id`` = run id for selection."""
     return [{"id": s.run_id, "name": s.name, "kind": s.kind, "state": s.state,
-             "last_step": fmt_int(s.last_step), "best_eval_loss": fmt_sig(s.best_eval_loss),
+             "last_step": fmt_int(s.last_step),
+             "best_eval_loss": ("≤ " if s.best_eval_partial else "") + fmt_sig(s.best_eval_loss),
              "duration": fmt_duration(s.duration_s), "alerts": s.alert_count, "snapshots": s.snapshot_count,
              "checkpoints": s.checkpoint_count,
              "updated": fmt_ago(now - s.updated_at) if s.updated_at is not None else "never"} for s in summaries]
@@ -128,13 +130,13 @@ def register(app: Dash) -> None:
                   Output(ids.RUNS_TABLE_STATE, "data"),
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.RUNS_TABLE_STATE, "data"))
     def update_runs_table(_n: int, prev: Any):
-        sources = catalog.runs()
-        # one short digest, not 2,000 [id, version] pairs sent back and forth on every tick
-        fingerprint = hashlib.blake2b(repr([(s.run_id, s.version) for s in sources]).encode(), digest_size=12
-                                      ).hexdigest() + f"-{int(time.time() // 10)}"  # "ago" every 10 s
+        # the listing reads each run's status and log tail (series only of opened runs); one short
+        # digest, not 2,000 [id, version] pairs, goes back and forth on every tick
+        now = time.time()
+        summaries, digest = catalog.listing(now)
+        fingerprint = f"{digest}-{int(now // 10)}"  # "ago" every 10 s
         if prev == fingerprint:
             raise PreventUpdate
-        summaries = [s.summary() for s in sources]
         if not summaries:
             message: Any = build_waiting(str(catalog.base), "No runs yet: Trainboard runs, experiment directories, "
                                          "Hugging Face output dirs (trainer_state.json) and TensorBoard event dirs "
@@ -144,7 +146,7 @@ def register(app: Dash) -> None:
             message = build_problem("; ".join(problems[:5]), "Everything else on this page is current.") if problems else None
         return table_rows(summaries, time.time()), message, fingerprint
 
-    @app.callback(Output(ids.RUNS_GRAPH, "figure"), Output(ids.RUNS_GRAPH_NOTE, "children"),
+    @app.callback(Output(ids.RUNS_GRAPH_BOX, "children"), Output(ids.RUNS_GRAPH_NOTE, "children"),
                   Output(ids.RUNS_METRIC, "options"), Output(ids.RUNS_CONFIG_DIFF, "children"),
                   Output(ids.RUNS_RESULTS, "children"), Output(ids.RUNS_CHECKPOINTS, "children"),
                   Output(ids.RUNS_COMPARE_HINT, "children"), Output(ids.RUNS_COMPARE, "className"),
@@ -171,7 +173,7 @@ def register(app: Dash) -> None:
         names = [s.name for s in sources]
         metrics, values = results_matrix([s.results() for s in sources])
         options = [{"label": t, "value": t} for t in metric_options([list(s.compare_series()) for s in sources])]
-        return (fig, "; ".join(notes), options, build_config_diff(names, config_diff([s.config() for s in sources])),
+        return (build_compare_graph(fig), "; ".join(notes), options, build_config_diff(names, config_diff([s.config() for s in sources])),
                 build_results_table(names, metrics, values), panels, "", "runs__compare", fingerprint)
 
     @app.callback(Output(ids.RUNS_CSV_DOWNLOAD, "data"), Input(ids.RUNS_CSV_BUTTON, "n_clicks"),

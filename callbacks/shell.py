@@ -1,4 +1,10 @@
-"""Callbacks of the app shell: the run picker follows runs of every kind as they appear under the base dir."""
+"""Callbacks of the app shell: the run picker follows runs of every kind as they appear under the base dir.
+
+The picker holds every run (a folder of 2,000 runs included: typing in it filters them in the browser, so
+every run is reachable by name). Its options go to the browser with the page and again only when the run
+list changed: each 1 s tick sends a short digest of the list (:meth:`RunCatalog.run_list_key`, kept in a
+store), never the options themselves (~85 KB for 2,000 runs, on every tick of every open tab).
+"""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -24,18 +30,32 @@ def pick_run(current: str | None, run_ids: list[str], default: str | None) -> st
 
 def run_hint(n_runs: int, problems: Sequence[str] = ()) -> str:
     """"3 runs", plus what discovery skipped (a symbolic link not followed), so nothing vanishes silently."""
-    text = "no runs yet" if n_runs == 0 else ("1 run" if n_runs == 1 else f"{n_runs} runs")
+    text = "no runs yet" if n_runs == 0 else ("1 run" if n_runs == 1 else f"{n_runs:,} runs")
     if problems:
         text += " · skipped: " + "; ".join(problems)
     return text
 
 
-def picker_state(catalog: RunCatalog, requested: str | None = None) -> tuple[list[dict[str, str]], str | None, str]:
-    """Options, selected run and hint of the run picker as the page opens. ``requested`` is the page
-    address's ``?run=`` (a notification's link): selected when it is a listed run, else ignored."""
+def picker_state(catalog: RunCatalog, requested: str | None = None) -> tuple[list[dict[str, str]], str | None, str, str]:
+    """Options, selected run, hint and run-list key of the run picker as the page opens. ``requested`` is
+    the page address's ``?run=`` (a notification's link): selected when it is a listed run, else ignored."""
     run_ids = catalog.run_ids()
     chosen = requested if isinstance(requested, str) and requested in run_ids else catalog.default_run()
-    return run_options(run_ids, catalog.label), chosen, run_hint(len(run_ids), catalog.problems)
+    return (run_options(run_ids, catalog.label), chosen, run_hint(len(run_ids), catalog.problems),
+            catalog.run_list_key())
+
+
+def picker_update(catalog: RunCatalog, current: str | None, key: str | None, hint: str | None
+                  ) -> tuple[object, object, object, object]:
+    """(options, value, hint, key) for one tick; ``no_update`` for each that did not change. Cheap when
+    nothing changed: the run list is compared by its digest, the options are built only when it differs."""
+    run_ids = catalog.run_ids()
+    new_key = catalog.run_list_key()
+    value = current if current in run_ids else pick_run(current, run_ids, catalog.default_run())
+    new_hint = run_hint(len(run_ids), catalog.problems)
+    options = run_options(run_ids, catalog.label) if new_key != key else no_update
+    return (options, value if value != current else no_update, new_hint if new_hint != hint else no_update,
+            new_key if new_key != key else no_update)
 
 
 def register(app: Dash) -> None:
@@ -47,14 +67,8 @@ def register(app: Dash) -> None:
                             State(ids.SHELL_TICK, "n_intervals"), prevent_initial_call=True)
 
     @app.callback(Output(ids.SHELL_RUN_PICKER, "options"), Output(ids.SHELL_RUN_PICKER, "value"),
-                  Output(ids.SHELL_RUN_HINT, "children"),
+                  Output(ids.SHELL_RUN_HINT, "children"), Output(ids.SHELL_RUN_LIST_KEY, "data"),
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.SHELL_RUN_PICKER, "value"),
-                  State(ids.SHELL_RUN_PICKER, "options"), State(ids.SHELL_RUN_HINT, "children"))
-    def update_run_picker(_n: int, current: str | None, options: list[dict] | None, hint: str | None):
-        run_ids = catalog.run_ids()
-        new_options = run_options(run_ids, catalog.label)
-        value = pick_run(current, run_ids, catalog.default_run() if current not in run_ids else current)
-        new_hint = run_hint(len(run_ids), catalog.problems)
-        if new_options == (options or []) and value == current and new_hint == hint:
-            return no_update, no_update, no_update
-        return new_options, value, new_hint
+                  State(ids.SHELL_RUN_LIST_KEY, "data"), State(ids.SHELL_RUN_HINT, "children"))
+    def update_run_picker(_n: int, current: str | None, key: str | None, hint: str | None):
+        return picker_update(catalog, current, key, hint)

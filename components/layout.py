@@ -18,9 +18,11 @@ def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:
 
 
 def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_container: Any,
-                run_options: Sequence[dict[str, str]] = (), run_value: str | None = None, run_hint: str = "") -> html.Div:
+                run_options: Sequence[dict[str, str]] = (), run_value: str | None = None, run_hint: str = "",
+                run_list_key: str | None = None) -> html.Div:
     """The whole app frame. ``page_container`` is Dash's ``dash.page_container``; the run picker starts
-    filled (built per page load) so the page's first callback already knows the run."""
+    filled (built per page load) so the page's first callback already knows the run. ``run_list_key``
+    names the run list the options were built from (the tick sends it instead of the options)."""
     header = html.Header([
         html.Div([html.Span("Trainboard", className="brand__name"),
                   html.Span(base_path, className="brand__path", id=ids.SHELL_BASE_PATH, title=base_path)],
@@ -37,6 +39,7 @@ def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_conta
         dcc.Location(id=ids.SHELL_URL),
         dcc.Interval(id=ids.SHELL_TICK, interval=TICK_MS, n_intervals=0),
         dcc.Store(id=ids.SHELL_PUSH, data=0),  # set by assets/push.js on a server push (services/push.py)
+        dcc.Store(id=ids.SHELL_RUN_LIST_KEY, data=run_list_key),
         header,
         html.Main(page_container, className="main"),
     ], className="shell")

@@ -75,8 +75,6 @@ def build_runs_table(rows: list[dict[str, Any]], selected: Sequence[str]) -> das
 
 def build_runs_layout() -> html.Div:
     """The Runs page: message, runs table, and the comparison area filled by the callbacks."""
-    graph_cfg = {"displaylogo": False, "responsive": True,
-                 "toImageButtonOptions": {"format": "png", "filename": "trainboard-runs", "scale": 2}}
     return html.Div([
         html.Div(id=ids.RUNS_MESSAGE),
         html.Div([html.H2("Runs", className="section__title"),
@@ -95,8 +93,7 @@ def build_runs_layout() -> html.Div:
                 html.Button("Download CSV", id=ids.RUNS_CSV_BUTTON, n_clicks=0, className="button"),
                 dcc.Download(id=ids.RUNS_CSV_DOWNLOAD),
             ], className="runs__controls"),
-            html.Div(dcc.Graph(id=ids.RUNS_GRAPH, config=graph_cfg, className="chart__graph runs__graph"),
-                     className="chart"),
+            html.Div(id=ids.RUNS_GRAPH_BOX, className="chart"),
             html.Div(id=ids.RUNS_GRAPH_NOTE, className="skipped"),
             html.Div([html.H3("Config differences", className="section__subtitle"),
                       html.Div(id=ids.RUNS_CONFIG_DIFF)], className="section"),
@@ -108,6 +105,16 @@ def build_runs_layout() -> html.Div:
 
 
 # ------------------------------------------------------------------------------------------ chart
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True,
+                "toImageButtonOptions": {"format": "png", "filename": "trainboard-runs", "scale": 2}}
+
+
+def build_compare_graph(figure: dict[str, Any]) -> dcc.Graph:
+    """The overlay chart. Put on the page only once runs are compared: a ``dcc.Graph`` makes the browser
+    load plotly.js (~4.7 MB to parse), which would otherwise delay the runs table of every Runs page open."""
+    return dcc.Graph(id=ids.RUNS_GRAPH, figure=figure, config=GRAPH_CONFIG, className="chart__graph runs__graph")
+
+
 def build_compare_figure(runs: Sequence[CompareRun], tag: str, align: str, log_y: bool,
                          uirevision: str) -> tuple[dict[str, Any], list[str]]:
     """Train and eval curves of ``tag`` for every run, overlaid, by step or by seconds since each run's start.

@@ -13,6 +13,7 @@ Only ids produced by discovery are accepted, so nothing a browser sends can poin
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors import runformat as rf
-from services.model import Run, RunKind, listdir, mtime
+from services.model import Run, RunKind, RunSummary, listdir, mtime
 from services.readers import READERS, TB_EVENT_MARK, detect_kind
 from services.push import ChangeFeed
 from services.watch import DirWatcher
@@ -47,6 +48,9 @@ are detected as an overflow, which switches to polling). Spread over 0.5-1.5x pe
 def recheck_interval(run_id: str) -> float:
     """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
     return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
+LIST_CLOCK_S = 10.0
+"""The Runs list is rebuilt at least this often even when nothing changed: a run's state (stale) and the
+"updated ... ago" column follow the clock."""
 COLLECTOR_DIRS = (rf.STATUS_DIR, rf.LOGS_DIR, rf.CONTROL_DIR, rf.SNAPSHOTS_DIR)
 """What is watched inside a collector-written run: its status, logs and control files, and which
 snapshots exist (``snapshots/`` itself, never the inside of a snapshot)."""
@@ -133,11 +137,29 @@ def discover(base: str | os.PathLike[str], depth: int = DISCOVERY_DEPTH, memo: D
     return sorted(found, key=lambda t: t[0]), searched, problems
 
 
-def activity_time(kind: RunKind, root: Path) -> float:
-    """When a run last wrote anything its reader reads (mtime), without reading it: picks the default run."""
+def activity_paths(kind: RunKind, root: Path) -> list[str] | None:
+    """The files whose mtimes say when a collector run last wrote (fixed per run, so kept by the caller:
+    every page load picks the default run among 2,000), or None for kinds whose files come and go."""
     if kind in (RunKind.TRAINBOARD, RunKind.EXPERIMENT):
-        paths = [rf.RunPaths(root).status, rf.RunPaths(root).metrics]
-    elif kind is RunKind.HUGGINGFACE:
+        return [os.fspath(rf.RunPaths(root).status), os.fspath(rf.RunPaths(root).metrics)]
+    return None
+
+
+def _mtime_of(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def activity_time(kind: RunKind, root: Path, paths: list[str] | None = None) -> float:
+    """When a run last wrote anything its reader reads (mtime), without reading it: picks the default run.
+    ``paths``: its :func:`activity_paths`, when the caller keeps them."""
+    if paths is None:
+        paths = activity_paths(kind, root)
+    if paths is not None:
+        return max(map(_mtime_of, paths), default=0.0)
+    if kind is RunKind.HUGGINGFACE:
         paths = rf.trainer_state_files(root)[-2:] + [root / rf.HF_TRAINER_STATE]
     else:
         paths = [root / n for n in listdir(root) if n.startswith(TB_EVENT_MARK)]
@@ -188,11 +210,20 @@ class RunCatalog:
         self._searched: set[Path] = set()
         self._soon: float | None = None
         self._id_set: frozenset[str] = frozenset()
+        self._ids_key = ""
         self._watch_done: set[str] = set()
         """Runs whose root and collector dirs are all watched."""
         self._within_memo: dict[str, tuple[Any, bool]] = {}
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
+        self._list_lock = threading.Lock()
+        self._list_checked: dict[str, float] = {}
+        self._listed: tuple[tuple[str, int], list[RunSummary]] | None = None
+        self._list_runs: list[Run] = []
+        self._activity_paths: dict[str, tuple[RunKind, list[str] | None]] = {}
+        self._list_ids_key: str | None = None
+        self._recheck: dict[str, float] = {}
+        """Run id -> :func:`recheck_interval` (computed once per run)."""
         self._watcher: DirWatcher | None = None
         self.changes = ChangeFeed()
         """Counts file events; the dashboard pushes it to the browser (services/push.py)."""
@@ -208,6 +239,7 @@ class RunCatalog:
         check files on each request."""
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
+        self._list_lock = threading.Lock()
         self._watcher = None
         for run in list(self._runs.values()):
             run._lock = threading.Lock()
@@ -304,6 +336,9 @@ class RunCatalog:
                     fresh[rid] = old if old is not None and old.kind is kind else READERS[kind](rid, path)
                 self._runs = fresh
                 self._run_ids = [rid for rid, _, _ in found]
+                self._recheck = {rid: self._recheck.get(rid) or recheck_interval(rid) for rid in self._run_ids}
+                self._ids_key = hashlib.blake2b(repr([(rid, kind.value) for rid, kind, _ in found]).encode(),
+                                                digest_size=12).hexdigest()
                 self._id_set = frozenset(self._run_ids)
                 self.problems = problems
                 if set(searched) - self._searched:
@@ -340,6 +375,11 @@ class RunCatalog:
     def run_ids(self) -> list[str]:
         """Ids of the runs under the base dir (rescanned when the tree changed, or every few seconds)."""
         return self.rescan()
+
+    def run_list_key(self) -> str:
+        """A digest of the run ids and kinds: the picker's options change exactly when it does."""
+        self.rescan()
+        return self._ids_key
 
     def kind_of(self, run_id: str) -> RunKind | None:
         run = self._runs.get(run_id)
@@ -390,6 +430,63 @@ class RunCatalog:
                 out.append(run)
         return out
 
+    def listing(self, now: float | None = None) -> tuple[list[RunSummary], str]:
+        """Every run's row for the Runs list, and a fingerprint that changes whenever a row may have.
+
+        A run not opened yet is read as the listing needs it (:meth:`Run.list_refresh`: for a Trainboard
+        run its status file and the tail of its log, never its series); an opened run is refreshed as
+        pages do. With file events, a run without an event is not looked at (re-checked about every
+        :data:`RECHECK_INTERVAL_S`). Concurrent callers (a browser ticking while the first listing of
+        2,000 runs is still being read) wait for one listing instead of each reading every run, and an
+        unchanged listing returns the rows it built before.
+        """
+        with self._list_lock:
+            now = time.time() if now is None else now
+            ids = self.rescan()
+            listed = self._listed
+            if listed is None or self._list_ids_key != self._ids_key or not self.watching or self._dirty:
+                due = ids  # a new run list, polling, or events: every run is looked at (cheap when unchanged)
+            else:
+                mono = time.monotonic()
+                checked, intervals = self._list_checked, self._recheck
+                due = [rid for rid in ids if mono - checked.get(rid, -1e18) > intervals[rid]]
+            if len(due) == len(ids):
+                runs = [r for r in (self._list_get(rid) for rid in ids) if r is not None]
+                self._list_runs, self._list_ids_key = runs, self._ids_key
+            else:
+                for rid in due:
+                    self._list_get(rid)
+                runs = self._list_runs
+            # read after the runs were looked at and before the rows are built: a change from now on moves
+            # the counter again, so the next call rebuilds; unchanged, the rows built before are current
+            key = (self._ids_key, Run.changes, len(runs))
+            fingerprint = hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest()
+            bucket = int(now // LIST_CLOCK_S)  # the state ("stale") and the "ago" column depend on the clock
+            if listed is not None and listed[0] == (fingerprint, bucket):
+                return listed[1], fingerprint
+            rows = [r.list_summary(now) for r in runs]
+            self._listed = ((fingerprint, bucket), rows)
+            return rows, fingerprint
+
+    def _list_get(self, run_id: str) -> Run | None:
+        """:meth:`_get` for the listing: a run not opened is brought up to date with ``list_refresh``."""
+        run = self._runs.get(run_id)
+        if run is None or run.opened:
+            return self._get(run_id)
+        now = time.monotonic()
+        with self._lock:
+            if self.watching and run_id not in self._dirty and run.has_collector \
+                    and now - self._list_checked.get(run_id, -1e18) <= recheck_interval(run_id):
+                return run
+            if not self._within(run):
+                return None
+            self._dirty.discard(run_id)
+            if self.watching:
+                self._watch_run(run_id, run.kind, run.root)
+        self._list_checked[run_id] = now
+        run.list_refresh()
+        return run
+
     def version(self) -> tuple[tuple[str, int], ...]:
         """A fingerprint of all runs' versions: unchanged means nothing new anywhere."""
         return tuple((r.run_id, r.version) for r in self.runs())
@@ -401,7 +498,15 @@ class RunCatalog:
             return None
         with self._lock:
             kinds = {rid: self._runs[rid].kind for rid in ids if rid in self._runs}
-        return max(ids, key=lambda rid: activity_time(kinds.get(rid, RunKind.TRAINBOARD), self._root_of(rid)))
+        known = self._activity_paths
+
+        def when(rid: str) -> float:
+            kind = kinds.get(rid, RunKind.TRAINBOARD)
+            hit = known.get(rid)
+            if hit is None or hit[0] is not kind:
+                hit = known[rid] = (kind, activity_paths(kind, self._root_of(rid)))
+            return activity_time(kind, self._root_of(rid), hit[1])
+        return max(ids, key=when)
 
     def warm(self) -> threading.Thread:
         """Read the most recent run in a background thread, so a large history is parsed before the first
@@ -413,7 +518,16 @@ class RunCatalog:
         thread at that moment fails with "partially initialized module 'pandas'".
         """
         self.rescan()
-        t = threading.Thread(target=lambda: self.get(self.default_run()), name="trainboard-warm", daemon=True)
+
+        def work() -> None:
+            self.get(self.default_run())
+            self.listing()  # the Runs list's first open then finds its rows read
+            soon = self._soon  # the first scan asks for a second look soon: done here, not on a page request
+            if soon is not None:
+                time.sleep(max(0.0, soon - time.monotonic()))
+                self.rescan()
+
+        t = threading.Thread(target=work, name="trainboard-warm", daemon=True)
         t.start()
         return t
 

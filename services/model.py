@@ -397,6 +397,9 @@ class RunSummary:
     started_at: float | None = None
     updated_at: float | None = None
     problems: list[str] = field(default_factory=list)
+    best_eval_partial: bool = False
+    """The best eval loss is the best of the log's last part only (a large run not opened yet): the
+    run's true best is at most that (:mod:`services.listing`)."""
 
 
 # --------------------------------------------------------------------------- the run
@@ -445,6 +448,10 @@ class Run:
 
     kind: RunKind = RunKind.TRAINBOARD
     has_collector: bool = True
+    changes: int = 0
+    """Counts, over every run of the process, the reads that changed something shown (``version`` or
+    ``list_version`` moved): the Runs list compares one number per tick instead of 2,000 versions. Only
+    ever increased (an increment lost to a race between two threads still moves it)."""
 
     def __init__(self, run_id: str, root: Path) -> None:
         self.run_id = run_id
@@ -486,6 +493,7 @@ class Run:
             changed = self._refresh()
             if changed:
                 self.version += 1
+                Run.changes += 1
             return changed
 
     def _refresh(self) -> bool:  # pragma: no cover - abstract
@@ -654,11 +662,15 @@ class Run:
         from services.detection import run_stall  # detection imports the collector's rule engine: lazily
 
         now = time.time() if now is None else now
+        times = self._stall_times()
+        return run_stall(self.status, times, times[-1] if times else None, self.last_update(), now)
+
+    def _stall_times(self) -> list[float]:
+        """Wall times of the newest train records (at most :data:`STALL_TIMES`), for the stall rule."""
         train = self.series.get(series_key(Split.TRAIN.value, "loss"))
         if train is None:
             train = next((s for k, s in self.series.items() if k.startswith(Split.TRAIN.value + "/") and len(s)), None)
-        times = [t for t in (train.times[-STALL_TIMES:] if train is not None else []) if math.isfinite(t) and t > 0]
-        return run_stall(self.status, times, times[-1] if times else None, self.last_update(), now)
+        return [t for t in (train.times[-STALL_TIMES:] if train is not None else []) if math.isfinite(t) and t > 0]
 
     def derived_status(self) -> dict[str, Any]:
         """The status document, or one derived from the series when no status file exists (an HF or
@@ -726,6 +738,27 @@ class Run:
         if self.bad_steps:
             out.append(f"{self.bad_steps} record(s) without a numeric step skipped")
         return out
+
+    # ------------------------------------------------------------------ the Runs list (no series)
+    @property
+    def opened(self) -> bool:
+        """Whether this run's series were read (a page opened it); until then the listing reads less."""
+        return self.version > 0
+
+    def list_refresh(self) -> bool:
+        """Bring what the Runs list shows up to date; True when it changed. Readers that can list a run
+        without reading its series (Trainboard runs: status and the tail of the log) override this;
+        the others read the run (their files are read whole anyway)."""
+        return self.refresh()
+
+    @property
+    def list_version(self) -> Any:
+        """Changes whenever :meth:`list_summary` may have (a fingerprint for the Runs table)."""
+        return self.version
+
+    def list_summary(self, now: float | None = None) -> RunSummary:
+        """The Runs-table row as :meth:`list_refresh` left it (the full :meth:`summary` here)."""
+        return self.summary(now)
 
     def summary(self, now: float | None = None) -> RunSummary:
         """The runs-table row (cached per version and per 10 s, since the state depends on the clock)."""

@@ -19,15 +19,17 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors.experiments.checkpoints import scan_checkpoints
 from services.detection import DashboardDetector
-from services.model import (CheckpointRow, Run, RunKind, Series, flatten, group_records, is_number, listdir, mtime,
+from services.model import (CheckpointRow, Run, RunKind, RunSummary, Series, flatten, group_records, is_number, listdir, mtime,
                             normalize_metric, stat_sig)
 from services.seriescache import CacheEntry, CachedColumns, SeriesCache, default_cache, digest_range
+from services.listing import TailStats, read_tail_stats
 
 HF_MODEL_CONFIG = "config.json"
 TB_EVENT_MARK = "events.out.tfevents."
@@ -192,13 +194,76 @@ class TrainboardRun(Run):
         self._status_path = os.fspath(self.paths.status)
         self._alerts_path = os.fspath(self.paths.alerts)
         self._snapshots_path = os.fspath(self.paths.snapshots_dir)
+        self._tail: TailStats | None = None
+        """The listing's figures of the log's tail (:mod:`services.listing`), until the run is opened."""
+        self._tail_sig: tuple[int, int, int] | None = None
+        self._list_changes = 0
 
     @property
     def metrics_tailer(self) -> rf.JsonlTailer:
         return self._metrics
 
+    # the Runs list: status, extras and the log's tail, no series (services.listing)
+    @property
+    def list_version(self) -> Any:
+        return (self.version, self._list_changes)
+
+    def list_refresh(self) -> bool:
+        """The listing's read of a run not opened yet: status file, alert/snapshot/checkpoint listings and
+        the last :data:`services.listing.TAIL_BYTES` of the metrics log; an opened run is refreshed."""
+        with self._lock:
+            if self.version == 0:
+                changed = self._refresh_status()
+                sig = self.extras_signature()
+                if sig != self._extras_sig:
+                    self._extras_sig = sig
+                    self.read_extras()
+                    changed = True
+                msig = _sig(self._metrics_path)
+                if self._tail is None or msig != self._tail_sig:
+                    self._tail_sig = msig
+                    self._tail = read_tail_stats(self._metrics_path)
+                    changed = True
+                if changed:
+                    self._list_changes += 1
+                    Run.changes += 1
+                return changed
+        return self.refresh()
+
+    def list_summary(self, now: float | None = None) -> RunSummary:
+        if self.version > 0 or self._tail is None:
+            return self.summary(now)
+        now = time.time() if now is None else now
+        tail = self._tail
+        steps = [s for s in (tail.last_step, (self.status or {}).get("step")) if isinstance(s, int)]
+        started = self._listed_start(tail)
+        updated = self.last_update()
+        problems = self.all_problems()
+        if tail.bad_lines:
+            problems.append(f"{tail.bad_lines} malformed line(s) in the end of {rf.METRICS_LOG}"
+                            + ("" if tail.complete else " (open the run for the whole log)"))
+        return RunSummary(
+            run_id=self.run_id, kind=self.kind.value, name=self.name, path=str(self.root), state=self.state(now),
+            last_step=max(steps) if steps else None, best_eval_loss=tail.best_eval_loss,
+            duration_s=(updated - started) if started is not None and updated is not None else None,
+            alert_count=self.alert_count(), snapshot_count=self.snapshot_count(),
+            checkpoint_count=len(self.checkpoints()), started_at=started, updated_at=updated, problems=problems,
+            best_eval_partial=not tail.complete and tail.best_eval_loss is not None)
+
+    def _listed_start(self, tail: TailStats) -> float | None:
+        st = self.status or {}
+        return float(st["started_at"]) if is_number(st.get("started_at")) else tail.first_time
+
+    def _stall_times(self) -> list[float]:
+        if self.version == 0 and self._tail is not None:
+            return list(self._tail.train_times)
+        return super()._stall_times()
+
     def _refresh(self) -> bool:
         changed = self._refresh_status()
+        if self._tail is not None:  # listed before: status and extras were read, but never shown as read
+            self._tail = None
+            changed = True
         if self.version == 0 and self._metrics.state.offset == 0:
             changed = self._load_cache() or changed
         if self._rewritten_in_place():
@@ -420,6 +485,10 @@ class ExperimentRun(TrainboardRun):
     def started_at(self) -> float | None:
         created = self._config_doc.get("created_at")
         return float(created) if is_number(created) else super().started_at()
+
+    def _listed_start(self, tail: TailStats) -> float | None:
+        created = self._config_doc.get("created_at")
+        return float(created) if is_number(created) else super()._listed_start(tail)
 
     def last_update(self) -> float | None:
         times = [t for t in (super().last_update(), self._results_doc.get("finished_at")) if is_number(t)]
