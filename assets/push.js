@@ -8,13 +8,17 @@
   var prefix = cfg.requests_pathname_prefix || "/";
   var url = prefix.replace(/\/$/, "") + "/_trainboard/changes";
   var gap = 200, lastFire = 0, timer = null, pushes = 0;
+  window.trainboardPush = {refreshes: 0, changes: 0, connected: false};
   function fire() {
     timer = null;
     var cs = window.dash_clientside;
-    if (!cs || !cs.set_props || !document.getElementById("shell-push")) { return; }
+    if (!cs || !cs.set_props) { return; }  /* Dash not started yet: the tick will do */
     lastFire = Date.now();
     pushes += 1;
-    cs.set_props("shell-push", {data: pushes});
+    try {
+      cs.set_props("shell-push", {data: pushes});
+      window.trainboardPush.refreshes = pushes;  /* for tests and curious users: pushes that refreshed the page */
+    } catch (e) { /* the shell is not on this page (an error page): the tick will do */ }
   }
   function onChange() {
     if (timer !== null) { return; }
@@ -26,7 +30,8 @@
     es.addEventListener("hello", function (ev) {
       try { gap = JSON.parse(ev.data).min_gap_ms || gap; } catch (e) { /* keep the default */ }
     });
-    es.onmessage = onChange;
+    es.onopen = function () { window.trainboardPush.connected = true; };
+    es.onmessage = function () { window.trainboardPush.changes += 1; onChange(); };
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", open); } else { open(); }
 })();
