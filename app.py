@@ -20,7 +20,7 @@ import flask
 from dash import Dash
 
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
-from components.layout import build_shell
+from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_shell
 from services.cachedir import make_cache_dir
 from services.catalog import RunCatalog
 from services.context import attach_catalog
@@ -48,7 +48,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
 
     cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
     app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(HERE / "assets"), title="Trainboard",
-               update_title=None,
+               update_title=None, assets_ignore=PLOTLY_ASSETS_IGNORE,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
     install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
     install_error_guard(app.server)  # no request gets a 500 with a traceback
@@ -67,6 +67,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         return build_shell(nav, str(store.base), dash.page_container, *shell.picker_state(store, requested))
 
     app.layout = serve_layout
+    app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE))  # plotly.js early (docs/scaling.md)
     store.warm()  # read the most recent run now, not when the first browser asks
     if notifier is not None:
         watcher = DashboardNotifier(store, notifier).start()
