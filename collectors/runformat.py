@@ -784,8 +784,8 @@ def _read_columnar(path: str | os.PathLike[str], offset: int, size: int,
     not take them. Read into a bytearray cut at the last newline in place: a large chunk is never copied."""
     try:
         with open(path, "rb") as fh:
+            data = bytearray(max(0, min(size, os.fstat(fh.fileno()).st_size - offset)))
             fh.seek(offset)
-            data = bytearray(size)
             n = fh.readinto(data)
     except (FileNotFoundError, IsADirectoryError):
         return None

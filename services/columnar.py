@@ -19,6 +19,8 @@ Without pyarrow (it is an optional dependency of the dashboard) everything takes
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import os
 from array import array
@@ -29,15 +31,16 @@ import numpy as np
 
 from collectors import runformat as rf
 
-try:  # optional: the record path does everything without it
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.json as pj
-except ImportError:  # pragma: no cover - exercised where pyarrow is missing
-    pa = pc = pj = None
+pa: Any = None
+pc: Any = None
+pj: Any = None
+"""pyarrow's modules, imported by :func:`_load` on the first chunk worth it (a folder of small runs never
+imports pyarrow: ~40 MB of memory and a fraction of a second of start-up)."""
 
 ENV_SWITCH = "TRAINBOARD_COLUMNAR"
 """``TRAINBOARD_COLUMNAR=0`` turns the fast path off (every chunk takes the record path)."""
+MIN_CHUNK_BYTES = 256 << 10
+"""Smaller chunks take the record path: it parses them in milliseconds, and pyarrow is not imported for them."""
 BLOCK_BYTES = 4 << 20
 """pyarrow parses a chunk in blocks of this size, one per thread."""
 METRIC_KINDS = (rf.RecordKind.TRAIN.value, rf.RecordKind.EVAL.value)
@@ -51,8 +54,27 @@ _REFUSED_BYTES = (b"NaN", b"Infinity", *(f'"{f}"'.encode() for f in REFUSED_FIEL
 
 
 def available() -> bool:
-    """Whether the fast path is usable here: pyarrow importable and not turned off by the environment."""
-    return pj is not None and os.environ.get(ENV_SWITCH, "1") != "0"
+    """Whether the fast path is usable here: pyarrow installed and not turned off by the environment."""
+    return os.environ.get(ENV_SWITCH, "1") != "0" and _installed()
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def _load() -> bool:
+    """Import pyarrow's modules once; False when they cannot be imported."""
+    global pa, pc, pj
+    if pj is None:
+        try:
+            import pyarrow
+            import pyarrow.compute
+            import pyarrow.json
+        except ImportError:  # pragma: no cover - available() found it, yet it does not import
+            return False
+        pa, pc, pj = pyarrow, pyarrow.compute, pyarrow.json
+    return True
 
 
 @dataclass
@@ -81,7 +103,7 @@ def _as_array(values: np.ndarray) -> array:
 def parse_columns(chunk: bytes | bytearray) -> ColumnChunk | None:
     """``chunk`` (complete lines, ending with a newline) as columns, or None when it must take the record
     path. Pure; the chunk is parsed in place (never copied)."""
-    if pj is None or not chunk.endswith(b"\n") or len(chunk) < 2:
+    if len(chunk) < max(MIN_CHUNK_BYTES, 2) or not chunk.endswith(b"\n") or not _load():
         return None
     if chunk.find(b"\n\n") >= 0 or chunk[:1].isspace() or any(chunk.find(tok) >= 0 for tok in _REFUSED_BYTES):
         return None  # blank lines, non-finite tokens, stand-in fields: the record path's rules

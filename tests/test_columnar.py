@@ -20,6 +20,12 @@ from tests.test_series_cache import assert_same, record, tricky_lines, write_lin
 pytestmark = pytest.mark.skipif(not columnar.available(), reason="pyarrow is not installed")
 
 
+@pytest.fixture(autouse=True)
+def small_chunks_too(monkeypatch):
+    """The tests' logs are small: let the fast path take chunks of any size."""
+    monkeypatch.setattr(columnar, "MIN_CHUNK_BYTES", 0)
+
+
 def read(root: Path, fast: bool, monkeypatch: pytest.MonkeyPatch, chunk: int | None = None) -> TrainboardRun:
     """A reader of ``root`` with or without the fast path; ``chunk`` splits the log into small chunks."""
     monkeypatch.setenv(columnar.ENV_SWITCH, "1" if fast else "0")
@@ -135,6 +141,13 @@ def test_a_clean_chunk_as_columns():
     assert got["train/loss"][:2] == [[1.0, 2.0], [2.0, 1.0]] and got["train/tokens"][1] == [512.0, 1024.0]
     assert got["train/loss"][2][0] == 10.0 and math.isnan(got["train/loss"][2][1])
     assert got["eval/eval_loss"] == [[1.0], [1.5], [11.0]]
+
+
+def test_small_chunks_take_the_record_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(columnar, "MIN_CHUNK_BYTES", 1 << 20)
+    root = tmp_path / "run"
+    write_lines(rf.RunPaths(root).metrics, clean_lines(100))
+    assert read(root, True, monkeypatch).columnar_chunks == 0
 
 
 def test_switched_off_by_the_environment(tmp_path, monkeypatch):
