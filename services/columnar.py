@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from collectors import runformat as rf
+from services.model import NUMERIC_SKIP, Series
 
 pa: Any = None
 pc: Any = None
@@ -44,9 +45,8 @@ MIN_CHUNK_BYTES = 256 << 10
 BLOCK_BYTES = 4 << 20
 """pyarrow parses a chunk in blocks of this size, one per thread."""
 METRIC_KINDS = (rf.RecordKind.TRAIN.value, rf.RecordKind.EVAL.value)
-SKIP_FIELDS = frozenset({"v", "kind", "step", "time"})
-"""Fields that are not metric series (the record path's ``NUMERIC_SKIP`` less the stand-in fields, which
-send a chunk to the record path)."""
+SKIP_FIELDS = NUMERIC_SKIP
+"""Fields that are not metric series: the record path's own set."""
 REFUSED_FIELDS = frozenset({rf.LOSS_REPLACED, rf.LOSS_NONFINITE_STEP})
 _REFUSED_BYTES = (b"NaN", b"Infinity", *(f'"{f}"'.encode() for f in REFUSED_FIELDS))
 """Bare non-finite tokens (which the record path parses with Python's json), the encoded ``"NaN"`` /
@@ -183,8 +183,6 @@ def _quoted_key(name: str) -> bytes:
 
 def ingest_columns(run: Any, chunk: ColumnChunk) -> None:
     """Append ``chunk`` to ``run``'s series (a :class:`services.model.Run`) as the record path would."""
-    from services.model import Series
-
     for key, (steps, values, times) in chunk.series.items():
         s = run.series.get(key)
         if s is None:
