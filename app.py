@@ -20,7 +20,7 @@ import flask
 from dash import Dash
 
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
-from components.layout import build_shell
+from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_shell
 from services.cachedir import make_cache_dir
 from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
@@ -51,7 +51,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
 
     cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
     app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(HERE / "assets"), title="Trainboard",
-               update_title=None,
+               update_title=None, assets_ignore=PLOTLY_ASSETS_IGNORE,
                suppress_callback_exceptions=True, background_callback_manager=dash.DiskcacheManager(cache))
     install_host_guard(app.server, host, allow_hosts)  # first: a foreign Host is refused before anything else
     install_error_guard(app.server)  # no request gets a 500 with a traceback
@@ -72,6 +72,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
 
     app.layout = serve_layout
     import numpy.ma  # noqa: F401 - plotly's JSON encoder imports it lazily: ~70 ms of the first page otherwise
+    app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE))  # plotly.js early (docs/scaling.md)
     store.warm()  # read the most recent run now, not when the first browser asks
     start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:

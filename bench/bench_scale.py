@@ -3,9 +3,12 @@
 Sections (``--only`` picks some; all by default):
 
 * ``1m``: a run of 1,000,000 values (200,000 steps x 5 metrics). A real ``python app.py`` server and headless
-  Chromium: page request until the loss chart and the step card show, on the first open (no series cache)
-  and on the reopen after a dashboard restart (the cache written by the first server). Goals: <= 1.0 s and
-  <= 0.5 s. Also the same open in-process (RunCatalog read + first chart render), for a breakdown.
+  Chromium: page request until the loss chart and the step card show, on the first open (no series cache,
+  a browser with an empty profile) and on the reopen after a dashboard restart (the cache written by the
+  first server; the same port and the same browser profile, whose HTTP and script caches a person's browser
+  keeps too). Goals: <= 1.0 s and <= 0.5 s. The reopen by a browser with an empty profile (how the reopen was
+  measured before) is printed beside it. Also the same open in-process (RunCatalog read + first chart
+  render), for a breakdown.
 * ``tb``: TensorBoard's own loader (EventAccumulator, all scalars kept) on the same 1M scalars written by
   SummaryWriter; the ratio TensorBoard / Trainboard browser end to end (goal >= 25x).
 * ``10m``: 10,000,000 values (1,000,000 steps x 10 metrics, ~340 MB JSONL): first open in the browser
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -172,7 +176,7 @@ class Server:
     def start(self) -> "Server":
         from tests.conftest import free_port, wait_http
 
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart on the same port keeps the browser's cache valid
         env = {**os.environ, "TRAINBOARD_CACHE_DIR": str(self.cache_dir), "PYTHONPATH": str(self.repo),
                **self.extra_env}
         self.proc = subprocess.Popen([sys.executable, str(self.repo / "app.py"), "--base-dir", str(self.base),
@@ -208,9 +212,27 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+@contextmanager
+def profile_browser(profile: Path) -> Iterator[Any]:
+    """Chromium with the persistent profile ``profile`` (HTTP cache and compiled-script cache kept on disk
+    between launches, as a person's browser keeps them): yields its one browser context."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                   viewport={"width": 1400, "height": 1000})
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
 def open_run_page(b: Any, srv: Server, steps: int, timeout_s: float) -> float:
-    """Seconds from the page request until the loss chart is drawn and the step card shows ``steps``."""
-    page = b.new_page(viewport={"width": 1400, "height": 1000})
+    """Seconds from the page request until the loss chart is drawn and the step card shows ``steps``
+    (``b``: a browser, or a browser context with its viewport set)."""
+    page = b.new_page(**({"viewport": {"width": 1400, "height": 1000}} if hasattr(b, "new_context") else {}))
     try:
         t0 = time.perf_counter()
         page.goto(srv.url + "/", wait_until="load")
@@ -274,15 +296,22 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def measure_open(repo: Path, base: Path, steps: int, work: Path, name: str, timeout_s: float) -> dict[str, Any]:
-    """First open (fresh series cache) and reopen after a restart of ``repo``'s dashboard."""
+    """First open (fresh series cache, a browser with an empty profile) and reopens after a restart of
+    ``repo``'s dashboard on the same port: ``reopen`` by the same browser profile as the first open (its
+    HTTP and script caches kept, as a person's browser keeps them), ``reopen_fresh`` by a browser with an
+    empty profile (what this bench measured as the reopen before; the server side is the same)."""
     cache = work / f"cache-{name}"
+    profile = work / f"profile-{name}"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(profile, ignore_errors=True)
     out: dict[str, Any] = {}
-    for phase in ("first", "reopen"):
-        srv = Server(repo, base, cache).start()
+    port = 0
+    for phase in ("first", "reopen", "reopen_fresh"):
+        srv = Server(repo, base, cache, port=port).start()
+        port = srv.port
         peak = PeakRss(srv.proc.pid)
         try:
-            for b in browser():
+            with (profile_browser(profile) if phase != "reopen_fresh" else contextmanager(browser)()) as b:
                 try:
                     c0 = cpu_s(srv.proc.pid)
                     out[phase] = open_run_page(b, srv, steps, timeout_s)
@@ -335,13 +364,16 @@ def section_1m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]:
     res["inproc_values"] = n
     new, anc = res["new"], res.get("anchor", {})
     print(f"  {steps * 5:,} values, browser page request -> chart and step card: first open {fmt(new.get('first'))} "
-          f"(goal <= 1.0 s), reopen after restart {fmt(new.get('reopen'))} (goal <= 0.5 s); "
+          f"(goal <= 1.0 s), reopen after restart {fmt(new.get('reopen'))} (goal <= 0.5 s; same browser profile), "
+          f"{fmt(new.get('reopen_fresh'))} by a fresh browser (how this was measured before); "
           f"server peak RSS {fmt(new.get('first_rss'), 'MB')}; server CPU during the open: first "
           f"{fmt(new.get('first_cpu'))}, reopen {fmt(new.get('reopen_cpu'))} (the rest is the browser)")
     if a.anchor:
-        print(f"    anchor: first {fmt(anc.get('first'))}, reopen {fmt(anc.get('reopen'))}, peak RSS "
+        print(f"    anchor: first {fmt(anc.get('first'))}, reopen {fmt(anc.get('reopen'))} (fresh browser "
+              f"{fmt(anc.get('reopen_fresh'))}), peak RSS "
               f"{fmt(anc.get('first_rss'), 'MB')}  -> anchor/new first {ratio(anc.get('first'), new.get('first'))}, "
-              f"reopen {ratio(anc.get('reopen'), new.get('reopen'))}; anchor server CPU first "
+              f"reopen {ratio(anc.get('reopen'), new.get('reopen'))}, fresh-browser reopen "
+              f"{ratio(anc.get('reopen_fresh'), new.get('reopen_fresh'))}; anchor server CPU first "
               f"{fmt(anc.get('first_cpu'))}, reopen {fmt(anc.get('reopen_cpu'))} {anc.get('first_error', '')}")
     print(f"    in-process (catalog read + first render): first {fmt(res['inproc_first'])}, "
           f"reopen {fmt(res['inproc_reopen'])} ({n:,} values)")

@@ -41,7 +41,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 try:  # orjson is several times faster; the standard library is the fallback inside minimal trainings.
     import orjson as _orjson
@@ -684,6 +684,8 @@ class ReadResult:
     offset: int = 0
     bad_lines: int = 0
     unknown_lines: int = 0
+    columns: Any = None
+    """What a ``columnar`` parser made of the chunk instead of ``records`` (see :func:`read_new`)."""
 
 
 def parse_lines(chunk: bytes, known_kinds: Iterable[str] | None = KNOWN_KINDS) -> ReadResult:
@@ -747,14 +749,21 @@ def _parse_all_at_once(chunk: bytes) -> list[Any] | None:
 
 
 def read_new(path: str | os.PathLike[str], offset: int, *, max_bytes: int | None = None,
-             known_kinds: Iterable[str] | None = KNOWN_KINDS) -> ReadResult:
+             known_kinds: Iterable[str] | None = KNOWN_KINDS,
+             columnar: Callable[[bytearray], Any] | None = None, columnar_bytes: int = 0) -> ReadResult:
     """Read the complete lines of ``path`` after byte ``offset``.
 
     Only bytes up to the last newline are consumed, so a line still being written is read on the next
     call. ``max_bytes`` bounds one call's work on a huge file (the caller loops). A missing file yields
-    nothing at the same offset.
+    nothing at the same offset. ``columnar`` (the dashboard's fast path) is offered up to
+    ``columnar_bytes`` of complete lines first: what it returns, unless None, is the result's ``columns``
+    and no records are decoded; when it returns None, at most ``max_bytes`` are decoded as records.
     """
     result = ReadResult(offset=offset)
+    if columnar is not None and columnar_bytes:
+        taken = _read_columnar(path, offset, columnar_bytes, columnar)
+        if taken is not None:
+            return taken
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -767,6 +776,25 @@ def read_new(path: str | os.PathLike[str], offset: int, *, max_bytes: int | None
     parsed = parse_lines(data[: end + 1], known_kinds)
     parsed.offset = offset + end + 1
     return parsed
+
+
+def _read_columnar(path: str | os.PathLike[str], offset: int, size: int,
+                   columnar: Callable[[bytearray], Any]) -> ReadResult | None:
+    """The complete lines of up to ``size`` bytes after ``offset`` through ``columnar``, or None when it did
+    not take them. Read into a bytearray cut at the last newline in place: a large chunk is never copied."""
+    try:
+        with open(path, "rb") as fh:
+            data = bytearray(max(0, min(size, os.fstat(fh.fileno()).st_size - offset)))
+            fh.seek(offset)
+            n = fh.readinto(data)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    end = data.rfind(b"\n", 0, n)
+    if end < 0:
+        return None
+    del data[end + 1:]
+    cols = columnar(data)
+    return None if cols is None else ReadResult(offset=offset + end + 1, columns=cols)
 
 
 @dataclass
@@ -792,18 +820,27 @@ class JsonlTailer:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int = 64 << 20,
-                 known_kinds: Iterable[str] | None = KNOWN_KINDS) -> None:
+                 known_kinds: Iterable[str] | None = KNOWN_KINDS,
+                 columnar: Callable[[bytearray], Any] | None = None, columnar_bytes: int = 32 << 20) -> None:
         self.path = Path(path)
         self.state = TailState()
         self.bad_lines = 0
         self.unknown_lines = 0
         self._chunk = chunk_bytes
         self._kinds = known_kinds
+        self._columnar = columnar
+        """Offered each chunk first (:func:`read_new`); a chunk it takes is yielded as its result, not records."""
+        self._columnar_bytes = columnar_bytes
+        self._columnar_after = 0
+        """Offset before which the columnar parser is not offered again: the span it refused last time is
+        decoded as records first, so a log it cannot take costs at most one refused attempt per span."""
 
     def poll(self) -> tuple[list[dict[str, Any]], bool]:
         records: list[dict[str, Any]] = []
         reset = False
         for chunk, chunk_reset in self.poll_chunks():
+            if not isinstance(chunk, list):
+                raise TypeError("poll() of a tailer with a columnar parser: use poll_chunks()")
             records.extend(chunk)
             reset = reset or chunk_reset
         return records, reset
@@ -811,7 +848,8 @@ class JsonlTailer:
     def poll_chunks(self) -> Iterator[tuple[list[dict[str, Any]], bool]]:
         """Like :meth:`poll`, one chunk of at most ``chunk_bytes`` at a time, so a reader that consumes each
         chunk before asking for the next keeps only one chunk's records alive (a 340 MB log's records
-        held at once as dicts take several GB). ``reset`` comes with the first item; at least one item."""
+        held at once as dicts take several GB). ``reset`` comes with the first item; at least one item. With
+        a ``columnar`` parser, a chunk it took comes as its result instead of a list of records."""
         try:
             st = os.stat(self.path)
         except OSError:
@@ -827,13 +865,17 @@ class JsonlTailer:
         self.state.size = st.st_size
         yielded = False
         while self.state.offset < st.st_size:
-            res = read_new(self.path, self.state.offset, max_bytes=self._chunk, known_kinds=self._kinds)
+            offer = self._columnar is not None and self.state.offset >= self._columnar_after
+            res = read_new(self.path, self.state.offset, max_bytes=self._chunk, known_kinds=self._kinds,
+                           columnar=self._columnar if offer else None, columnar_bytes=self._columnar_bytes)
+            if offer and res.columns is None:
+                self._columnar_after = self.state.offset + self._columnar_bytes
             if res.offset == self.state.offset:
                 break  # only a partial line is left: wait for its newline
             self.bad_lines += res.bad_lines
             self.unknown_lines += res.unknown_lines
             self.state.offset = res.offset
-            yield res.records, reset and not yielded
+            yield (res.records if res.columns is None else res.columns), reset and not yielded
             yielded = True
         if not yielded:
             yield [], reset

@@ -69,7 +69,8 @@ class TraceSpec:
 
 
 def build_trace(spec: TraceSpec, pts: TracePoints) -> dict[str, Any]:
-    return {"type": "scattergl" if len(pts.x) > 5000 else "scatter", "name": spec.name, "x": pts.x, "y": pts.y,
+    # always SVG: a chart gets at most ~2 x MAX_POINTS points, and the page's plotly.js has no WebGL traces
+    return {"type": "scatter", "name": spec.name, "x": pts.x, "y": pts.y,
             "customdata": pts.text, "hovertemplate": HOVER_TEMPLATE,
             "mode": "lines+markers" if spec.markers else "lines",
             "line": {"color": spec.colour, "width": 2}, "marker": {"color": spec.colour, "size": 6},

@@ -1,6 +1,7 @@
 """The app shell every page sits in: nav bar, run picker, the shared 1 s tick, and the page container."""
 from __future__ import annotations
 
+from html import escape as html_escape
 from typing import Any, Sequence
 
 from dash import dcc, html
@@ -9,6 +10,43 @@ from components import ids
 
 TICK_MS = 1000
 """Browser poll interval; each tick costs one cheap version check per visible page."""
+PLOTLY_BUNDLE = "vendor/plotly-trainboard-4.1.1.min.js"
+"""plotly.js with only :data:`PLOTLY_TRACE_TYPES`, under assets/ (scripts/plotly-bundle/README.md says how it is
+built): 1.2 MB instead of Dash's 4.8 MB full bundle, whose start-up was most of a page's first-chart time."""
+PLOTLY_TRACE_TYPES = ("scatter", "heatmap", "indicator")
+"""The plotly trace types in :data:`PLOTLY_BUNDLE`: a figure of any other type would draw nothing."""
+PLOTLY_ASSETS_IGNORE = r"^plotly-trainboard-.*\.js$"
+"""Keeps Dash from adding the bundle as a blocking script: :func:`build_index_string` loads it."""
+INDEX_TEMPLATE = """<!DOCTYPE html>
+<html>
+    <head>
+        {%metas%}
+        <title>{%title%}</title>
+        {%favicon%}
+        {%css%}
+        <script defer src="{plotly_src}"></script>
+    </head>
+    <body>
+        {%app_entry%}
+        <footer>
+            {%config%}
+            {%scripts%}
+            {%renderer%}
+        </footer>
+    </body>
+</html>"""
+"""Dash's default page template (the documented ``index_string`` placeholders) plus the plotly.js tag."""
+
+
+def build_index_string(plotly_src: str) -> str:
+    """Dash's page template with plotly.js (``plotly_src``) requested from ``<head>`` with ``defer``.
+
+    Dash loads plotly.js only when the first ``dcc.Graph`` mounts (after the layout and the first callbacks),
+    and ``dcc.Graph`` uses ``window.Plotly`` when it is already defined. Requested from the head, the bundle
+    downloads in parallel with Dash's scripts; ``defer`` runs it once the page is parsed, before any
+    callback response is handled, so the first chart draws without waiting for a download.
+    """
+    return INDEX_TEMPLATE.replace("{plotly_src}", html_escape(plotly_src, quote=True))
 
 
 def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from collectors import runformat as rf
 from collectors.experiments.checkpoints import scan_checkpoints
+from services import columnar
 from services.detection import DashboardDetector
 from services.model import (CheckpointRow, Run, RunKind, RunSummary, Series, flatten, group_records, is_number, listdir, mtime,
                             normalize_metric, stat_sig)
@@ -174,7 +175,10 @@ class TrainboardRun(Run):
 
     def __init__(self, run_id: str, root: Path, cache: SeriesCache | None | bool = True) -> None:
         super().__init__(run_id, root)
-        self._metrics = rf.JsonlTailer(self.paths.metrics, chunk_bytes=METRICS_CHUNK_BYTES)
+        self._metrics = rf.JsonlTailer(self.paths.metrics, chunk_bytes=METRICS_CHUNK_BYTES,
+                                       columnar=columnar.parse_columns if columnar.available() else None)
+        self.columnar_chunks = 0
+        """Chunks of the metrics log parsed by the columnar fast path (services/columnar.py)."""
         self._cache: SeriesCache | None = default_cache() if cache is True else (cache or None)
         self._cache_offset = 0
         self._metrics_path = os.fspath(self.paths.metrics)
@@ -276,10 +280,15 @@ class TrainboardRun(Run):
                 self._cache_offset = 0
                 before = 0
                 changed = True
-            if records:
+            if isinstance(records, columnar.ColumnChunk):  # pyarrow's fast path took the chunk
+                columnar.ingest_columns(self, records)
+                self.columnar_chunks += 1
+                changed = True
+            elif records:
                 self.ingest(records)
+                summary_kind = rf.RecordKind.SUMMARY.value
                 for rec in records:
-                    if rec.get("kind") == rf.RecordKind.SUMMARY.value:
+                    if rec.get("kind") == summary_kind:
                         self._summary_record = {k: v for k, v in rec.items() if k not in ("v", "kind", "time")}
                 changed = True
             del records

@@ -37,7 +37,8 @@ def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
     text = proc.stdout
     one = out["1m"]
     assert one["new"].get("first") and one["new"].get("reopen"), one
-    assert "first_error" not in one["new"] and "reopen_error" not in one["new"]
+    assert one["new"].get("reopen_fresh"), one  # the reopen by an empty browser profile, printed beside it
+    assert not {"first_error", "reopen_error", "reopen_fresh_error"} & set(one["new"]), one["new"]
     assert one["new"]["cache_written"] is True  # the first server wrote the series cache the second read
     assert one["inproc_values"] == one["values"] == one["steps"] * 5
     tb = out["tb"]
@@ -50,6 +51,6 @@ def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
     assert "error" not in many, many
     assert many["picker"] > 0 and many["runs_page"] > 0 and many["tick_ms"] >= 0 and many["idle_cpu_pct"] >= 0
     assert out["runs"]["inproc_n"] == out["runs"]["runs"]
-    for figure in ("first open", "reopen after restart", "TensorBoard / Trainboard", "zoom to 1,000 steps",
+    for figure in ("first open", "reopen after restart", "by a fresh browser", "TensorBoard / Trainboard", "zoom to 1,000 steps",
                    "Runs page", "idle CPU"):
         assert figure in text
