@@ -28,6 +28,7 @@ from components.layout import build_overview_layout
 from components.messages import build_notice, build_problem, build_waiting
 from callbacks import ranks as ranks_callbacks
 from callbacks.alerts import feed_for
+from callbacks.shell import only_tick, triggered_components
 from collectors.snapshots import list_snapshots
 from components.alerts import build_alert_marker_traces, build_event_marker_trace
 from services.alerts import alerts_for, event_points, event_records, marker_points
@@ -311,15 +312,18 @@ def update_charts(run: Run, prev_state: Mapping[str, Any] | None, log_y: bool,
     return outputs, {"run": run.run_id, "version": run.version, "charts": charts_state}
 
 
-def current_ranges(prev_state: Mapping[str, Any] | None, run_id: str, triggered: str | None,
+def current_ranges(prev_state: Mapping[str, Any] | None, run_id: str, triggered: str | frozenset[str] | None,
                    relayouts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, list[float] | None]:
-    """The zoom range of each chart: kept from the state, replaced by the chart the person just zoomed."""
+    """The zoom range of each chart: kept from the state, replaced by the chart(s) the person just zoomed
+    (``triggered``: the triggering component id, or the set of them)."""
+    if isinstance(triggered, str):
+        triggered = frozenset({triggered})
     ranges: dict[str, list[float] | None] = {}
     same_run = (prev_state or {}).get("run") == run_id
     for chart in CHARTS:
         prev = ((prev_state or {}).get("charts", {}).get(chart.graph_id) or {}) if same_run else {}
         ranges[chart.graph_id] = (prev.get("view") or {}).get("range")
-        if triggered == chart.graph_id:
+        if triggered and chart.graph_id in triggered:
             changed, rng = parse_relayout(relayouts.get(chart.graph_id))
             if changed:
                 ranges[chart.graph_id] = rng
@@ -413,7 +417,7 @@ def register(app: Dash) -> None:
     )
     def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, show_events, prev_state):
         run = store.get(run_id)
-        triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
+        triggered = triggered_components(ctx.triggered_prop_ids)
         if run is None or not run.has_data():
             waiting = {"waiting": str(store.base), "run": run_id,
                        "problems": run.all_problems() if run is not None else []}
@@ -428,7 +432,7 @@ def register(app: Dash) -> None:
         unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
                      and prev_state.get("alerts_version") == alerts_view.version
                      and prev_state.get("run_state") == run_state)
-        if unchanged and triggered == ids.SHELL_TICK:
+        if unchanged and only_tick(triggered):
             raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
         snaps = snapshot_rows(run.paths) if run.has_collector else []
         events = event_records(alerts_view.records) if "events" in (show_events or []) else []

@@ -19,6 +19,7 @@ from components.format import fmt_epoch, fmt_gb, fmt_int, fmt_sci, fmt_sig
 from components.messages import build_not_collected, build_problem, build_waiting
 from components.samples import (FOLLOW, build_accuracy_figure, build_notes, build_prompt, build_samples_layout,
                                 build_stats, build_token_view)
+from callbacks.shell import only_tick, triggered_components
 from services.context import catalog_for
 from services.samples import history_for
 
@@ -161,8 +162,8 @@ def register(app: Dash) -> None:
                 raise PreventUpdate
             return (build_not_collected("samples", run.label, WAITING_DETAIL), [], "no samples", 0, {}, 0, [FOLLOW],
                     None, None, None, None, None, build_accuracy_figure({}), key)
-        triggered = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
-        if triggered == ids.SHELL_TICK and prev is None:
+        triggered = triggered_components(ctx.triggered_prop_ids)
+        if only_tick(triggered) and prev is None:
             # the page's first render is still on its way; a tick answered now could land after the person's
             # first slider move and put the view back on "latest"
             raise PreventUpdate
@@ -170,7 +171,7 @@ def register(app: Dash) -> None:
         hist.refresh()
         hist.apply_resumes(getattr(run, "resumes", None))  # samples of rolled-back steps are superseded
         follow = FOLLOW in (follow_value or [])
-        sel = choose_sample(hist.records, hist.detail, slider, follow, triggered == ids.SAMPLES_SLIDER)
+        sel = choose_sample(hist.records, hist.detail, slider, follow, ids.SAMPLES_SLIDER in triggered)
         key = {"run": run.run_id, "version": hist.version, "index": sel.index, "follow": sel.follow}
         if prev == key:
             raise PreventUpdate

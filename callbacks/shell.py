@@ -7,7 +7,7 @@ store), never the options themselves (~85 KB for 2,000 runs, on every tick of ev
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from dash import Dash, Input, Output, State, no_update
 
@@ -56,6 +56,20 @@ def picker_update(catalog: RunCatalog, current: str | None, key: str | None, hin
     options = run_options(run_ids, catalog.label) if new_key != key else no_update
     return (options, value if value != current else no_update, new_hint if new_hint != hint else no_update,
             new_key if new_key != key else no_update)
+
+
+def triggered_components(prop_ids: Iterable[str]) -> frozenset[str]:
+    """The component ids among a callback's triggers (``ctx.triggered_prop_ids``: ``"id.prop"``). Pure.
+
+    Dash sends one request for inputs that changed together, and ``ctx.triggered_id`` names only the first:
+    a tick (or a server push) that coincides with a click would read as "just the tick" and the click's
+    change would be dropped by the cheap path. Callbacks ask whether the tick is the *only* trigger."""
+    return frozenset(p.rsplit(".", 1)[0] for p in prop_ids if isinstance(p, str) and p != ".")
+
+
+def only_tick(prop_ids: Iterable[str]) -> bool:
+    """Whether the shell's tick alone triggered the callback (the cheap "anything new?" path may skip)."""
+    return triggered_components(prop_ids) == {ids.SHELL_TICK}
 
 
 def register(app: Dash) -> None:

@@ -283,3 +283,24 @@ def test_snapshot_rows_relist_only_when_the_directory_changes(tmp_path, monkeypa
     os.utime(paths.snapshots_dir, ns=(1, 1))  # the directory changed (a snapshot renamed in or removed)
     rows(paths)
     assert len(calls) == 2
+
+
+def test_a_click_that_arrives_with_a_tick_is_not_taken_for_a_tick() -> None:
+    from callbacks.shell import only_tick, triggered_components
+    from components import ids
+
+    assert only_tick([f"{ids.SHELL_TICK}.n_intervals"])
+    both = [f"{ids.SHELL_TICK}.n_intervals", f"{ids.OVERVIEW_SHOW_EVENTS}.value"]
+    assert not only_tick(both)  # Dash sent both in one request: the toggle must not be dropped
+    assert triggered_components(both) == {ids.SHELL_TICK, ids.OVERVIEW_SHOW_EVENTS}
+    assert not only_tick(["."])  # the initial call: nothing triggered it
+    assert not only_tick([])
+
+
+def test_a_zoom_that_arrives_with_a_tick_is_kept() -> None:
+    from callbacks.overview import current_ranges
+    from components import ids
+
+    trig = frozenset({ids.SHELL_TICK, ids.OVERVIEW_LOSS_GRAPH})
+    got = current_ranges(None, "run", trig, {ids.OVERVIEW_LOSS_GRAPH: {"xaxis.range[0]": 10, "xaxis.range[1]": 20}})
+    assert got[ids.OVERVIEW_LOSS_GRAPH] == [10, 20]
