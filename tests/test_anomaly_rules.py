@@ -407,3 +407,29 @@ def test_best_model_metric_forced(metric, expected):
 def test_best_model_metric_is_validated():
     with pytest.raises(ValueError, match="best_model_metric must be one of auto, eval_loss, loss"):
         SmartConfig(best_model_metric="accuracy")
+
+
+def test_convergence_running_sums_decide_like_the_exact_rule_over_a_long_noisy_log() -> None:
+    """The engine judges the convergence rate from running half sums and runs the exact rule only near a
+    limit; over thousands of logs (many refreshes, plateaus and rises) it fires exactly where the pure rule
+    on the same window does, and after a restore too."""
+    import random
+    from collections import deque
+
+    from collectors.anomaly import rules as R
+
+    rng = random.Random(5)
+    losses = [2.0 * 0.999 ** i * (1 + 0.1 * rng.gauss(0, 1)) + (0.5 if 1200 < i < 1400 else 0.0) for i in range(3000)]
+    eng = R.RuleEngine()
+    window: deque = deque(maxlen=R.PLATEAU_WINDOW)
+    for i, loss in enumerate(losses, 1):
+        if i == 1500:
+            state = eng.state_dict()
+            eng = R.RuleEngine()
+            eng.load_state_dict(state)
+        window.append(loss)
+        eng._conv_slide()  # what observe() does around each loss, without the other rules
+        eng.conv_losses.append(loss)
+        got = eng._convergence(i)
+        want = R.convergence(list(window), i)
+        assert (got.fired, got.alert.rule if got.alert else None) == (want.fired, want.alert.rule if want.alert else None), i
