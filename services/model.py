@@ -266,6 +266,41 @@ def best_eval_loss(series: Mapping[str, MetricSeries]) -> float | None:
     return min(finite) if finite else None
 
 
+def series_stats(series: Mapping[str, Series]) -> tuple[int | None, float | None, float | None] | None:
+    """``(last step, best eval loss, first wall time)`` straight from a run's raw series, as
+    :func:`last_step`, :func:`best_eval_loss` and :func:`wall_span` give them on :func:`compare_series`; or
+    None when two raw series normalise to one curve (then the merged view decides). Pure.
+
+    The runs table needs only these three; building the normalised view point by point (a dict entry per
+    point) cost a 10,000,000-value run seconds and gigabytes each time the listing was refreshed."""
+    import numpy as np
+
+    picked: dict[tuple[str, str], Series] = {}
+    for key, s in series.items():
+        kind, _, name = key.partition("/")
+        norm = normalize_metric(kind, name)
+        if norm is None:
+            continue
+        if norm in picked:
+            return None
+        picked[norm] = s
+    last = max((int(s.steps[-1]) for s in picked.values() if len(s.steps)), default=None)
+    best = None
+    ev = picked.get((Split.EVAL.value, "loss"))
+    if ev is not None and len(ev.values):
+        v = np.asarray(ev.values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        best = float(v.min()) if v.size else None
+    first = None
+    for s in picked.values():
+        if len(s.times):
+            t = np.asarray(s.times, dtype=np.float64)
+            t = t[np.isfinite(t)]
+            if t.size and (first is None or float(t.min()) < first):
+                first = float(t.min())
+    return last, best, first
+
+
 def last_step(series: Mapping[str, MetricSeries]) -> int | None:
     steps = [s.steps[-1] for s in series.values() if s.steps]
     return max(steps) if steps else None
@@ -721,6 +756,9 @@ class Run:
         st = self.status or {}
         if is_number(st.get("started_at")):
             return float(st["started_at"])
+        stats = series_stats(self.series)
+        if stats is not None:
+            return stats[2]
         first, _ = wall_span(self.compare_series())
         return first
 
@@ -767,11 +805,14 @@ class Run:
         now = time.time() if now is None else now
         if self._summary is not None and self._summary[0] == self.version and now - self._summary[1] < 10:
             return self._summary[2]
-        cs = self.compare_series()
-        steps = [s for s in (last_step(cs), (self.status or {}).get("step")) if isinstance(s, int)]
+        stats = series_stats(self.series)
+        if stats is None:
+            cs = self.compare_series()
+            stats = (last_step(cs), best_eval_loss(cs), None)
+        steps = [s for s in (stats[0], (self.status or {}).get("step")) if isinstance(s, int)]
         summary = RunSummary(
             run_id=self.run_id, kind=self.kind.value, name=self.name, path=str(self.root), state=self.state(now),
-            last_step=max(steps) if steps else None, best_eval_loss=best_eval_loss(cs), duration_s=self.duration_s(),
+            last_step=max(steps) if steps else None, best_eval_loss=stats[1], duration_s=self.duration_s(),
             alert_count=self.alert_count(), snapshot_count=self.snapshot_count(),
             checkpoint_count=len(self.checkpoints()), started_at=self.started_at(), updated_at=self.last_update(),
             problems=self.all_problems())
