@@ -257,7 +257,11 @@ def test_kill_9_while_writing_never_gives_a_wrong_series(tmp_path: Path) -> None
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     torn_seen = 0
-    for delay in (0.0, 0.003, 0.01, 0.02, 0.05, 0.0, 0.001, 0.03):
+    delays = (0.0, 0.003, 0.01, 0.02, 0.05, 0.0, 0.001, 0.03)
+    for attempt in range(40):  # at least 8 kills; more until one has landed inside a write (timing varies)
+        if attempt >= len(delays) and torn_seen:
+            break
+        delay = delays[attempt % len(delays)] + 0.0007 * (attempt // len(delays))
         proc = subprocess.Popen([sys.executable, str(script), str(root), str(cache_dir)], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
