@@ -196,8 +196,16 @@ def test_incidents_ack_mute_and_events(tmp_path, dashboard, page):
         except Exception:  # noqa: BLE001 - playwright's TimeoutError
             continue
     page.wait_for_function(gone, timeout=TIMEOUT_MS)
-    page.locator("#overview-show-events input").check()
-    page.wait_for_function(f"() => ({names})().includes('events')", timeout=TIMEOUT_MS)
+    back = f"() => ({names})().includes('events')"
+    for _ in range(3):  # the same for the click that brings them back
+        page.locator("#overview-show-events input").check()
+        try:
+            page.wait_for_function(back, timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            page.locator("#overview-show-events input").uncheck()
+            continue
+    page.wait_for_function(back, timeout=TIMEOUT_MS)
     assert_no_console_errors(page)
 
 
