@@ -152,10 +152,8 @@ def test_listing_fingerprint_follows_changes(tmp_path: Path) -> None:
     assert fp3 != fp1 and rows3[1].last_step == 9
 
 
-def test_concurrent_listings_read_each_run_once(tmp_path: Path) -> None:
-    write_many_runs(tmp_path, 60)
-    cat = RunCatalog(tmp_path, watch=False)
-    cat.rescan()
+def count_list_refreshes(cat: RunCatalog) -> dict[str, int]:
+    """Wrap every listed run's ``list_refresh`` to count its calls; returns the counter ``{"n": calls}``."""
     reads = {"n": 0}
     for run in cat._runs.values():
         inner = run.list_refresh
@@ -164,6 +162,14 @@ def test_concurrent_listings_read_each_run_once(tmp_path: Path) -> None:
             reads["n"] += 1
             return inner()
         run.list_refresh = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_concurrent_listings_read_each_run_once(tmp_path: Path) -> None:
+    write_many_runs(tmp_path, 60)
+    cat = RunCatalog(tmp_path, watch=False)
+    cat.rescan()
+    reads = count_list_refreshes(cat)
     results: list[tuple] = []
     threads = [threading.Thread(target=lambda: results.append(cat.listing(1000.0))) for _ in range(4)]
     for t in threads:
@@ -202,14 +208,7 @@ def test_watched_listing_reads_nothing_while_idle_and_follows_events(tmp_path: P
     try:
         assert cat.watching
         rows, fp = cat.listing()
-        reads = {"n": 0}
-        for run in cat._runs.values():
-            inner = run.list_refresh
-
-            def counted(inner=inner) -> bool:
-                reads["n"] += 1
-                return inner()
-            run.list_refresh = counted  # type: ignore[method-assign]
+        reads = count_list_refreshes(cat)
         again, fp2 = cat.listing()
         assert fp2 == fp and again is rows and reads["n"] == 0  # no event, nothing due: no run looked at
         with open(rf.RunPaths(tmp_path / "run-00017").metrics, "ab") as fh:
