@@ -7,6 +7,7 @@ chart has grown enough to be re-chosen. Zooming re-fetches full detail for the v
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from datetime import datetime, timezone
@@ -24,11 +25,11 @@ from components.cards import CardData, build_card_grid
 from components.charts import (EVAL_COLOUR, GRAD_COLOUR, LR_COLOUR, SNAPSHOT_COLOUR, TRAIN_COLOUR, TraceSpec, build_resume_traces, build_series_figure,
                                empty_figure, to_trace_points)
 from components.format import fmt_ago, fmt_epoch, fmt_gb, fmt_int, fmt_rate, fmt_sci, fmt_sig
-from components.layout import build_overview_layout
+from components.layout import LOG_Y_DEFAULT, SHOW_EVENTS_DEFAULT, build_overview_layout
 from components.messages import build_notice, build_problem, build_waiting
 from callbacks import ranks as ranks_callbacks
 from callbacks.alerts import feed_for
-from callbacks.shell import only_tick, triggered_components
+from callbacks.shell import initial_run, only_tick, triggered_components
 from collectors.snapshots import list_snapshots
 from components.alerts import build_alert_marker_traces, build_event_marker_trace
 from services.alerts import alerts_for, event_points, event_records, marker_points
@@ -394,15 +395,67 @@ def waiting_message(base: Path, run: Run | None, run_id: str | None, watch_probl
     return build_waiting(str(base if run is None else run.root), detail)
 
 
+def overview_outputs(store: Any, feed: Any, snapshot_rows: "SnapshotRows", run_id: str | None,
+                     triggered: frozenset[str], log_y: Sequence[str] | None,
+                     relayouts: Mapping[str, Mapping[str, Any] | None], show_events: Sequence[str] | None,
+                     prev_state: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The Overview's outputs (cards, message, updated-at, skipped note, the three figures, chart state) for
+    ``run_id``; raises ``PreventUpdate`` when nothing changed. The callback calls it on every trigger, and the
+    page layout once with no trigger and no previous state, so the page arrives drawn (no second round trip
+    before the first chart)."""
+    run = store.get(run_id)
+    if run is None or not run.has_data():
+        waiting = {"waiting": str(store.base), "run": run_id,
+                   "problems": run.all_problems() if run is not None else []}
+        if prev_state == waiting:
+            raise PreventUpdate
+        empty = [empty_figure(c.title, "no data yet") for c in CHARTS]
+        return ([], waiting_message(store.base, run, run_id, store.watch_problem), None, "", *empty, waiting)
+    ranges = current_ranges(prev_state, run.run_id, triggered, relayouts)
+    alerts_view = alerts_for(feed, run)
+    run_state = run.state()  # depends on the clock too: a run turns stalled with nothing new on disk
+    unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
+                 and prev_state.get("alerts_version") == alerts_view.version
+                 and prev_state.get("run_state") == run_state)
+    if unchanged and only_tick(triggered):
+        raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
+    snaps = snapshot_rows(run.paths) if run.has_collector else []
+    events = event_records(alerts_view.records) if "events" in (show_events or []) else []
+    markers_key = (f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}|"
+                   f"{len(run.resumes)}")
+    figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
+                                loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
+    state["alerts_version"] = alerts_view.version
+    state["run_state"] = run_state
+    if unchanged:
+        return (no_update, no_update, no_update, no_update, *figs, state)
+    status = effective_status(run)
+    updated = {"t": status.get("updated_at"), "state": status.get("state"), "now": time.time()}
+    return (build_card_grid(overview_cards(status)), overview_message(run), updated,
+            skipped_note(run.bad_lines, run.unknown_lines, run.bad_steps), *figs, state)
+
+
 # ------------------------------------------------------------------------------------------ register
-def layout(**_query: Any) -> Any:
-    return build_overview_layout()
+def initial_layout(store: Any, feed: Any, snapshot_rows: SnapshotRows, requested: object = None) -> Any:
+    """The Overview page as it opens, drawn for the run the picker opens on (``requested``: the address's
+    ``?run=``). A run that cannot be drawn here still gets the page: the callback then shows its state."""
+    try:
+        outputs = overview_outputs(store, feed, snapshot_rows, initial_run(store, requested), frozenset(),
+                                   LOG_Y_DEFAULT, {}, SHOW_EVENTS_DEFAULT, None)
+    except Exception as exc:  # noqa: BLE001 - the page must open; the callback reports what it can read
+        logging.getLogger("trainboard").error("Trainboard: the Overview's first drawing failed (%s: %s); the "
+                                              "page's callback draws it", type(exc).__name__, exc)
+        outputs = None
+    return build_overview_layout(outputs)
 
 
 def register(app: Dash) -> None:
     store = catalog_for(app)
     feed = feed_for(app)
     snapshot_rows = SnapshotRows()
+    def layout(run: object = None, **_query: Any) -> Any:  # Dash pages call it with the query parameters
+        return initial_layout(store, feed, snapshot_rows, run)
+
     dash.register_page("overview", path="/", name="Overview", title="Trainboard · Overview", layout=layout, order=0)
 
     @app.callback(
@@ -416,38 +469,9 @@ def register(app: Dash) -> None:
         State(ids.OVERVIEW_CHART_STATE, "data"),
     )
     def update_overview(_n, run_id, log_y, loss_rl, lr_rl, grad_rl, show_events, prev_state):
-        run = store.get(run_id)
-        triggered = triggered_components(ctx.triggered_prop_ids)
-        if run is None or not run.has_data():
-            waiting = {"waiting": str(store.base), "run": run_id,
-                       "problems": run.all_problems() if run is not None else []}
-            if prev_state == waiting:
-                raise PreventUpdate
-            empty = [empty_figure(c.title, "no data yet") for c in CHARTS]
-            return ([], waiting_message(store.base, run, run_id, store.watch_problem), None, "", *empty, waiting)
-        ranges = current_ranges(prev_state, run.run_id, triggered, {
-            ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl, ids.OVERVIEW_GRAD_GRAPH: grad_rl})
-        alerts_view = alerts_for(feed, run)
-        run_state = run.state()  # depends on the clock too: a run turns stalled with nothing new on disk
-        unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
-                     and prev_state.get("alerts_version") == alerts_view.version
-                     and prev_state.get("run_state") == run_state)
-        if unchanged and only_tick(triggered):
-            raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
-        snaps = snapshot_rows(run.paths) if run.has_collector else []
-        events = event_records(alerts_view.records) if "events" in (show_events or []) else []
-        markers_key = (f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}|"
-                       f"{len(run.resumes)}")
-        figs, state = update_charts(run, prev_state, "log" in (log_y or []), ranges,
-                                    loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
-        state["alerts_version"] = alerts_view.version
-        state["run_state"] = run_state
-        if unchanged:
-            return (no_update, no_update, no_update, no_update, *figs, state)
-        status = effective_status(run)
-        updated = {"t": status.get("updated_at"), "state": status.get("state"), "now": time.time()}
-        return (build_card_grid(overview_cards(status)), overview_message(run), updated,
-                skipped_note(run.bad_lines, run.unknown_lines, run.bad_steps), *figs, state)
+        return overview_outputs(store, feed, snapshot_rows, run_id, triggered_components(ctx.triggered_prop_ids),
+                                log_y, {ids.OVERVIEW_LOSS_GRAPH: loss_rl, ids.OVERVIEW_LR_GRAPH: lr_rl,
+                                        ids.OVERVIEW_GRAD_GRAPH: grad_rl}, show_events, prev_state)
 
     ranks_callbacks.register(app)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -117,34 +118,51 @@ def compare_fingerprint(sources: Sequence[Run], metric: str, align: str, log_y: 
     return [[s.run_id, s.version] for s in sources] + [metric, align, log_y]
 
 
+def runs_table_outputs(catalog: Any, prev: Any, now: float | None = None) -> tuple[Any, Any, str]:
+    """(table rows, message, fingerprint) of the Runs table; raises ``PreventUpdate`` when the fingerprint
+    equals ``prev``. The listing reads each run's status and log tail (series only of opened runs); one short
+    digest, not 2,000 [id, version] pairs, goes back and forth on every tick. The tick's callback and the
+    page layout (the page arrives with its rows) both call it."""
+    now = time.time() if now is None else now
+    summaries, digest = catalog.listing(now)
+    fingerprint = f"{digest}-{int(now // 10)}"  # "ago" every 10 s
+    if prev == fingerprint:
+        raise PreventUpdate
+    if not summaries:
+        message: Any = build_waiting(str(catalog.base), "No runs yet: Trainboard runs, experiment directories, "
+                                     "Hugging Face output dirs (trainer_state.json) and TensorBoard event dirs "
+                                     "under this folder appear here.")
+    else:
+        problems = run_problems(summaries)
+        message = build_problem("; ".join(problems[:5]), "Everything else on this page is current.") if problems else None
+    return table_rows(summaries, now), message, fingerprint
+
+
 # ------------------------------------------------------------------------------------------ register
-def layout(**_query: Any) -> Any:
-    return build_runs_layout()
+def initial_layout(catalog: Any) -> Any:
+    """The Runs page as it opens, its table filled (no round trip before the first rows); a listing that
+    fails here leaves the table to the tick's callback, which reports what it can read."""
+    try:
+        rows, message, fingerprint = runs_table_outputs(catalog, None)
+    except Exception as exc:  # noqa: BLE001 - the page must open
+        logging.getLogger("trainboard").error("Trainboard: the Runs page's first listing failed (%s: %s)",
+                                              type(exc).__name__, exc)
+        return build_runs_layout()
+    return build_runs_layout(rows, message, fingerprint)
 
 
 def register(app: Dash) -> None:
     catalog = catalog_for(app)
+    def layout(**_query: Any) -> Any:  # Dash pages call it with the query parameters
+        return initial_layout(catalog)
+
     dash.register_page("runs", path="/runs", name="Runs", title="Trainboard · Runs", layout=layout, order=60)
 
     @app.callback(Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_MESSAGE, "children"),
                   Output(ids.RUNS_TABLE_STATE, "data"),
                   Input(ids.SHELL_TICK, "n_intervals"), State(ids.RUNS_TABLE_STATE, "data"))
     def update_runs_table(_n: int, prev: Any):
-        # the listing reads each run's status and log tail (series only of opened runs); one short
-        # digest, not 2,000 [id, version] pairs, goes back and forth on every tick
-        now = time.time()
-        summaries, digest = catalog.listing(now)
-        fingerprint = f"{digest}-{int(now // 10)}"  # "ago" every 10 s
-        if prev == fingerprint:
-            raise PreventUpdate
-        if not summaries:
-            message: Any = build_waiting(str(catalog.base), "No runs yet: Trainboard runs, experiment directories, "
-                                         "Hugging Face output dirs (trainer_state.json) and TensorBoard event dirs "
-                                         "under this folder appear here.")
-        else:
-            problems = run_problems(summaries)
-            message = build_problem("; ".join(problems[:5]), "Everything else on this page is current.") if problems else None
-        return table_rows(summaries, time.time()), message, fingerprint
+        return runs_table_outputs(catalog, prev)
 
     @app.callback(Output(ids.RUNS_GRAPH_BOX, "children"), Output(ids.RUNS_GRAPH_NOTE, "children"),
                   Output(ids.RUNS_METRIC, "options"), Output(ids.RUNS_CONFIG_DIFF, "children"),

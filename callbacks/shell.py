@@ -1,13 +1,17 @@
 """Callbacks of the app shell: the run picker follows runs of every kind as they appear under the base dir.
 
-The picker holds every run (a folder of 2,000 runs included: typing in it filters them in the browser, so
-every run is reachable by name). Its options go to the browser with the page and again only when the run
-list changed: each 1 s tick sends a short digest of the list (:meth:`RunCatalog.run_list_key`, kept in a
-store), never the options themselves (~85 KB for 2,000 runs, on every tick of every open tab).
+Every run is reachable by typing part of its name in the picker, a folder of 2,000 runs included: the
+picker holds at most :data:`PICKER_MAX_OPTIONS` runs at a time, and what a person types asks the server for
+the matching runs (``dcc.Dropdown`` indexes each option for its own search as it mounts, ~0.5 ms an option
+here: 2,000 options cost every page a second). The options go to the browser with the page and again only
+when the run list or the typed text changed: each 1 s tick sends a short digest (:func:`options_key`, kept
+in a store), never the options themselves.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from dash import Dash, Input, Output, State, no_update
 
@@ -28,6 +32,26 @@ def pick_run(current: str | None, run_ids: list[str], default: str | None) -> st
     return default
 
 
+PICKER_MAX_OPTIONS = 100
+"""Runs the picker holds at once (the first ones, or the first that match what is typed, plus the chosen one)."""
+
+
+def matching_runs(run_ids: Sequence[str], label: Callable[[str], str], search: str | None, current: str | None,
+                  limit: int = PICKER_MAX_OPTIONS) -> list[str]:
+    """The first ``limit`` runs whose label contains every word of ``search`` (any case), in list order, and
+    ``current`` (the chosen run, which the picker must hold to show it) when listed. Pure."""
+    words = str(search or "").lower().split()
+    out = [rid for rid in run_ids if all(w in label(rid).lower() for w in words)][:limit] if words else list(run_ids[:limit])
+    if current in run_ids and current not in out:
+        out.append(current)
+    return out
+
+
+def options_key(run_list_key: str, search: str | None) -> str:
+    """What the picker's options were built from: the run list's digest and the typed text."""
+    return f"{run_list_key}|{search or ''}"
+
+
 def run_hint(n_runs: int, problems: Sequence[str] = ()) -> str:
     """"3 runs", plus what discovery skipped (a symbolic link not followed), so nothing vanishes silently."""
     text = "no runs yet" if n_runs == 0 else ("1 run" if n_runs == 1 else f"{n_runs:,} runs")
@@ -40,22 +64,78 @@ def picker_state(catalog: RunCatalog, requested: str | None = None) -> tuple[lis
     """Options, selected run, hint and run-list key of the run picker as the page opens. ``requested`` is
     the page address's ``?run=`` (a notification's link): selected when it is a listed run, else ignored."""
     run_ids = catalog.run_ids()
-    chosen = requested if isinstance(requested, str) and requested in run_ids else catalog.default_run()
-    return (run_options(run_ids, catalog.label), chosen, run_hint(len(run_ids), catalog.problems),
-            catalog.run_list_key())
+    chosen = initial_run(catalog, requested, run_ids)
+    return (run_options(matching_runs(run_ids, catalog.label, "", chosen), catalog.label), chosen,
+            run_hint(len(run_ids), catalog.problems), options_key(catalog.run_list_key(), ""))
 
 
-def picker_update(catalog: RunCatalog, current: str | None, key: str | None, hint: str | None
-                  ) -> tuple[object, object, object, object]:
-    """(options, value, hint, key) for one tick; ``no_update`` for each that did not change. Cheap when
-    nothing changed: the run list is compared by its digest, the options are built only when it differs."""
+def initial_run(catalog: RunCatalog, requested: object = None, run_ids: Sequence[str] | None = None) -> str | None:
+    """The run a page opens on: ``requested`` (the address's ``?run=``) when it is a listed run, else the
+    catalog's default (the most recently updated). The picker and the Overview's first drawing agree on it."""
+    listed = catalog.run_ids() if run_ids is None else run_ids
+    return requested if isinstance(requested, str) and requested in listed else catalog.default_run()
+
+
+def picker_update(catalog: RunCatalog, current: str | None, key: str | None, hint: str | None,
+                  search: str | None = None) -> tuple[object, object, object, object]:
+    """(options, value, hint, key) for one tick or a change of the typed ``search``; ``no_update`` for each
+    that did not change. Cheap when nothing changed: the run list and the typed text are compared by their
+    digest (:func:`options_key`), the options are built only when it differs or the chosen run changes."""
     run_ids = catalog.run_ids()
-    new_key = catalog.run_list_key()
+    new_key = options_key(catalog.run_list_key(), search)
     value = current if current in run_ids else pick_run(current, run_ids, catalog.default_run())
     new_hint = run_hint(len(run_ids), catalog.problems)
-    options = run_options(run_ids, catalog.label) if new_key != key else no_update
+    options = (run_options(matching_runs(run_ids, catalog.label, search, value), catalog.label)
+               if new_key != key or value != current else no_update)
     return (options, value if value != current else no_update, new_hint if new_hint != hint else no_update,
             new_key if new_key != key else no_update)
+
+
+PAGE_HEADER = "X-Trainboard-Page"
+"""Request header of Dash's layout request carrying the page's address (set by assets/firstpage.js)."""
+
+
+@dataclass(frozen=True)
+class FirstPage:
+    """The page a layout request is for: its registry entry, query parameters (as Dash's router passes
+    them to a page's layout) and the address parts ``dcc.Location`` holds (equal to ``window.location``'s,
+    so the location does not fire the router on mount)."""
+
+    page: Mapping[str, Any]
+    query: dict[str, Any]
+    pathname: str
+    search: str
+    hash: str
+    href: str
+
+
+def query_params(query: str) -> dict[str, Any]:
+    """``a=1&b=2&b=3`` -> {"a": "1", "b": ["2", "3"]}: what Dash's page router passes to a layout. Pure."""
+    return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(query).items()}
+
+
+def first_page(href: str | None, strip: Callable[[str], str | None],
+               pages: Iterable[Mapping[str, Any]]) -> FirstPage | None:
+    """The registered page at address ``href`` (``strip``: the app's ``strip_relative_path``), or None when
+    there is no address, it names no page (Dash's router then shows its 404 as usual), or it is malformed.
+    Pure: the server uses it to send the first page drawn."""
+    if not isinstance(href, str) or not href or len(href) > 8192:
+        return None
+    try:
+        parts = urlsplit(href)
+        path_id = strip(parts.path or "/")
+    except Exception:  # noqa: BLE001 - ValueError, or Dash's UnsupportedRelativePath (a path outside the prefix)
+        return None
+    if path_id is None:
+        return None
+    for page in pages:
+        if page.get("path_template"):
+            continue  # a templated path needs Dash's own matching: left to the router
+        if str(page.get("path", "")).strip("/") == path_id.strip("/"):
+            return FirstPage(page, query_params(parts.query), parts.path or "/",
+                             f"?{parts.query}" if parts.query else "",
+                             f"#{parts.fragment}" if parts.fragment else "", href)
+    return None
 
 
 def triggered_components(prop_ids: Iterable[str]) -> frozenset[str]:
@@ -82,7 +162,9 @@ def register(app: Dash) -> None:
 
     @app.callback(Output(ids.SHELL_RUN_PICKER, "options"), Output(ids.SHELL_RUN_PICKER, "value"),
                   Output(ids.SHELL_RUN_HINT, "children"), Output(ids.SHELL_RUN_LIST_KEY, "data"),
-                  Input(ids.SHELL_TICK, "n_intervals"), State(ids.SHELL_RUN_PICKER, "value"),
-                  State(ids.SHELL_RUN_LIST_KEY, "data"), State(ids.SHELL_RUN_HINT, "children"))
-    def update_run_picker(_n: int, current: str | None, key: str | None, hint: str | None):
-        return picker_update(catalog, current, key, hint)
+                  Input(ids.SHELL_TICK, "n_intervals"), Input(ids.SHELL_RUN_PICKER, "search_value"),
+                  State(ids.SHELL_RUN_PICKER, "value"), State(ids.SHELL_RUN_LIST_KEY, "data"),
+                  State(ids.SHELL_RUN_HINT, "children"),
+                  prevent_initial_call=True)  # the layout arrives with the picker filled: the first tick checks it
+    def update_run_picker(_n: int, search: str | None, current: str | None, key: str | None, hint: str | None):
+        return picker_update(catalog, current, key, hint, search)

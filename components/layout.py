@@ -25,6 +25,7 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
         {%favicon%}
         {%css%}
         <script defer src="{plotly_src}"></script>
+        {chunk_scripts}
     </head>
     <body>
         {%app_entry%}
@@ -38,15 +39,27 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
 """Dash's default page template (the documented ``index_string`` placeholders) plus the plotly.js tag."""
 
 
-def build_index_string(plotly_src: str) -> str:
+DCC_CHUNKS = ("graph", "dropdown")
+"""dcc's lazily loaded chunks every page mounts at once (the charts, the run picker)."""
+
+
+def build_index_string(plotly_src: str, chunks_prefix: str = "/") -> str:
     """Dash's page template with plotly.js (``plotly_src``) requested from ``<head>`` with ``defer``.
 
     Dash loads plotly.js only when the first ``dcc.Graph`` mounts (after the layout and the first callbacks),
     and ``dcc.Graph`` uses ``window.Plotly`` when it is already defined. Requested from the head, the bundle
     downloads in parallel with Dash's scripts; ``defer`` runs it once the page is parsed, before any
     callback response is handled, so the first chart draws without waiting for a download.
+
+    dcc's graph and dropdown chunks (:data:`DCC_CHUNKS`, under ``chunks_prefix``, the app's
+    ``requests_pathname_prefix``) are requested the same way: dcc would fetch each only when the layout
+    mounts its first Graph or Dropdown, and Dash fires no callback until they have arrived. A chunk run
+    early registers itself with dcc's loader, which then does not fetch it again.
     """
-    return INDEX_TEMPLATE.replace("{plotly_src}", html_escape(plotly_src, quote=True))
+    chunks = "\n        ".join(
+        f'<script defer src="{html_escape(chunks_prefix, quote=True)}_dash-component-suites/dash/dcc/async-{c}.js">'
+        "</script>" for c in DCC_CHUNKS)
+    return INDEX_TEMPLATE.replace("{plotly_src}", html_escape(plotly_src, quote=True)).replace("{chunk_scripts}", chunks)
 
 
 def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:
@@ -83,29 +96,62 @@ def build_shell(nav_items: Sequence[tuple[str, str]], base_path: str, page_conta
     ], className="shell")
 
 
-def build_overview_layout() -> html.Div:
-    """The Overview page: state message, metric cards, loss chart with log-y toggle, LR and grad-norm charts."""
+LOG_Y_DEFAULT: list[str] = []
+"""The loss chart's log-scale toggle as a page opens (off)."""
+SHOW_EVENTS_DEFAULT: list[str] = ["events"]
+"""The events toggle as a page opens (on: new best model and plateau markers shown)."""
+
+
+def build_overview_layout(initial: Sequence[Any] | None = None) -> html.Div:
+    """The Overview page: state message, metric cards, loss chart with log-y toggle, LR and grad-norm charts.
+
+    ``initial``: the page's first content, as the Overview callback's outputs (cards, message, updated-at,
+    skipped note, loss/LR/grad figures, chart state), so the page arrives drawn; None leaves it to the
+    callback."""
+    cards, message, updated, skipped, loss_fig, lr_fig, grad_fig, state = (
+        initial if initial is not None else ([], None, None, None, None, None, None, None))
     graph_cfg = {"displaylogo": False, "responsive": True}
+
+    def graph(graph_id: str, fig: Any) -> dcc.Graph:
+        return dcc.Graph(id=graph_id, config=graph_cfg, className="chart__graph",
+                         **({"figure": fig} if fig is not None else {}))
+
     return html.Div([
-        html.Div(id=ids.OVERVIEW_MESSAGE),
-        html.Div(id=ids.OVERVIEW_CARDS, className="cards"),
+        html.Div(message, id=ids.OVERVIEW_MESSAGE),
+        html.Div(cards, id=ids.OVERVIEW_CARDS, className="cards"),
         html.Div([html.Span("Updated ", className="updated__label"),
                   html.Span("never", id=ids.OVERVIEW_UPDATED, className="updated__value")],
                  className="updated"),
-        dcc.Store(id=ids.OVERVIEW_UPDATED_AT, data=None),
-        dcc.Store(id=ids.OVERVIEW_CHART_STATE, data=None),
+        dcc.Store(id=ids.OVERVIEW_UPDATED_AT, data=updated),
+        dcc.Store(id=ids.OVERVIEW_CHART_STATE, data=state),
         html.Div([
             html.Div([html.Div([
                 dcc.Checklist(id=ids.OVERVIEW_LOG_Y, options=[{"label": " log-scale loss", "value": "log"}],
-                              value=[], className="chart__toggle", inline=True),
+                              value=list(LOG_Y_DEFAULT), className="chart__toggle", inline=True),
                 dcc.Checklist(id=ids.OVERVIEW_SHOW_EVENTS,
                               options=[{"label": " events (new best model, plateau)", "value": "events"}],
-                              value=["events"], className="chart__toggle", inline=True)], className="chart__toggles"),
-                      dcc.Graph(id=ids.OVERVIEW_LOSS_GRAPH, config=graph_cfg, className="chart__graph")],
+                              value=list(SHOW_EVENTS_DEFAULT), className="chart__toggle", inline=True)],
+                className="chart__toggles"),
+                      graph(ids.OVERVIEW_LOSS_GRAPH, loss_fig)],
                      className="chart chart--wide"),
-            html.Div(dcc.Graph(id=ids.OVERVIEW_LR_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
-            html.Div(dcc.Graph(id=ids.OVERVIEW_GRAD_GRAPH, config=graph_cfg, className="chart__graph"), className="chart"),
+            html.Div(graph(ids.OVERVIEW_LR_GRAPH, lr_fig), className="chart"),
+            html.Div(graph(ids.OVERVIEW_GRAD_GRAPH, grad_fig), className="chart"),
         ], className="charts"),
         html.Div(id=ids.OVERVIEW_RANKS, className="ranks", hidden=True),
-        html.Div(id=ids.OVERVIEW_SKIPPED, className="skipped"),
+        html.Div(skipped, id=ids.OVERVIEW_SKIPPED, className="skipped"),
     ], className="page page--overview")
+
+
+def build_page_container(template: Any, content: Any, title: str, *, pathname: str, search: str, hash_: str,
+                         href: str) -> html.Div:
+    """Dash's page container (``template``: ``dash.page_container``, whose component ids its router uses)
+    with the page ``content`` already in it and its location set to the page's address: the router, which
+    runs only when the location changes, then leaves the page as sent (see callbacks/shell.py first_page)."""
+    location, content_div, store, dummy = template.children
+    return html.Div([
+        dcc.Location(id=location.id, refresh=location.refresh, pathname=pathname, search=search, hash=hash_,
+                     href=href),
+        html.Div(content, id=content_div.id, disable_n_clicks=True),
+        dcc.Store(id=store.id, data={"title": title}),
+        html.Div(id=dummy.id, disable_n_clicks=True),
+    ])

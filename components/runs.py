@@ -73,13 +73,15 @@ def build_runs_table(rows: list[dict[str, Any]], selected: Sequence[str]) -> das
     )
 
 
-def build_runs_layout() -> html.Div:
-    """The Runs page: message, runs table, and the comparison area filled by the callbacks."""
+def build_runs_layout(rows: Sequence[dict[str, Any]] = (), message: Any = None,
+                      table_state: str | None = None) -> html.Div:
+    """The Runs page: message, runs table, and the comparison area filled by the callbacks. ``rows``,
+    ``message`` and ``table_state`` (the listing's fingerprint) let the page arrive with its table filled."""
     return html.Div([
-        html.Div(id=ids.RUNS_MESSAGE),
+        html.Div(message, id=ids.RUNS_MESSAGE),
         html.Div([html.H2("Runs", className="section__title"),
-                  html.Div(build_runs_table([], []), className="runs__table")], className="section"),
-        dcc.Store(id=ids.RUNS_TABLE_STATE, data=None),
+                  html.Div(build_runs_table(list(rows), []), className="runs__table")], className="section"),
+        dcc.Store(id=ids.RUNS_TABLE_STATE, data=table_state),
         dcc.Store(id=ids.RUNS_COMPARE_STATE, data=None),
         html.Div(id=ids.RUNS_COMPARE_HINT, className="runs__hint"),
         html.Div([

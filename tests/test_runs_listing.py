@@ -222,3 +222,34 @@ def test_watched_listing_reads_nothing_while_idle_and_follows_events(tmp_path: P
         assert rows[17].last_step == 99 and fp3 != fp and not cat._runs["run-00017"].opened
     finally:
         cat.stop()
+
+
+def test_picker_holds_a_window_of_runs_and_finds_any_by_typed_words() -> None:
+    from callbacks.shell import PICKER_MAX_OPTIONS, matching_runs
+
+    ids = [f"exp-{i:04d}" for i in range(2000)]
+    label = lambda rid: rid.upper() + (" (tensorboard)" if rid.endswith("7") else "")  # noqa: E731
+    assert matching_runs(ids, label, "", None) == ids[:PICKER_MAX_OPTIONS]
+    assert matching_runs(ids, label, None, "exp-1999") == ids[:PICKER_MAX_OPTIONS] + ["exp-1999"]  # the chosen run
+    assert matching_runs(ids, label, "exp-1999", None) == ["exp-1999"]  # any case, far down the list
+    assert matching_runs(ids, label, "19 tensorBOARD", None) == [r for r in ids if "19" in r and r.endswith("7")]
+    assert matching_runs(ids, label, "exp", None, limit=3) == ids[:3]
+    assert matching_runs(ids, label, "nothing-like-it", "exp-0005") == ["exp-0005"]
+    assert matching_runs(ids, label, "", "gone") == ids[:PICKER_MAX_OPTIONS]  # an unlisted choice is not added
+
+
+def test_picker_options_follow_the_typed_text(tmp_path: Path) -> None:
+    from callbacks.shell import PICKER_MAX_OPTIONS
+
+    write_many_runs(tmp_path, PICKER_MAX_OPTIONS + 20)
+    cat = RunCatalog(tmp_path, watch=False, rescan_interval_s=0.0)
+    options, value, hint, key = picker_state(cat)
+    assert len(options) <= PICKER_MAX_OPTIONS + 1 and value in [o["value"] for o in options]
+    assert hint == f"{PICKER_MAX_OPTIONS + 20} runs"
+    last = f"run-{PICKER_MAX_OPTIONS + 19:05d}"
+    found, same_value, same_hint, typed_key = picker_update(cat, value, key, hint, last)
+    assert [o["value"] for o in found] == sorted({last, value}) or [o["value"] for o in found] == [last, value]
+    assert typed_key != key and same_value is no_update and same_hint is no_update
+    assert picker_update(cat, value, typed_key, hint, last) == (no_update, no_update, no_update, no_update)
+    back, *_ , back_key = picker_update(cat, value, typed_key, hint, "")  # the choice made: the text clears
+    assert back_key == key and len(back) <= PICKER_MAX_OPTIONS + 1
