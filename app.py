@@ -27,6 +27,7 @@ from services.cachedir import make_cache_dir
 from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
 from services.context import attach_catalog
+from services.memory import keep_large_blocks_mapped
 from services.notify_watch import DashboardNotifier
 from services.push import install_push
 from services.security import (MIN_TOKEN_CHARS, TOKEN_ENV, install_error_guard, install_host_guard,
@@ -51,6 +52,7 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     collector are sent through it (services.notify_watch)."""
     import diskcache
 
+    keep_large_blocks_mapped()  # a drawing's large temporaries go back to the system (services/memory.py)
     cache = diskcache.Cache(str(make_cache_dir()))  # removed at exit (services.cachedir)
     app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(HERE / "assets"), title="Trainboard",
                update_title=None, assets_ignore=PLOTLY_ASSETS_IGNORE,

@@ -292,6 +292,8 @@ class TrainboardRun(Run):
                         self._summary_record = {k: v for k, v in rec.items() if k not in ("v", "kind", "time")}
                 changed = True
             del records
+        if self.columnar_chunks and self._metrics.state.offset - before >= columnar.MIN_CHUNK_BYTES:
+            columnar.release_memory()
         self.cache_info["parsed_bytes"] += self._metrics.state.offset - before
         self.bad_lines, self.unknown_lines = self._metrics.bad_lines, self._metrics.unknown_lines
         if self._metrics.state.offset != self._tail_mark[0]:

@@ -101,6 +101,12 @@ def test_a_growing_log_gives_the_same_series(tmp_path, monkeypatch):
 
 REFUSED = {
     "bare-nan": b'{"v":1,"kind":"train","step":1,"loss":NaN}\n',
+    "bare-inf-time": b'{"v":1,"kind":"train","step":1,"time":-Infinity,"loss":1}\n',
+    "huge-number": b'{"v":1,"kind":"train","step":1,"loss":1e999}\n',
+    "nan-in-an-object": b'{"v":1,"kind":"train","step":1,"loss":1,"extra":{"a":{"b":NaN}}}\n',
+    "nan-in-a-list": b'{"v":1,"kind":"train","step":1,"loss":1,"hist":[1.0,Infinity]}\n',
+    "encoded-inf-in-a-list": b'{"v":1,"kind":"train","step":1,"loss":1,"hist":["-Infinity"]}\n',
+    "stand-in-step": record(1, loss=1.5) + b"\n" + record(2, loss=0.0, **{rf.LOSS_NONFINITE_STEP: 2}) + b"\n",
     "encoded-nan": rf.dumps(rf.make_record("train", step=1, loss=math.nan)) + b"\n",
     "malformed": b'{"v":1,"kind":"train","step":1,"loss":1}\n{"v":1,"kind":\n',
     "blank-line": record(1, loss=1.0) + b"\n\n" + record(2, loss=1.0) + b"\n",
