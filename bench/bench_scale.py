@@ -328,6 +328,34 @@ def measure_open(repo: Path, base: Path, steps: int, work: Path, name: str, time
     return out
 
 
+FLOOR_APP = """
+import argparse, sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+from dash import Dash, dcc, html
+from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string
+ap = argparse.ArgumentParser(); ap.add_argument("--base-dir"); ap.add_argument("--port", type=int); a = ap.parse_args()
+app = Dash(__name__, assets_folder={assets!r}, assets_ignore=PLOTLY_ASSETS_IGNORE, title="floor")
+app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE))
+x = np.arange(2000) * 100.0
+fig = {{"data": [{{"x": x.tolist(), "y": (1 / (1 + x)).tolist(), "type": "scatter", "mode": "lines"}}],
+        "layout": {{"title": {{"text": "Loss"}}}}}}
+app.layout = html.Div([html.Div("{steps:,}"), dcc.Graph(id="overview-loss-graph", figure=fig)])
+app.run(host="127.0.0.1", port=a.port)
+"""
+"""The least a page of Trainboard's stack costs here: Dash with the same scripts and plotly bundle, one card and
+one 2,000-point chart in the layout, no data read and no callback. Measured like a real open, it is the floor
+under the 1M-value open's figures on this machine."""
+
+
+def measure_floor(work: Path, base: Path, steps: int) -> dict[str, Any]:
+    """:data:`FLOOR_APP` opened as :func:`measure_open` opens a dashboard (first, same-profile reopen, fresh)."""
+    floor = work / "floor"
+    floor.mkdir(exist_ok=True)
+    (floor / "app.py").write_text(FLOOR_APP.format(repo=str(REPO), assets=str(REPO / "assets"), steps=steps))
+    return measure_open(floor, base, steps, work, "floor", 60)
+
+
 def time_in_process(base: Path, cache_dir: Path | None) -> tuple[float, int]:
     from callbacks.overview import effective_status, overview_cards, update_charts
     from services import seriescache
@@ -358,6 +386,7 @@ def section_1m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"steps": steps, "values": steps * 5, "new": measure_open(REPO, base, steps, work, "new", 180)}
     if a.anchor:
         res["anchor"] = measure_open(a.anchor, base, steps, work, "anchor", 180)
+    res["floor"] = measure_floor(work, base, steps)
     shutil.rmtree(work / "inproc", ignore_errors=True)
     res["inproc_first"], n = time_in_process(base, work / "inproc")
     res["inproc_reopen"], _ = time_in_process(base, work / "inproc")
@@ -375,6 +404,11 @@ def section_1m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]:
               f"reopen {ratio(anc.get('reopen'), new.get('reopen'))}, fresh-browser reopen "
               f"{ratio(anc.get('reopen_fresh'), new.get('reopen_fresh'))}; anchor server CPU first "
               f"{fmt(anc.get('first_cpu'))}, reopen {fmt(anc.get('reopen_cpu'))} {anc.get('first_error', '')}")
+    fl = res["floor"]
+    print(f"    floor (a page of the same scripts, one chart and card in its layout, no data): first "
+          f"{fmt(fl.get('first'))}, same-profile reopen {fmt(fl.get('reopen'))}, fresh browser "
+          f"{fmt(fl.get('reopen_fresh'))} -> new/floor first {ratio(new.get('first'), fl.get('first'))}, reopen "
+          f"{ratio(new.get('reopen'), fl.get('reopen'))} {fl.get('first_error', '')}")
     print(f"    in-process (catalog read + first render): first {fmt(res['inproc_first'])}, "
           f"reopen {fmt(res['inproc_reopen'])} ({n:,} values)")
     return res

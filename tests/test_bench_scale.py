@@ -41,6 +41,8 @@ def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
     assert not {"first_error", "reopen_error", "reopen_fresh_error"} & set(one["new"]), one["new"]
     assert one["new"]["cache_written"] is True  # the first server wrote the series cache the second read
     assert one["inproc_values"] == one["values"] == one["steps"] * 5
+    floor = one["floor"]  # the same stack's least page, opened the same way
+    assert floor.get("first") and floor.get("reopen") and not {"first_error", "reopen_error"} & set(floor), floor
     tb = out["tb"]
     assert tb["scalars"] == one["values"] and math.isclose(tb["ratio_new"], tb["tb_s"] / one["new"]["first"])
     big = out["10m"]["new"]
@@ -51,6 +53,6 @@ def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
     assert "error" not in many, many
     assert many["picker"] > 0 and many["runs_page"] > 0 and many["tick_ms"] >= 0 and many["idle_cpu_pct"] >= 0
     assert out["runs"]["inproc_n"] == out["runs"]["runs"]
-    for figure in ("first open", "reopen after restart", "by a fresh browser", "TensorBoard / Trainboard", "zoom to 1,000 steps",
+    for figure in ("first open", "reopen after restart", "floor (a page of the same scripts", "by a fresh browser", "TensorBoard / Trainboard", "zoom to 1,000 steps",
                    "Runs page", "idle CPU"):
         assert figure in text
