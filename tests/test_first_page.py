@@ -159,6 +159,13 @@ def test_pages_open_drawn_and_navigation_still_routes(tmp_path, dashboard, page)
                            " return g && g.data && g.data[0] && g.data[0].x.length === 40; }", timeout=TIMEOUT_MS)
     page.locator("#shell-run-picker").get_by_text("run-a").wait_for(timeout=TIMEOUT_MS)
     assert routed == []
+    page.goto(srv.url + "/alerts?run=run-a", wait_until="load")  # the link a notification carries
+    page.wait_for_function("() => document.title === 'Trainboard · Alerts'", timeout=TIMEOUT_MS)
+    page.locator("#shell-run-picker").get_by_text("run-a").wait_for(timeout=TIMEOUT_MS)
+    page.goto(srv.url + "/?run=run-a", wait_until="load")
+    page.wait_for_function("() => { const g = document.querySelector('#overview-loss-graph .js-plotly-plot');"
+                           " return g && g.data && g.data[0] && g.data[0].x.length === 40; }", timeout=TIMEOUT_MS)
+    assert routed == []
 
     # moving to another page goes through Dash's router as before, and back again
     page.get_by_role("link", name="Alerts").click()
