@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import signal
 import subprocess
@@ -21,8 +20,7 @@ import flask
 from dash import Dash
 
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
-from components.layout import (PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_page_container,
-                               build_shell)
+from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_shell
 from services.cachedir import make_cache_dir
 from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
@@ -74,26 +72,16 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
         """Per page load: the run picker arrives filled, and the page itself drawn (round trips fewer)."""
         href = flask.request.headers.get(shell.PAGE_HEADER) if flask.has_request_context() else None
         first = shell.first_page(href, app.strip_relative_path, dash.page_registry.values())
-        container = dash.page_container
-        if first is not None:
-            layout, title = first.page.get("layout"), first.page.get("title") or app.title
-            try:
-                content = layout(**first.query) if callable(layout) else layout
-                container = build_page_container(dash.page_container, content,
-                                                 title(**first.query) if callable(title) else title,
-                                                 pathname=first.pathname, search=first.search, hash_=first.hash,
-                                                 href=first.href)
-            except Exception as exc:  # noqa: BLE001 - the router draws the page in its own round trip
-                logging.getLogger("trainboard").error("Trainboard: drawing %s failed (%s: %s)", first.pathname,
-                                                      type(exc).__name__, exc)
         requested = first.query.get("run") if first is not None else None
-        return build_shell(nav, str(store.base), container, *shell.picker_state(store, requested))
+        return build_shell(nav, str(store.base), shell.drawn_container(first, dash.page_container, app.title),
+                           *shell.picker_state(store, requested))
 
     app.layout = serve_layout
     import numpy.ma  # noqa: F401 - plotly's JSON encoder imports it lazily: ~70 ms of the first page otherwise
     import pandas  # noqa: F401 - before any reader thread: imported by one later (pyarrow, tbparse), it is half-
     # initialised in sys.modules for a moment, and plotly serialising a page then fails (services/catalog.py warm)
-    app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE), app.config.requests_pathname_prefix)  # plotly.js early (docs/scaling.md)
+    # plotly.js and dcc's chunks requested early (docs/scaling.md)
+    app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE), app.config.requests_pathname_prefix)
     store.warm()  # read the most recent run now, not when the first browser asks
     start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:

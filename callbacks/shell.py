@@ -9,6 +9,7 @@ in a store), never the options themselves.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from dash import Dash, Input, Output, State, no_update
 
 from components import ids
+from components.layout import build_page_container
 from services.catalog import RunCatalog
 from services.context import catalog_for
 
@@ -136,6 +138,23 @@ def first_page(href: str | None, strip: Callable[[str], str | None],
                              f"?{parts.query}" if parts.query else "",
                              f"#{parts.fragment}" if parts.fragment else "", href)
     return None
+
+
+def drawn_container(first: FirstPage | None, template: Any, default_title: str) -> Any:
+    """Dash's page container (``template``: ``dash.page_container``) with ``first``'s page drawn in it, or the
+    empty template when there is no page to draw or drawing it failed (Dash's router then draws it in its own
+    round trip, as it always did)."""
+    if first is None:
+        return template
+    layout, title = first.page.get("layout"), first.page.get("title") or default_title
+    try:
+        content = layout(**first.query) if callable(layout) else layout
+        return build_page_container(template, content, title(**first.query) if callable(title) else title,
+                                    pathname=first.pathname, search=first.search, hash_=first.hash, href=first.href)
+    except Exception as exc:  # noqa: BLE001 - the page must open: the router draws it instead
+        logging.getLogger("trainboard").error("Trainboard: drawing %s failed (%s: %s)", first.pathname,
+                                              type(exc).__name__, exc)
+        return template
 
 
 def triggered_components(prop_ids: Iterable[str]) -> frozenset[str]:

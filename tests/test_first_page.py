@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from callbacks.shell import PAGE_HEADER, first_page, query_params
+from callbacks.shell import PAGE_HEADER, drawn_container, first_page, query_params
 from collectors import runformat as rf
 from components.layout import DCC_CHUNKS, build_index_string, build_page_container
 from tests.conftest import assert_no_console_errors
@@ -74,6 +74,25 @@ def test_page_container_keeps_dash_ids_and_holds_the_content():
         "/alerts", "?run=a", "", "http://h/alerts?run=a", dash.page_container.children[0].refresh)
     assert content.children.id == "x" and store.data == {"title": "Alerts"}
     assert dash.page_container.children[1].children is None  # the template itself is untouched
+
+
+def test_drawn_container_draws_the_page_or_leaves_it_to_the_router():
+    import dash
+    from dash import html
+
+    def layout(run=None, **_):
+        return html.P(f"run {run}")
+
+    def broken(**_):
+        raise RuntimeError("unreadable")
+
+    pages = [{"path": "/", "title": lambda **q: f"Overview of {q.get('run')}", "layout": layout},
+             {"path": "/broken", "title": "Broken", "layout": broken}]
+    fp = first_page("http://h/?run=a", strip, pages)
+    pc = drawn_container(fp, dash.page_container, "Trainboard")
+    assert pc.children[1].children.children == "run a" and pc.children[2].data == {"title": "Overview of a"}
+    assert drawn_container(None, dash.page_container, "Trainboard") is dash.page_container
+    assert drawn_container(first_page("http://h/broken", strip, pages), dash.page_container, "x") is dash.page_container
 
 
 def test_index_requests_the_chunks_dcc_would_fetch_late():
