@@ -8,6 +8,7 @@ written atomically to ``control/thresholds.json``; the running detector reloads 
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -120,6 +121,18 @@ def control_signature(root: Any) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size]
 
 
+def component_digest(component: Any) -> str:
+    """A short digest of a component tree as Dash would send it. The incident list is sent again only when
+    it differs: a redrawn list is new buttons to Dash, which re-fires the Ack/Mute callback and drops the
+    answer to a click still in flight (its message never shown), and closes every expanded incident."""
+    import hashlib
+
+    import plotly.utils
+
+    raw = json.dumps(component, cls=plotly.utils.PlotlyJSONEncoder, sort_keys=True)
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
 def logged_steps(run: Any) -> list[int] | None:
     """The run's logged train steps (to group legacy alert files exactly as the tracker would)."""
     s = run.series.get(series_key("train", "loss"))
@@ -224,8 +237,10 @@ def register(app: Dash) -> None:
         same_run = isinstance(prev, dict) and prev.get("run") == run_id
         mutes_same = same_run and prev.get("control") == state["control"]
         panels = recover_panels(run, run_id, store.base, shown)
+        listed = build_incident_list(shown, len(iv.incidents), iv.mutes, can_act, recover=panels)
+        state["feed"] = component_digest(listed)
         return (build_incident_summary(svc.summarize_incidents(iv.incidents, iv.events)),
-                build_incident_list(shown, len(iv.incidents), iv.mutes, can_act, recover=panels),
+                no_update if same_run and prev.get("feed") == state["feed"] else listed,
                 no_update if same_run and prev.get("version") == view.version else event_timeline_figure(iv.events),
                 no_update if mutes_same else build_mutes(iv.mutes, now, can_act), message, state)
 

@@ -152,19 +152,11 @@ def test_incidents_ack_mute_and_events(tmp_path, dashboard, page):
     # expandable to its firings
     explosion.locator("summary .alert__rule").click()
     explosion.locator(".incident__firings td", has_text="40").first.wait_for(timeout=TIMEOUT_MS)
-    # mute a rule: written to control/incidents.json, shown with an Unmute button
-    nan = page.locator("#alerts-feed .incident", has_text="non_finite_loss")
-    nan.get_by_role("button", name="Mute rule").click()
-    page.locator("#alerts-action-message", has_text="Muted non_finite_loss for 1 hour").wait_for(timeout=TIMEOUT_MS)
-    doc, problem = inc.read_control(run)
-    assert problem is None and inc.is_muted(doc, "non_finite_loss", time.time())
-    page.locator("#alerts-mutes .alerts__muted-rule", has_text="non_finite_loss").wait_for(timeout=TIMEOUT_MS)
-    nan.locator(".incident__tag--muted").wait_for(timeout=TIMEOUT_MS)
-    # acknowledge an incident
+    # acknowledge an incident (before the mute: the mutes strip appearing moves the list under the pointer)
     acked = page.locator("#alerts-action-message", has_text="Acknowledged gradient_explosion-40")
     for _ in range(3):  # a click that lands while the list is being redrawn is lost: click again
         try:
-            explosion.get_by_role("button", name="Acknowledge").click(timeout=15_000)
+            explosion.get_by_role("button", name="Acknowledge", exact=True).click(timeout=15_000)
             acked.wait_for(timeout=15_000)
             break
         except Exception:  # noqa: BLE001 - playwright's TimeoutError
@@ -172,6 +164,22 @@ def test_incidents_ack_mute_and_events(tmp_path, dashboard, page):
     acked.wait_for(timeout=TIMEOUT_MS)
     explosion.get_by_role("button", name="Acknowledged").wait_for(timeout=TIMEOUT_MS)
     assert inc.is_acked(inc.read_control(run)[0], "gradient_explosion-40")
+    # mute a rule: written to control/incidents.json, shown with an Unmute button
+    nan = page.locator("#alerts-feed .incident", has_text="non_finite_loss")
+    muted = page.locator("#alerts-action-message", has_text="Muted non_finite_loss for 1 hour")
+    for _ in range(3):  # a click that lands while the list is being redrawn is lost: click again
+        try:
+            nan.get_by_role("button", name="Mute rule").click(timeout=15_000)
+            muted.wait_for(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            continue
+    muted.wait_for(timeout=TIMEOUT_MS)
+    doc, problem = inc.read_control(run)
+    assert problem is None and inc.is_muted(doc, "non_finite_loss", time.time())
+    assert inc.is_acked(doc, "gradient_explosion-40")  # the mute kept the acknowledgement
+    page.locator("#alerts-mutes .alerts__muted-rule", has_text="non_finite_loss").wait_for(timeout=TIMEOUT_MS)
+    nan.locator(".incident__tag--muted").wait_for(timeout=TIMEOUT_MS)
     # unmute
     unmuted = page.locator("#alerts-action-message", has_text="Unmuted non_finite_loss")
     for _ in range(3):  # a click that lands while the strip is being redrawn is lost: click again
