@@ -324,11 +324,23 @@ def current_ranges(prev_state: Mapping[str, Any] | None, run_id: str, triggered:
     for chart in CHARTS:
         prev = ((prev_state or {}).get("charts", {}).get(chart.graph_id) or {}) if same_run else {}
         ranges[chart.graph_id] = (prev.get("view") or {}).get("range")
-        if triggered and chart.graph_id in triggered:
-            changed, rng = parse_relayout(relayouts.get(chart.graph_id))
+        relayout = relayouts.get(chart.graph_id)
+        # a zoom not yet seen in the state counts even when a tick triggered this call: Dash drops the answer
+        # to a zoom's request when a tick's request for this callback follows it, and the zoom must not be lost
+        unseen = same_run and "relayout" in prev and relayout != prev.get("relayout")
+        if (triggered and chart.graph_id in triggered) or unseen:
+            changed, rng = parse_relayout(relayout)
             if changed:
                 ranges[chart.graph_id] = rng
     return ranges
+
+
+def mark_relayouts_seen(state: dict[str, Any], relayouts: Mapping[str, Mapping[str, Any] | None]) -> None:
+    """Record in the chart state each chart's zoom (``relayoutData``) this answer took into account."""
+    for chart in CHARTS:
+        st = state.get("charts", {}).get(chart.graph_id)
+        if isinstance(st, dict):
+            st["relayout"] = relayouts.get(chart.graph_id)
 
 
 class SnapshotRows:
@@ -417,8 +429,8 @@ def overview_outputs(store: Any, feed: Any, snapshot_rows: "SnapshotRows", run_i
     unchanged = ((prev_state or {}).get("run") == run.run_id and prev_state.get("version") == run.version
                  and prev_state.get("alerts_version") == alerts_view.version
                  and prev_state.get("run_state") == run_state)
-    if unchanged and only_tick(triggered):
-        raise PreventUpdate  # the cheap path: nothing new on disk, nothing re-rendered
+    if unchanged and only_tick(triggered) and ranges == current_ranges(prev_state, run.run_id, frozenset(), {}):
+        raise PreventUpdate  # the cheap path: nothing new on disk, no zoom to apply, nothing re-rendered
     snaps = snapshot_rows(run.paths) if run.has_collector else []
     events = event_records(alerts_view.records) if "events" in (show_events or []) else []
     markers_key = (f"{alerts_view.version}|{len(snaps)}|{snaps[-1]['name'] if snaps else ''}|{bool(events)}|"
@@ -427,6 +439,7 @@ def overview_outputs(store: Any, feed: Any, snapshot_rows: "SnapshotRows", run_i
                                 loss_markers(run, alerts_view.alerts, snaps, events), markers_key)
     state["alerts_version"] = alerts_view.version
     state["run_state"] = run_state
+    mark_relayouts_seen(state, relayouts)
     if unchanged:
         return (no_update, no_update, no_update, no_update, *figs, state)
     status = effective_status(run)

@@ -304,3 +304,24 @@ def test_a_zoom_that_arrives_with_a_tick_is_kept() -> None:
     trig = frozenset({ids.SHELL_TICK, ids.OVERVIEW_LOSS_GRAPH})
     got = current_ranges(None, "run", trig, {ids.OVERVIEW_LOSS_GRAPH: {"xaxis.range[0]": 10, "xaxis.range[1]": 20}})
     assert got[ids.OVERVIEW_LOSS_GRAPH] == [10, 20]
+
+
+def test_a_zoom_whose_answer_was_dropped_is_applied_by_the_next_tick():
+    """Dash drops the answer to a zoom's request when a tick's request for the callback follows it: the
+    tick's call, which carries the same relayoutData, must apply the zoom the state has not seen."""
+    from callbacks.overview import current_ranges, mark_relayouts_seen
+    from components import ids
+
+    zoom = {"xaxis.range[0]": 10, "xaxis.range[1]": 20}
+    seen = {"run": "run", "charts": {g: {"view": {"range": None}} for g in
+                                     (ids.OVERVIEW_LOSS_GRAPH, ids.OVERVIEW_LR_GRAPH, ids.OVERVIEW_GRAD_GRAPH)}}
+    mark_relayouts_seen(seen, {ids.OVERVIEW_LOSS_GRAPH: {"autosize": True}})
+    tick = frozenset({ids.SHELL_TICK})
+    got = current_ranges(seen, "run", tick, {ids.OVERVIEW_LOSS_GRAPH: zoom})
+    assert got[ids.OVERVIEW_LOSS_GRAPH] == [10.0, 20.0] and got[ids.OVERVIEW_LR_GRAPH] is None
+    # once the state has seen it, a tick keeps the state's range (a person may have reset the zoom since)
+    mark_relayouts_seen(seen, {ids.OVERVIEW_LOSS_GRAPH: zoom})
+    seen["charts"][ids.OVERVIEW_LOSS_GRAPH]["view"]["range"] = None
+    assert current_ranges(seen, "run", tick, {ids.OVERVIEW_LOSS_GRAPH: zoom})[ids.OVERVIEW_LOSS_GRAPH] is None
+    # another run's leftover zoom is not applied to a newly picked run
+    assert current_ranges(seen, "other", tick, {ids.OVERVIEW_LOSS_GRAPH: zoom})[ids.OVERVIEW_LOSS_GRAPH] is None
