@@ -111,17 +111,33 @@ def plain_setup(seed: int = 0):
     return model, opt, batches
 
 
+IN_CALLS: dict[str, list[float]] = {}
+"""Per kind, the training thread's time inside the monitor at each step (its log call, and Trainboard's
+optimizer-step pre-hook, where the rules' verdicts are applied), in seconds."""
+
+
 def plain_run(kind: str, steps: int, root: Path, i: int) -> float:
-    """Steps/s of one plain-loop run logging every step with ``kind`` (bare, trainboard, tensorboard)."""
+    """Steps/s of one plain-loop run logging every step with ``kind`` (bare, trainboard, tensorboard).
+    Also appends to ``IN_CALLS[kind]`` the time each step spent inside the monitor's calls."""
     import torch
 
     from collectors import Monitor
 
     model, opt, batches = plain_setup()
     mon = tb = None
+    in_calls = IN_CALLS.setdefault(kind, [])
+    hook_time = [0.0]
     if kind == "trainboard":
         mon = Monitor(root / f"plain-tb-{i}").watch(model, optimizer=opt)
         mon.start()
+        before = getattr(mon, "_before_weights_change", None)
+        if before is not None:  # the hook looks the method up at each call: time it (older checkouts too)
+            def timed_before() -> None:
+                t = time.perf_counter()
+                before()
+                hook_time[0] += time.perf_counter() - t
+
+            mon._before_weights_change = timed_before
     elif kind == "tensorboard":
         from torch.utils.tensorboard import SummaryWriter
 
@@ -135,12 +151,16 @@ def plain_run(kind: str, steps: int, root: Path, i: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
         value = loss.item()
+        t_call = time.perf_counter()
         if mon is not None:
             mon.log(step, loss=value, grad_norm=grad_norm, learning_rate=1e-3)
         elif tb is not None:
             tb.add_scalar("train/loss", value, step)
             tb.add_scalar("train/grad_norm", grad_norm, step)
             tb.add_scalar("train/learning_rate", 1e-3, step)
+        if mon is not None or tb is not None:
+            in_calls.append(time.perf_counter() - t_call + hook_time[0])
+            hook_time[0] = 0.0
     wall = time.perf_counter() - t0
     if mon is not None:
         mon.close()  # after the clock: what the training waited for is inside it, the final flush is not
@@ -168,6 +188,17 @@ def plain_main(a: argparse.Namespace) -> int:
     print(f"ratio tensorboard/bare = {tb_ratio:.3f}")
     print(f"trainboard >= tensorboard in the same rounds: {'yes' if tr_ratio >= tb_ratio else 'no'}; "
           f"goal >= {PLAIN_GOAL}: {'met' if tr_ratio >= PLAIN_GOAL else 'NOT met'}")
+    # the training thread's own time in the monitor, per step, inside the loop (caches cold after the
+    # step's compute: several times a warm microbenchmark's figure), immune to the rounds' ±5 % noise
+    per = {k: sorted(IN_CALLS.get(k, [])) for k in ("trainboard", "tensorboard")}
+    if all(per.values()):
+        def q(v: list[float], f: float) -> float:
+            return v[min(len(v) - 1, int(len(v) * f))] * 1e6
+        tr, tb = per["trainboard"], per["tensorboard"]
+        print(f"training thread inside the monitor per step (log call + pre-step hook), in the loop: "
+              f"trainboard median {q(tr, 0.5):.0f} µs / p99 {q(tr, 0.99):.0f} µs; "
+              f"tensorboard add_scalar x3 median {q(tb, 0.5):.0f} µs / p99 {q(tb, 0.99):.0f} µs "
+              f"(ratio {q(tr, 0.5) / max(q(tb, 0.5), 1e-9):.2f})")
     return 0
 
 

@@ -305,17 +305,20 @@ class Monitor:
     def watch(self, model: Any = None, optimizer: Any = None, tokenizer: Any = None) -> "Monitor":
         """Give plugins access to the live model, optimizer and tokenizer (for gradients, snapshots, samples).
 
-        On the main process it also hooks the optimizer's step (and the model's forward) with a check of a
-        few attributes: the rules' verdicts of the last logged step are acted on there, before the weights
-        change, so a snapshot holds exactly the weights of the step that fired.
+        On the main process it also hooks the optimizer's step (and the model's forward, which acts only
+        while no optimizer step is hooked) with a check of a few attributes: the rules' verdicts of the
+        last logged step are acted on there, before the weights change, so a snapshot holds exactly the
+        weights of the step that fired.
         """
-        if model is not None:
-            self.model = model
-            self._hook(model, "register_forward_pre_hook", lambda module, args: self._before_weights_change())
         if optimizer is not None:
             self.optimizer = optimizer
             inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
             self._hook(inner, "register_step_pre_hook", lambda opt, args, kwargs: self._before_weights_change())
+        if model is not None:
+            self.model = model
+            # the forward pre-hook only when no optimizer step could be hooked: the forward and backward
+            # between a log and the optimizer's step are the writer thread's time for the rules
+            self._hook(model, "register_forward_pre_hook", self._before_forward)
         if tokenizer is not None:
             self.tokenizer = tokenizer
         return self
@@ -328,13 +331,28 @@ class Monitor:
         if handle is not None:
             self._hooked[id(obj)] = handle
 
+    def _before_forward(self, module: Any, args: Any) -> None:
+        """Model forward pre-hook: the last point before the weights change when the optimizer's step is
+        not hooked (``watch(model)`` alone, or an optimizer without ``register_step_pre_hook``)."""
+        if self.optimizer is None or id(getattr(self.optimizer, "optimizer", self.optimizer)) not in self._hooked:
+            self._before_weights_change()
+
     def _before_weights_change(self) -> None:
         """Optimizer step / forward pre-hook: act on the rules' verdicts while the weights are the logged ones."""
         writer = self.writer
-        if writer.jobs_pending and writer.alive and not self.closed:
-            writer.wait_jobs(JOBS_WAIT_S)
+        if writer.jobs_pending and not self.closed:
+            self._verdicts_now(writer)
         if writer._soon:
             writer.run_soon()
+
+    @staticmethod
+    def _verdicts_now(writer: RunWriter) -> None:
+        """The rules' verdicts on every record logged so far, before the weights change: run here what
+        the writer thread has not started (a loop whose next forward follows its log at once gives it no
+        time), wait for what it is running."""
+        writer.run_hooks()
+        if writer.jobs_pending and writer.alive:
+            writer.wait_jobs(JOBS_WAIT_S)
 
     def add_plugin(self, plugin: MonitorPlugin) -> None:
         """Attach a feature after construction (it gets ``on_start`` if the run already started)."""
@@ -593,13 +611,13 @@ class Monitor:
     def pre_optimizer_step(self, step: int) -> None:
         """Hook for plugins that need the gradients (after backward and clipping, before the update).
 
-        The last moment the weights of the previous step exist: the rules still being evaluated on the
-        writer thread are waited for here (at most ``JOBS_WAIT_S``; normally they finished long ago), and
-        their results applied, so a snapshot they ask for holds exactly the weights of the step that fired.
+        The last moment the weights of the previous step exist: the rules the writer thread has not come
+        to are run here, one it is running is waited for (at most ``JOBS_WAIT_S``), and their results
+        applied, so a snapshot they ask for holds exactly the weights of the step that fired.
         """
         writer = self.writer
-        if writer.jobs_pending and writer.alive:
-            writer.wait_jobs(JOBS_WAIT_S)
+        if writer.jobs_pending:
+            self._verdicts_now(writer)
         if writer._soon:
             writer.run_soon()
         for plugin in self.plugins:

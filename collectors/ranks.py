@@ -586,13 +586,16 @@ class RanksPlugin:
         if model is None or self._hooked is not None or not hasattr(model, "register_forward_hook"):
             return
         meter = self.meter
+        per_rank_loss = self.multi  # only the rank health file reads the summed loss (two ops per forward)
 
         def after_forward(module: Any, _args: Any, output: Any) -> None:
             if not getattr(module, "training", True):
                 return
-            loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
-            if loss is not None and hasattr(loss, "detach"):
-                loss = loss.detach().float()
+            loss = None
+            if per_rank_loss:
+                loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+                if loss is not None and hasattr(loss, "detach"):
+                    loss = loss.detach().float()
             meter.forward_end(time.perf_counter(), loss)
 
         self._hooked = model.register_forward_hook(after_forward)

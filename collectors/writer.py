@@ -47,6 +47,9 @@ QUEUE_MAX_ITEMS = 65536
 JOBS_POLL_S = 0.005
 """While background jobs (the rules) are queued the thread looks this often: their verdicts are ready
 within ~5 ms plus the evaluation itself, long before a real training's next optimizer step."""
+JOBS_ACTIVE_S = 2.0
+"""The thread keeps looking every ``JOBS_POLL_S`` this long after the last job was queued (a training that
+logs every few seconds is then not polled for: its rules run at the next look or before its next step)."""
 ROOM_WAIT_S = 0.05
 """How long one wait for room lasts before the queue is checked again (the writer may have died)."""
 CLOSE_TIMEOUT_S = 30.0
@@ -108,7 +111,13 @@ class RunWriter:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._jobs_queued = 0
-        self._jobs_done = 0
+        self._jobs_seen = 0
+        self._jobs_active_until = 0.0
+        self._calls_done = 0  # counted by the writer thread alone
+        self._hooks_done = 0  # counted under ``_hook_lock`` (either thread runs the record hooks)
+        self._hook_records: deque[dict[str, Any]] = deque()
+        self._hook_lock = threading.Lock()
+        self._hook_owner: int | None = None
         self._jobs_cond = threading.Condition(threading.Lock())
         self._jobs_waiters = 0
         self._room_waiters = 0
@@ -134,12 +143,14 @@ class RunWriter:
     def append(self, sink: rf.JsonlWriter, record: dict[str, Any]) -> None:
         """Queue ``record`` for ``sink`` (never dropped). The record must not change after this call.
 
-        Each of ``record_hooks`` is then called with it on the thread, in order (the plugins'
-        ``on_record_background``) within ``JOBS_POLL_S``: while records with hooks are queued the thread
-        looks every ``JOBS_POLL_S`` instead of being woken by each log (a wake-up is a syscall and often a
-        context switch on the training thread's core)."""
+        Each of ``record_hooks`` is then called with it, in order (the plugins' ``on_record_background``),
+        by :meth:`run_hooks`: on the thread, which looks every ``JOBS_POLL_S`` while a training logs (no
+        wake-up call here: a futex syscall per log, and a thread that then runs beside the rest of the log
+        call), or on the training thread just before its weights change, if the thread has not come to
+        them by then."""
         if self.record_hooks:
-            self._jobs_queued += 1  # no wake-up call here (a futex syscall per log): the thread polls, below
+            self._jobs_queued += 1
+            self._hook_records.append(record)
         self._put((_APPEND, sink, record))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -167,8 +178,39 @@ class RunWriter:
             self.guard.run(getattr(fn, "__qualname__", "a training-thread action"), fn, *args)
 
     @property
+    def _jobs_done(self) -> int:
+        return self._calls_done + self._hooks_done
+
+    @property
     def jobs_pending(self) -> int:
         return self._jobs_queued - self._jobs_done
+
+    def run_hooks(self) -> None:
+        """Run the record hooks of every record queued so far, here, in order (each exactly once).
+
+        Either thread calls it: the writer thread at each pass, and the training thread just before the
+        weights change, when the verdicts are needed and the writer has not come to them yet. Running
+        them there costs the rules' own time (tens of µs); waiting for the writer instead costs a wake-up,
+        a GIL hand-over and a notification back, several hundred µs in a loop whose next forward follows
+        its log at once. A thread already inside (a signal handler that flushes) returns at once."""
+        me = threading.get_ident()
+        if not self._hook_records or self._hook_owner == me:
+            return
+        with self._hook_lock:
+            self._hook_owner = me
+            try:
+                while self._hook_records:
+                    record = self._hook_records.popleft()
+                    try:
+                        for hook in self.record_hooks:
+                            self.guard.run(getattr(hook, "__qualname__", "a record hook"), hook, record)
+                    finally:
+                        self._hooks_done += 1
+            finally:
+                self._hook_owner = None
+        if self._jobs_waiters:
+            with self._jobs_cond:
+                self._jobs_cond.notify_all()
 
     def wait_jobs(self, timeout: float) -> bool:
         """Wait until every background job queued so far ran (their results are then in ``run_soon``)."""
@@ -257,7 +299,15 @@ class RunWriter:
     def _run(self) -> None:
         while True:
             timeout = max(0.0, self._next_flush - time.monotonic()) if self._pending else self.flush_interval_s
-            if self._jobs_queued > self._jobs_done:
+            queued, now = self._jobs_queued, time.monotonic()
+            if queued != self._jobs_seen:
+                self._jobs_seen, self._jobs_active_until = queued, now + JOBS_ACTIVE_S
+            if queued > self._jobs_done or now < self._jobs_active_until:
+                # jobs are queued, or were lately (the training thread may have run them itself): look
+                # every JOBS_POLL_S while the training logs, so the next ones run here, during its
+                # forward and backward, rather than on the training thread just before its optimizer
+                # step. (Waking the thread at each log instead was measured slower: it then runs beside
+                # the rest of the log call and fights the training thread for the GIL.)
                 timeout = min(timeout, JOBS_POLL_S)
             if self._dirty or self._pending_status is not None:
                 timeout = min(timeout, max(0.0, self._next_status - time.monotonic()))
@@ -289,14 +339,8 @@ class RunWriter:
                 if self.fold is not None:
                     self.guard.run("updating the status", self.fold, b)
                     self._dirty = True
-                hooks = self.record_hooks
-                if hooks:
-                    try:
-                        for hook in hooks:
-                            self.guard.run(getattr(hook, "__qualname__", "a record hook"), hook, b)
-                    finally:
-                        self._job_done()
             elif kind == _CALL:
+                self.run_hooks()  # a job runs after the records queued before it (and their hooks)
                 try:
                     self.guard.run(getattr(a, "__qualname__", "a background job"), a, *b)
                 finally:
@@ -309,10 +353,12 @@ class RunWriter:
                 else:
                     self._pending_status = a
             else:  # a barrier: everything before it is written now
+                self.run_hooks()
                 self._write_appends()
                 if self._pending_status is not None:
                     self._write_status(self._pending_status)
                 a.set()
+        self.run_hooks()  # the rules on this batch's records (unless the training thread ran them already)
         now = time.monotonic()
         if self._pending and (stopping or now >= self._next_flush):
             self._write_appends()
@@ -329,7 +375,7 @@ class RunWriter:
         return stopping
 
     def _job_done(self) -> None:
-        self._jobs_done += 1
+        self._calls_done += 1
         if self._jobs_waiters:  # the training thread waits (pre-step hook, close): wake it
             with self._jobs_cond:
                 self._jobs_cond.notify_all()

@@ -50,3 +50,9 @@ def test_plain_loop_bench_quick_reports_rounds_and_ratios() -> None:
         assert m, out
         assert float(m.group(1)) == pytest.approx(rates[kind] / rates["bare"], abs=0.002)  # one round: its own ratio
     assert re.search(r"trainboard >= tensorboard in the same rounds: (yes|no); goal >= 0.99: (met|NOT met)", out)
+    m = re.search(r"trainboard median (\d+) µs / p99 (\d+) µs; tensorboard add_scalar x3 median (\d+) µs / "
+                  r"p99 (\d+) µs \(ratio " + NUM + r"\)", out)
+    assert m, out
+    tr_med, tr_p99, tb_med, tb_p99 = (int(m.group(i)) for i in range(1, 5))
+    assert 0 < tr_med <= tr_p99 and 0 < tb_med <= tb_p99
+    assert float(m.group(5)) == pytest.approx(tr_med / tb_med, rel=0.05, abs=0.02)

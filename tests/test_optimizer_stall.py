@@ -179,3 +179,59 @@ def test_trainer_whose_optimizer_stops_stepping_raises_a_high_alert(tmp_path: Pa
     assert got and got[0]["severity"] == "high", [(a.get("rule"), a.get("step")) for a in alerts]
     assert STALL_FROM + 5 <= got[0]["step"] <= STALL_FROM + 20
     assert all(a["step"] >= STALL_FROM for a in alerts if a.get("severity") in ("high", "critical"))
+
+
+def test_update_watch_samples_on_one_thread_compare_on_another() -> None:
+    """The training thread takes the sample (one gather); the writer thread compares it: the verdicts are
+    those of collect(), and a sample from before a replaced storage never meets one from after."""
+    import threading
+
+    import torch
+
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    watch = UpdateWatch(model)
+    samples = [watch.sample()]
+    _step(model, opt)
+    samples.append(watch.sample())
+    samples.append(watch.sample())  # no step in between
+    model.to(torch.float64)
+    samples.append(watch.sample())  # a new storage: a new generation
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(watch.compare(s) for s in samples))
+    t.start()
+    t.join(60)
+    assert out[0] is None and out[1] > 0.5 and out[2] == 0.0 and out[3] is None
+
+
+@pytest.mark.parametrize("log_every", [1, 2, 5])
+def test_the_collector_samples_the_weights_at_most_every_few_steps(tmp_path: Path, log_every: int) -> None:
+    """A loop that logs every step pays a gather every CHECK_EVERY_STEPS steps, not every step; Trainer's
+    5-step logging is sampled at every log."""
+    import torch
+
+    from collectors import Monitor
+    from collectors.anomaly.updatewatch import CHECK_EVERY_STEPS
+
+    taken: list[int] = []
+    real = UpdateWatch.sample
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        taken.append(1)
+        return real(self)
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    UpdateWatch.sample = counting  # type: ignore[method-assign]
+    try:
+        with Monitor(tmp_path) as mon:
+            mon.watch(model, optimizer=opt)
+            steps = list(range(log_every, 31, log_every))
+            for s in steps:
+                _step(model, opt)
+                mon.log(s, loss=1.0, grad_norm=1.0, learning_rate=0.1)
+    finally:
+        UpdateWatch.sample = real  # type: ignore[method-assign]
+    gap = max(log_every, CHECK_EVERY_STEPS if log_every < CHECK_EVERY_STEPS else log_every)
+    expected = len(range(steps[0], 31, -(-gap // log_every) * log_every))
+    assert len(taken) == expected, (len(taken), expected)

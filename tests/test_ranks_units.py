@@ -95,6 +95,29 @@ def test_meter_splits_data_wait_work_and_phases():
     assert m.take(9.0, 0)["step_time_s"] is None  # no step since: no invented time
 
 
+def test_a_single_process_forward_hook_keeps_no_loss(tmp_path: Path) -> None:
+    """Only the rank health file (several processes) reads each rank's own loss: a single process's
+    forward hook notes the time and runs no tensor op on the loss (two ops per forward, for nothing)."""
+    torch = pytest.importorskip("torch")
+
+    class Out(dict):
+        pass
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return Out(loss=self.lin(x).pow(2).mean())
+
+    model = Model()
+    with Monitor(tmp_path, anomaly=False).watch(model) as mon:
+        mon.log(1, loss=1.0)
+        model(torch.ones(3, 2))
+        assert mon.ranks.meter.fwd_end is not None and mon.ranks.meter.loss_sum is None
+
+
 @pytest.mark.parametrize("timing, metrics, non_finite, loss", [
     ({"own_loss": 1.5}, {"loss": 9.0}, False, 1.5),
     ({"own_loss": math.nan}, {"loss": 1.0}, True, math.nan),

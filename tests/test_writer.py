@@ -260,3 +260,64 @@ def test_full_disk_leaves_whole_lines_and_counts_the_loss_once(tiny_disk: Path, 
     assert status["writer"]["records_lost"] == lost and status["step"] == 70
     reports = [r for r in caplog.records if "not written to metrics.jsonl" in r.getMessage()]
     assert len(reports) == 1
+
+
+# --------------------------------------------------------------------------- the rules: either thread runs them
+
+def test_record_hooks_run_once_each_in_order_whichever_thread_runs_them(tmp_path: Path) -> None:
+    """The training thread runs the queued records' hooks itself before its weights change (``run_hooks``)
+    while the writer thread runs them too at its looks: every record's hooks run exactly once, in order."""
+    seen: list[tuple[int, str]] = []
+    writer = RunWriter(tmp_path / "status.json", guard=Guard())
+    writer.record_hooks = [lambda rec: seen.append((rec["step"], threading.current_thread().name))]
+    sink = rf.JsonlWriter(tmp_path / "metrics.jsonl")
+    writer.start()
+    for step in range(1, 3001):
+        writer.append(sink, rf.make_record(rf.RecordKind.TRAIN, step=step, time=0.0, loss=1.0))
+        if step % 3 == 0:
+            writer.run_hooks()  # what the optimizer-step hook does
+            assert writer.jobs_pending == 0
+        elif step % 500 == 0:
+            time.sleep(0.3)  # leave some to the writer thread's looks (its first one comes within 0.25 s)
+    assert writer.wait_jobs(SCRIPT_TIMEOUT_S) and writer.close()
+    assert [s for s, _ in seen] == list(range(1, 3001))
+    threads = {name for _, name in seen}
+    assert threading.current_thread().name in threads and "trainboard-writer" in threads
+    assert writer.stats()["records_written"] == 3000
+
+
+def test_a_hook_that_reenters_run_hooks_returns_at_once(tmp_path: Path) -> None:
+    """A flush from inside a hook (a signal handler interrupting the training thread's ``run_hooks``)
+    must not deadlock on the hook lock."""
+    writer = RunWriter(tmp_path / "status.json", guard=Guard())
+    calls: list[int] = []
+
+    def hook(rec: dict) -> None:
+        calls.append(rec["step"])
+        writer.run_hooks()  # re-entry: returns, the outer call goes on with the next record
+
+    writer.record_hooks = [hook]
+    sink = rf.JsonlWriter(tmp_path / "metrics.jsonl")
+    for step in (1, 2, 3):
+        writer.append(sink, rf.make_record(rf.RecordKind.TRAIN, step=step, time=0.0, loss=1.0))
+    done = threading.Thread(target=writer.run_hooks)
+    done.start()
+    done.join(SCRIPT_TIMEOUT_S)
+    assert not done.is_alive() and calls == [1, 2, 3] and writer.jobs_pending == 0
+    writer.close()
+
+
+def test_the_forward_hook_leaves_the_verdicts_to_the_optimizer_step_when_that_is_hooked(tmp_path: Path) -> None:
+    """With the optimizer hooked the forward pass does not wait for (or run) the rules: the forward and
+    backward between a log and the optimizer's step are the writer thread's time. With the model alone,
+    the forward is the last point before the weights change, and acts."""
+    torch = pytest.importorskip("torch")
+    calls: list[str] = []
+    for name, with_opt in (("model+optimizer", True), ("model alone", False)):
+        model = torch.nn.Linear(3, 1)
+        mon = Monitor(tmp_path / name.replace(" ", "_"), anomaly=False)
+        mon._before_weights_change = lambda name=name: calls.append(name)  # type: ignore[method-assign]
+        mon.watch(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1) if with_opt else None)
+        model(torch.ones(2, 3))
+        mon.close()
+    assert calls == ["model alone"]

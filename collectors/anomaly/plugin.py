@@ -36,7 +36,7 @@ from collectors.alerts import SOURCE_COLLECTOR, Severity
 from collectors.anomaly.actions import AlertActions, BackgroundWrite
 from collectors.anomaly.detector import model_grad_norm, optimizer_lr
 from collectors.anomaly.losswatch import LossWatch
-from collectors.anomaly.updatewatch import UpdateWatch
+from collectors.anomaly.updatewatch import CHECK_EVERY_STEPS, UpdateWatch
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config, observation_from_record
 from collectors.runtime import BYTES_PER_GB, process_memory
 from collectors.snapshots import last_good as lg
@@ -188,6 +188,7 @@ class AnomalyPlugin:
         self._background: Any = None
         self._live_inputs: dict[int, tuple[float | None, float | None, float | None]] = {}
         self._updates: UpdateWatch | None = None
+        self._updates_step: int | None = None
         self._updates_model: Any = None
         """Whether the weights still change between logged steps (``optimizer_stalled``)."""
         self._engine_lock = threading.RLock()
@@ -307,7 +308,8 @@ class AnomalyPlugin:
             if monitor.optimizer is not None and "learning_rate" not in record:
                 lr = optimizer_lr(monitor.optimizer)
             if monitor.model is not None and train and self.config.convergence.stall_logs > 0:
-                changed = monitor.guard.run("watching whether the weights change", self._weights_changed, monitor)
+                changed = monitor.guard.run("watching whether the weights change", self._weights_sample,
+                                            monitor, record.get("step"))
             if grad_norm is not None or lr is not None or changed is not None:
                 self._live_inputs[id(record)] = (grad_norm, lr, changed)  # popped by the rules, same record object
         if self.losswatch is None or record.get("kind") != rf.RecordKind.TRAIN.value or "loss" not in record:
@@ -318,12 +320,16 @@ class AnomalyPlugin:
             if check.first_step is not None:
                 record[rf.LOSS_NONFINITE_STEP] = check.first_step
 
-    def _weights_changed(self, monitor: Any) -> float | None:
-        """Training thread, at a logged step: the share of sampled weights changed since the last one."""
+    def _weights_sample(self, monitor: Any, step: Any) -> Any:
+        """Training thread, at a logged step at least ``CHECK_EVERY_STEPS`` after the last sampled one: a
+        copy of the sampled weights (the rules compare it with the previous one, on the writer thread)."""
         model = monitor.model
         if self._updates is None or self._updates_model is not model:
-            self._updates, self._updates_model = UpdateWatch(model), model
-        return self._updates.collect()
+            self._updates, self._updates_model, self._updates_step = UpdateWatch(model), model, None
+        if isinstance(step, int) and self._updates_step is not None and 0 <= step - self._updates_step < CHECK_EVERY_STEPS:
+            return None
+        self._updates_step = step if isinstance(step, int) else None
+        return self._updates.sample()
 
     def on_record(self, monitor: Any, record: dict[str, Any]) -> None:
         """Training thread, after the record is queued: poll the control files (once per ``control_poll_s``);
@@ -374,8 +380,8 @@ class AnomalyPlugin:
                 obs.grad_norm = grad_norm
             if obs.loss is not None and obs.learning_rate is None:
                 obs.learning_rate = lr
-            if record.get("kind") == rf.RecordKind.TRAIN.value:
-                obs.weights_changed = changed
+            if record.get("kind") == rf.RecordKind.TRAIN.value and changed is not None and self._updates is not None:
+                obs.weights_changed = self._updates.compare(changed)
             alerts = self.engine.observe(obs)
             self._act(monitor, alerts, list(self.engine.held), obs.step)  # clean steps resolve incidents
 

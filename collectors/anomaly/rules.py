@@ -129,7 +129,8 @@ PLATEAU_THRESHOLD = 0.001
 PLATEAU_WINDOW = 50
 CONVERGENCE_DIVERGENCE_RATE = -0.1
 STALL_LOGS = 3
-"""Consecutive logged steps at which none of the sampled weights changed that make ``optimizer_stalled``."""
+"""Consecutive checks (logged steps at least ``updatewatch.CHECK_EVERY_STEPS`` apart) at which none of the
+sampled weights changed that make ``optimizer_stalled``."""
 STALL_MIN_STEPS = 10
 """...spanning at least this many training steps: a GradScaler may skip a few steps in a row on purpose
 (fp16 overflow at the start), and with logging every step three logs are only three steps."""

@@ -8,19 +8,29 @@ elements of up to :data:`MAX_PARAMS` trainable parameters (spread over the model
 step, reports the fraction of them that changed since the previous logged step: 0.0 means none of the
 sampled weights moved. The rule ``optimizer_stalled`` (:mod:`collectors.anomaly.rules`) judges it.
 
-Cost: one gather and one compare on the sample (a few thousand numbers) and one small device-to-host
-copy per *logged* step, when Trainer synchronises anyway; nothing per training step.
+Cost: one gather of the sample (about a thousand numbers) on the training thread per checked logged
+step (:meth:`UpdateWatch.sample`); the compare and its small device-to-host copy run on the collector's
+writer thread (:meth:`UpdateWatch.compare`). The anomaly feature checks at most every
+``CHECK_EVERY_STEPS`` training steps; nothing runs per unlogged training step.
 
 Used by the anomaly feature (collectors/anomaly/plugin.py); imports torch only when attached.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 MAX_PARAMS = 16
 """Parameters sampled, spread evenly over the model's trainable ones (first, last and between)."""
 PER_PARAM = 64
 """Elements sampled per parameter, evenly strided across it (one row of an embedding may never move)."""
+CHECK_EVERY_STEPS = 3
+"""The anomaly feature samples at logged steps at least this many training steps apart: a loop logging
+every step pays a third of the gathers, and ``optimizer_stalled`` fires no later (it needs its stall to
+span ``convergence.stall_min_steps``, 10 by default, either way). Trainer's 5-step logging checks every log."""
+
+
+_GENERATIONS = itertools.count(1)
 
 
 class UpdateWatch:
@@ -47,7 +57,9 @@ class UpdateWatch:
         self._params = params
         self._views: list[Any] = []
         self._ptrs: list[int] = []
-        self._prev: Any = None
+        self._mixed = False
+        self._generation = 0
+        self._prev: tuple[int, Any] | None = None
 
     @property
     def sampled(self) -> int:
@@ -63,28 +75,47 @@ class UpdateWatch:
             stride = max(1, flat.numel() // PER_PARAM)
             self._views.append(flat[::stride][:PER_PARAM])
             self._ptrs.append(p.data_ptr())
+        views = self._views
+        self._mixed = len({v.dtype for v in views}) > 1 or len({v.device for v in views}) > 1
 
     def _moved(self) -> bool:
         """Whether a parameter's storage was replaced (``model.to(device)``, a sharding wrapper): the views
         would then watch stale memory that never changes, which must never read as a stall."""
         return [p.data_ptr() for p in self._params] != self._ptrs
 
-    def collect(self) -> float | None:
-        """The fraction of sampled weights that changed since the previous call (None on the first call,
-        when nothing is trainable, or after the parameters' storage was replaced)."""
+    def sample(self) -> tuple[int, Any] | None:
+        """Training thread, at a logged step: a copy of the sampled weights as they are now (one gather,
+        queued on the device like any op), to hand to :meth:`compare` on any thread. ``None`` when
+        nothing is trainable. A replaced storage starts a new generation (the next compare says None)."""
         if not self._params:
             return None
         torch = self._torch
         with torch.no_grad():
             if not self._views or self._moved():
                 self._build()
-                self._prev = None
+                self._generation = next(_GENERATIONS)  # unique across watches: a sample never meets another's
             views = self._views
-            if len({v.dtype for v in views}) > 1 or len({v.device for v in views}) > 1:
+            if self._mixed:
                 views = [v.float().cpu() for v in views]  # mixed precisions or devices: compare as fp32 on CPU
-            cur = torch.cat(views)
-            prev, self._prev = self._prev, cur
-            if prev is None:
-                return None
+            return self._generation, torch.cat(views)
+
+    def compare(self, sample: tuple[int, Any] | None) -> float | None:
+        """The fraction of sampled weights that changed between the previous sample compared and this one
+        (samples must come in the order they were taken). None for the first one, after a replaced
+        storage, or for ``None``. The comparison and its device-to-host copy run on the calling thread
+        (the collector's writer thread), not the training thread."""
+        if sample is None:
+            return None
+        generation, cur = sample
+        prev, self._prev = self._prev, sample
+        if prev is None or prev[0] != generation:
+            return None
+        with self._torch.no_grad():
             # NaN != NaN counts as changed: a NaN weight is the non-finite rules' business, not a stall
-            return int((cur != prev).sum()) / cur.numel()
+            return int((cur != prev[1]).sum()) / cur.numel()
+
+    def collect(self) -> float | None:
+        """The fraction of sampled weights that changed since the previous call (None on the first call,
+        when nothing is trainable, or after the parameters' storage was replaced): :meth:`sample` and
+        :meth:`compare` at once."""
+        return self.compare(self.sample())
