@@ -10,7 +10,10 @@ Run: ``python bench/bench_overhead.py [--steps 200 --rounds 6 --threads 1]``.
 ``--plain`` (issue 12) measures a plain PyTorch loop instead: the tiny GPT-2 (2 layers, 64 wide) trained on
 CPU, logging loss, grad norm and learning rate at every step, with no monitor, with ``Monitor`` at defaults
 (rules on) and with a TensorBoard ``SummaryWriter`` (``add_scalar`` × 3), in interleaved rounds (goal:
-Monitor ≥ 0.99 of the bare steps/s, and ≥ TensorBoard's ratio in the same rounds). ``--quick`` (a test runs
+Monitor ≥ 0.99 of the bare steps/s, and ≥ TensorBoard's ratio in the same rounds). Every block trains one
+model object from the same weights (after ``--pretrain`` steps) with a fresh optimizer, so each kind runs
+the same computation in the same memory; two fresh models of one seed differ by ±5 % in speed here. It
+also prints the training thread's own time inside each monitor per step, which that noise does not touch. ``--quick`` (a test runs
 it) does a few steps once: its figures check the report, not the speed. ``TRAINBOARD_BENCH_CODE=DIR``
 imports ``collectors`` from another checkout (the "today" column).
 """
@@ -97,10 +100,11 @@ def one_run(kind: str, steps: int, root: Path, i: int) -> tuple[float, float]:
 PLAIN_GOAL = 0.99
 
 
-def plain_setup(seed: int = 0):
+def plain_setup(seed: int = 0, pretrain: int = 0):
     """The tiny GPT-2, its optimizer and 16 batches of random tokens cycled through (no download, no
     tokenizer). Random tokens keep the loss noisy near log(256), as real data does: a fixed batch would
-    make every step a new best loss and every step a best-model snapshot."""
+    make every step a new best loss and every step a best-model snapshot. ``pretrain`` steps are trained
+    first (past the first steep fall of the loss, which no long training spends its time in)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -108,6 +112,11 @@ def plain_setup(seed: int = 0):
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=64))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = [torch.randint(0, 256, (4, 32)) for _ in range(16)]
+    for step in range(pretrain):
+        batch = batches[step % len(batches)]
+        model(batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return model, opt, batches
 
 
@@ -116,14 +125,24 @@ IN_CALLS: dict[str, list[float]] = {}
 optimizer-step pre-hook, where the rules' verdicts are applied), in seconds."""
 
 
-def plain_run(kind: str, steps: int, root: Path, i: int) -> float:
-    """Steps/s of one plain-loop run logging every step with ``kind`` (bare, trainboard, tensorboard).
-    Also appends to ``IN_CALLS[kind]`` the time each step spent inside the monitor's calls."""
+def plain_run(kind: str, steps: int, root: Path, i: int, setup: tuple | None = None) -> float:
+    """Steps/s of one plain-loop block logging every step with ``kind`` (bare, trainboard, tensorboard).
+    Also appends to ``IN_CALLS[kind]`` the time each step spent inside the monitor's calls.
+
+    With ``setup`` (model, its starting weights, batches) every block trains the *same* model object
+    from the same weights with a fresh optimizer: each kind then runs exactly the same computation in
+    the same memory (two fresh models of the same seed differ by ±5 % in speed here, more than what is
+    measured), and the same losses, so the same alerts and best-model snapshots, in every block."""
     import torch
 
     from collectors import Monitor
 
-    model, opt, batches = plain_setup()
+    if setup is None:
+        model, opt, batches = plain_setup()
+    else:
+        model, start, batches = setup
+        model.load_state_dict(start)  # copies into the same storages
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     mon = tb = None
     in_calls = IN_CALLS.setdefault(kind, [])
     hook_time = [0.0]
@@ -170,19 +189,26 @@ def plain_run(kind: str, steps: int, root: Path, i: int) -> float:
 
 
 def plain_main(a: argparse.Namespace) -> int:
+    import copy
+
     kinds = ("bare", "trainboard", "tensorboard")
     rates: dict[str, list[float]] = {k: [] for k in kinds}
+    model, _, batches = plain_setup(pretrain=a.pretrain)
+    setup = (model, copy.deepcopy(model.state_dict()), batches)
     with tempfile.TemporaryDirectory() as tmp:
-        plain_run("bare", 3, Path(tmp), -1)  # warm-up
+        for k in kinds:
+            plain_run(k, 3, Path(tmp), -1, setup)  # warm-up of each kind's code
+        IN_CALLS.clear()
         for r in range(a.rounds):
             order = kinds if r % 2 == 0 else tuple(reversed(kinds))
             for k in order:
-                rates[k].append(plain_run(k, a.steps, Path(tmp), r))
+                rates[k].append(plain_run(k, a.steps, Path(tmp), r, setup))
                 print(f"round {r}  {k:<12} {rates[k][-1]:7.2f} steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     # per-round ratios (each against the bare run of its own round) are steadier than ratios of medians
     per_round = {k: statistics.median(rates[k][r] / rates["bare"][r] for r in range(a.rounds)) for k in kinds[1:]}
-    print("\nplain loop, logging every step; median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    print(f"\nplain loop, logging every step (one model, the same {a.steps} steps from the same weights in "
+          f"every block); median steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     tb_ratio, tr_ratio = per_round["tensorboard"], per_round["trainboard"]
     print(f"ratio trainboard/bare  = {tr_ratio:.3f}  (median of per-round ratios; goal >= {PLAIN_GOAL})")
     print(f"ratio tensorboard/bare = {tb_ratio:.3f}")
@@ -204,14 +230,21 @@ def plain_main(a: argparse.Namespace) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=200, help="optimizer steps per run (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per run (default 200; with --plain 100 per block)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 6; with --plain 12)")
+    p.add_argument("--pretrain", type=int, default=100,
+                   help="--plain: steps trained before the blocks start (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: steadiest timings)")
     p.add_argument("--plain", action="store_true", help="a plain PyTorch loop logging every step (issue 12)")
     p.add_argument("--quick", action="store_true", help="a few steps, one round (correctness check of the report)")
     a = p.parse_args()
+    if a.steps is None:
+        a.steps = 100 if a.plain else 200
+    if a.rounds is None:
+        a.rounds = 12 if a.plain else 6
     if a.quick:
-        a.steps, a.rounds = 5, 1
+        a.steps, a.rounds, a.pretrain = 5, 1, 2
     if a.plain:
         import torch
         import transformers

@@ -149,3 +149,13 @@ def save_screenshot(pg, name: str) -> Path:
     path = ARTIFACTS / name
     pg.screenshot(path=str(path), full_page=True)
     return path
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: its default disposition back, so Python
+    installs its KeyboardInterrupt handler as in a terminal. A suite started in the background by a shell
+    without job control (``cmd &`` in a script, as some CI launchers do) inherits SIGINT *ignored*, and
+    a child would then never see the signal the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

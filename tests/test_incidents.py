@@ -465,3 +465,33 @@ def test_mute_through_the_file_reaches_a_tracker(tmp_path: Path) -> None:
                                                           ("loss_spike-1", False, True)]
     c2 = t.observe(70, [fire("gradient_explosion", 70, 50.0, "critical")], now=NOW + 61)
     assert c2 and not c2[0].muted  # the mute expired: the change is marked to notify again
+
+
+def test_clicks_on_several_request_threads_lose_no_change(tmp_path: Path) -> None:
+    """The dashboard answers requests on several threads: acknowledgements and mutes made at the same
+    moment all reach the file (each is a read-change-write of the whole file)."""
+    import threading
+
+    threads, each = 6, 15
+    start = threading.Barrier(threads)
+    problems: list[str] = []
+
+    def clicks(t: int) -> None:
+        start.wait()
+        for i in range(each):
+            _, problem = I.acknowledge(tmp_path, f"rule{t}-{i}", "ana", now=NOW)
+            if problem:
+                problems.append(problem)
+        _, problem = I.mute(tmp_path, f"rule{t}", 60, "ana", now=NOW)
+        if problem:
+            problems.append(problem)
+
+    workers = [threading.Thread(target=clicks, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    doc, problem = I.read_control(tmp_path)
+    assert problem is None and not problems, problems
+    assert sorted(doc["acks"]) == sorted(f"rule{t}-{i}" for t in range(threads) for i in range(each))
+    assert sorted(doc["mutes"]) == sorted(f"rule{t}" for t in range(threads))

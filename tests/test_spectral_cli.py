@@ -17,6 +17,7 @@ import pytest
 from collectors import runformat as rf
 from collectors.spectral import SVDMetrics, format_line
 from collectors.spectral.monitor import metrics_from_wandb_row
+from tests.conftest import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60.0
@@ -39,7 +40,7 @@ class Proc:
 
     def __init__(self, args: Sequence[str]) -> None:
         self.p = subprocess.Popen(args, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, encoding="utf-8")
+                                  text=True, encoding="utf-8", preexec_fn=default_sigint)
         self.lines: list[str] = []
         self._q: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

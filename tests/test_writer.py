@@ -24,6 +24,7 @@ import pytest
 from collectors import Monitor, runformat as rf
 from collectors.runtime import Guard
 from collectors.writer import KILL_WINDOW_S, RunWriter
+from tests.conftest import default_sigint
 
 REPO = Path(__file__).resolve().parents[1]
 N_RECORDS = 50
@@ -60,7 +61,7 @@ def start_training(run: Path, ending: str, *, before: str = "") -> subprocess.Po
         ending,
     ])
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=default_sigint)
 
 
 def wait_logged(proc: subprocess.Popen) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -993,14 +994,32 @@ def write_control(run_dir: str | os.PathLike[str], doc: Mapping[str, Any]) -> No
     rf.write_json_atomic(control_path(run_dir), dict(doc))
 
 
+_CONTROL_LOCKS: dict[str, threading.Lock] = {}
+_CONTROL_LOCKS_GUARD = threading.Lock()
+
+
+def _control_lock(path: Path) -> threading.Lock:
+    """One lock per control file in this process: the dashboard answers requests on several threads, and
+    two clicks at once (Ack on one incident, Mute on another) must not each write a change the other lost."""
+    key = os.path.abspath(path)
+    with _CONTROL_LOCKS_GUARD:
+        return _CONTROL_LOCKS.setdefault(key, threading.Lock())
+
+
 def update_control(run_dir: str | os.PathLike[str],
                    change: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
     """Read, change and write the control file: ``(new doc, None)`` or ``(None, problem)``; never raises.
 
     A file that is there but invalid is not overwritten (it may be a hand edit in progress): the problem
-    says so, and what to do.
+    says so, and what to do. The read-change-write is serialised within the process (``_control_lock``).
     """
     path = control_path(run_dir)
+    with _control_lock(path):
+        return _update_control_locked(run_dir, path, change)
+
+
+def _update_control_locked(run_dir: str | os.PathLike[str], path: Path,
+                           change: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
     doc, problem = read_control(run_dir)
     if problem is not None:
         return None, f"not saved: {problem}; fix or delete {path.name}"
