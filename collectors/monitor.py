@@ -295,6 +295,8 @@ class Monitor:
         self.writer = RunWriter(self.paths.status, guard=self.guard, status_doc=self._status_doc,
                                 fold=self._fold)
         self._hooked: dict[int, Any] = {}
+        self._step_hooked = False
+        """Whether the watched optimizer's step is hooked (then the forward pre-hook leaves the verdicts to it)."""
         self.close_timeout = CLOSE_TIMEOUT_S
         """Longest ``close()`` waits for the writer thread (a hung network disk is given up on, said once)."""
         self._annotate: list[tuple[str, Any]] = []
@@ -314,6 +316,7 @@ class Monitor:
             self.optimizer = optimizer
             inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
             self._hook(inner, "register_step_pre_hook", lambda opt, args, kwargs: self._before_weights_change())
+            self._step_hooked = id(inner) in self._hooked
         if model is not None:
             self.model = model
             # the forward pre-hook only when no optimizer step could be hooked: the forward and backward
@@ -334,7 +337,7 @@ class Monitor:
     def _before_forward(self, module: Any, args: Any) -> None:
         """Model forward pre-hook: the last point before the weights change when the optimizer's step is
         not hooked (``watch(model)`` alone, or an optimizer without ``register_step_pre_hook``)."""
-        if self.optimizer is None or id(getattr(self.optimizer, "optimizer", self.optimizer)) not in self._hooked:
+        if not self._step_hooked:
             self._before_weights_change()
 
     def _before_weights_change(self) -> None:

@@ -208,9 +208,7 @@ class RunWriter:
                         self._hooks_done += 1
             finally:
                 self._hook_owner = None
-        if self._jobs_waiters:
-            with self._jobs_cond:
-                self._jobs_cond.notify_all()
+        self._wake_job_waiters()
 
     def wait_jobs(self, timeout: float) -> bool:
         """Wait until every background job queued so far ran (their results are then in ``run_soon``)."""
@@ -376,6 +374,9 @@ class RunWriter:
 
     def _job_done(self) -> None:
         self._calls_done += 1
+        self._wake_job_waiters()
+
+    def _wake_job_waiters(self) -> None:
         if self._jobs_waiters:  # the training thread waits (pre-step hook, close): wake it
             with self._jobs_cond:
                 self._jobs_cond.notify_all()

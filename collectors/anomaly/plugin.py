@@ -186,7 +186,8 @@ class AnomalyPlugin:
         self._pending_state: dict[str, Any] | None = None
         self._host: Any = None
         self._background: Any = None
-        self._live_inputs: dict[int, tuple[float | None, float | None, float | None]] = {}
+        self._live_inputs: dict[int, tuple[float | None, float | None, Any]] = {}
+        """Per queued record: grad norm, learning rate and the weight sample (``UpdateWatch.sample``)."""
         self._updates: UpdateWatch | None = None
         self._updates_step: int | None = None
         self._updates_model: Any = None
