@@ -20,7 +20,7 @@ import flask
 from dash import Dash
 
 from callbacks import alerts, overview, recover, runs, samples, shell, snapshots, svd
-from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_shell
+from components.layout import PLOTLY_ASSETS_IGNORE, PLOTLY_BUNDLE, build_index_string, build_shell, with_page_chunks
 from services.cachedir import make_cache_dir
 from services.cachegc import start_collector as start_cache_gc
 from services.catalog import RunCatalog
@@ -82,6 +82,15 @@ def create_app(base_dir: str | os.PathLike[str], *, poll: bool = False, token: s
     # initialised in sys.modules for a moment, and plotly serialising a page then fails (services/catalog.py warm)
     # plotly.js and dcc's chunks requested early (docs/scaling.md)
     app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE), app.config.requests_pathname_prefix)
+    base_index = app.interpolate_index
+
+    def interpolate_index(**parts: Any) -> str:
+        """The page template, plus the chunks of the page this address opens (the Runs table's code)."""
+        chunks = shell.page_chunks(flask.request.path, app.strip_relative_path, dash.page_registry.values()) \
+            if flask.has_request_context() else ()
+        return with_page_chunks(base_index(**parts), chunks, app.config.requests_pathname_prefix)
+
+    app.interpolate_index = interpolate_index  # type: ignore[method-assign]
     store.warm()  # read the most recent run now, not when the first browser asks
     start_cache_gc(default_cache())  # cache files of deleted runs are removed off the request path
     if notifier is not None:

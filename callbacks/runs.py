@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.format import DASH, fmt_ago, fmt_int, fmt_sig
+from components.layout import TABLE_CHUNKS
 from components.messages import build_problem, build_waiting
 from components.runs import (CompareRun, build_checkpoints_panel, build_compare_figure, build_compare_graph,
                              build_config_diff,
@@ -156,7 +157,8 @@ def register(app: Dash) -> None:
     def layout(**_query: Any) -> Any:  # Dash pages call it with the query parameters
         return initial_layout(catalog)
 
-    dash.register_page("runs", path="/runs", name="Runs", title="Trainboard · Runs", layout=layout, order=60)
+    dash.register_page("runs", path="/runs", name="Runs", title="Trainboard · Runs", layout=layout, order=60,
+                       dash_chunks=TABLE_CHUNKS)
 
     @app.callback(Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_MESSAGE, "children"),
                   Output(ids.RUNS_TABLE_STATE, "data"),

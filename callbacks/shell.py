@@ -140,6 +140,14 @@ def first_page(href: str | None, strip: Callable[[str], str | None],
     return None
 
 
+def page_chunks(path: str | None, strip: Callable[[str], str | None], pages: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The component chunks (``dash_chunks`` of its registration) of the page at ``path``, for the page
+    template to request from its head; none for an unknown page or address. Pure."""
+    first = first_page(path, strip, pages)
+    chunks = first.page.get("dash_chunks") if first is not None else None
+    return tuple(c for c in chunks if isinstance(c, str)) if isinstance(chunks, (tuple, list)) else ()
+
+
 def drawn_container(first: FirstPage | None, template: Any, default_title: str) -> Any:
     """Dash's page container (``template``: ``dash.page_container``) with ``first``'s page drawn in it, or the
     empty template when there is no page to draw or drawing it failed (Dash's router then draws it in its own

@@ -20,6 +20,7 @@ from dash.exceptions import PreventUpdate
 from collectors import runformat as rf
 from collectors import snapshots as snap
 from components import ids
+from components.layout import TABLE_CHUNKS
 from components.messages import build_not_collected, build_problem, build_waiting
 from components.snapshots import build_detail, build_result, build_retention, build_snapshots_layout, table_rows
 from services.context import catalog_for
@@ -109,7 +110,7 @@ def register(app: Dash) -> None:
     store = catalog_for(app)
     base = Path(store.base)
     dash.register_page("snapshots", path="/snapshots", name="Snapshots", title="Trainboard · Snapshots",
-                       layout=layout, order=11)
+                       layout=layout, order=11, dash_chunks=TABLE_CHUNKS)
 
     @app.callback(Output(ids.SNAPSHOTS_TABLE, "data"), Output(ids.SNAPSHOTS_MESSAGE, "children"),
                   Output(ids.SNAPSHOTS_STATE, "data"), Output(ids.SNAPSHOTS_TABLE, "selected_rows"),

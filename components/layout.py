@@ -42,6 +42,19 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
 DCC_CHUNKS = ("graph", "dropdown")
 """dcc's lazily loaded chunks every page mounts at once (the charts, the run picker)."""
 
+TABLE_CHUNKS = ("dash_table/async-table", "dash_table/async-highlight")
+"""dash_table's lazily loaded chunks (under ``_dash-component-suites/dash/``), which a page holding a
+``DataTable`` mounts at once. Requested from the head only by the pages that have a table (the page's
+``dash_chunks`` in its registration): the table's code (630 KB) would cost every other page its parse."""
+
+
+def chunk_scripts(chunks: Sequence[str], prefix: str = "/") -> str:
+    """``<script defer>`` tags for Dash component chunks (``"dcc/async-graph"``) under ``prefix``, the app's
+    ``requests_pathname_prefix``."""
+    return "\n        ".join(
+        f'<script defer src="{html_escape(prefix, quote=True)}_dash-component-suites/dash/'
+        f'{html_escape(chunk, quote=True)}.js"></script>' for chunk in chunks)
+
 
 def build_index_string(plotly_src: str, chunks_prefix: str = "/") -> str:
     """Dash's page template with plotly.js (``plotly_src``) requested from ``<head>`` with ``defer``.
@@ -56,10 +69,18 @@ def build_index_string(plotly_src: str, chunks_prefix: str = "/") -> str:
     mounts its first Graph or Dropdown, and Dash fires no callback until they have arrived. A chunk run
     early registers itself with dcc's loader, which then does not fetch it again.
     """
-    chunks = "\n        ".join(
-        f'<script defer src="{html_escape(chunks_prefix, quote=True)}_dash-component-suites/dash/dcc/async-{c}.js">'
-        "</script>" for c in DCC_CHUNKS)
+    chunks = chunk_scripts([f"dcc/async-{c}" for c in DCC_CHUNKS], chunks_prefix)
     return INDEX_TEMPLATE.replace("{plotly_src}", html_escape(plotly_src, quote=True)).replace("{chunk_scripts}", chunks)
+
+
+def with_page_chunks(index_html: str, chunks: Sequence[str], prefix: str = "/") -> str:
+    """The served page ``index_html`` with the first page's own chunks (``chunks``, e.g.
+    :data:`TABLE_CHUNKS`) requested from its head too, after the ones every page gets. Pure; unchanged
+    when there are none or the page has no head."""
+    if not chunks or "</head>" not in index_html:
+        return index_html
+    head, rest = index_html.split("</head>", 1)
+    return f"{head}    {chunk_scripts(chunks, prefix)}\n    </head>{rest}"
 
 
 def build_nav(items: Sequence[tuple[str, str]]) -> html.Nav:

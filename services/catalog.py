@@ -48,6 +48,13 @@ are detected as an overflow, which switches to polling). Spread over 0.5-1.5x pe
 def recheck_interval(run_id: str) -> float:
     """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
     return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
+DEFAULT_RUN_KEEP_S = 1.0
+"""The most recently active run is worked out again after this long (without file events), or at once
+when any watched file changed: it costs two ``stat`` calls per run (4,000 for 2,000 runs, ~50 ms here),
+and every page load asks for it twice (the picker, and the page it draws)."""
+DEFAULT_RUN_WATCHED_KEEP_S = RECHECK_INTERVAL_S
+"""With working file events, an unchanged event count keeps the answer this long (every write to a run's
+status or logs is an event)."""
 LIST_CLOCK_S = 10.0
 """The Runs list is rebuilt at least this often even when nothing changed: a run's state (stale) and the
 "updated ... ago" column follow the clock."""
@@ -221,6 +228,7 @@ class RunCatalog:
         self._listed: tuple[tuple[str, int], list[RunSummary]] | None = None
         self._list_runs: list[Run] = []
         self._activity_paths: dict[str, tuple[RunKind, list[str] | None]] = {}
+        self._default_hit: tuple[tuple[str, int], float, str] | None = None
         self._list_ids_key: str | None = None
         self._recheck: dict[str, float] = {}
         """Run id -> :func:`recheck_interval` (computed once per run)."""
@@ -492,10 +500,16 @@ class RunCatalog:
         return tuple((r.run_id, r.version) for r in self.runs())
 
     def default_run(self) -> str | None:
-        """The run to show first: the most recently active one."""
+        """The run to show first: the most recently active one (kept while no file changed, see
+        :data:`DEFAULT_RUN_KEEP_S`)."""
         ids = self.rescan()
         if not ids:
             return None
+        key, now = (self._ids_key, self.changes.count), time.monotonic()
+        kept = self._default_hit
+        if kept is not None and kept[0] == key and now - kept[1] < (
+                DEFAULT_RUN_WATCHED_KEEP_S if self.watching else DEFAULT_RUN_KEEP_S):
+            return kept[2]
         with self._lock:
             kinds = {rid: self._runs[rid].kind for rid in ids if rid in self._runs}
         known = self._activity_paths
@@ -506,7 +520,9 @@ class RunCatalog:
             if hit is None or hit[0] is not kind:
                 hit = known[rid] = (kind, activity_paths(kind, self._root_of(rid)))
             return activity_time(kind, self._root_of(rid), hit[1])
-        return max(ids, key=when)
+        best = max(ids, key=when)
+        self._default_hit = (key, now, best)
+        return best
 
     def warm(self) -> threading.Thread:
         """Read the most recent run in a background thread, so a large history is parsed before the first

@@ -1,18 +1,21 @@
 """A folder of many runs in a real Chromium against a real ``python app.py`` (issue 12).
 
 300 tiny collector runs plus one run with evaluations stand in for the bench's 2,000 (suite time): the
-Runs page shows rows (one page of 100, all 301 paged), the rows carry what the listing read from each
+Runs page shows rows (one page of ``RUNS_PAGE_SIZE``, all 301 paged; the table's code requested once, from
+the page's head), the rows carry what the listing read from each
 run's status and log tail, the run picker reaches a run deep in the list by typing part of its name, and
 comparing two runs still draws the overlay chart (put on the page only then).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
 from bench.bench_scale import write_many_runs
 from collectors import runformat as rf
+from components.runs import RUNS_PAGE_SIZE
 from tests.conftest import assert_no_console_errors, save_screenshot
 from tests.test_experiments_browser import TRACE_NAMES_JS, row_checkbox
 
@@ -32,14 +35,17 @@ def test_many_runs_are_listed_and_the_picker_reaches_any_by_typing(tmp_path, das
     rf.write_json_atomic(p.status, {"v": 1, "state": "finished", "step": 20, "updated_at": time.time()})
     srv = dashboard(base)
 
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     page.goto(srv.url + "/runs", wait_until="load")
     page.locator("#shell-run-hint", has_text=f"{N_RUNS + 1} runs").wait_for(timeout=TIMEOUT_MS)
     first = page.locator("#runs-table tr", has=page.locator("td[data-dash-column='name'] >> text='run-00000'"))
     first.wait_for(timeout=TIMEOUT_MS)
     cells = first.inner_text()
     assert "finished" in cells and "5" in cells and "trainboard" in cells
-    assert page.locator("#runs-table td[data-dash-column='name']").count() == 100  # one page drawn
-    assert "/ 4" in page.locator("#runs-table").inner_text()  # 301 rows paged by 100
+    assert page.locator("#runs-table td[data-dash-column='name']").count() == RUNS_PAGE_SIZE  # one page drawn
+    assert f"/ {math.ceil(301 / RUNS_PAGE_SIZE)}" in page.locator("#runs-table").inner_text()  # all 301 paged
+    assert len([u for u in requested if u.endswith("/dash_table/async-table.js")]) == 1  # the head asks; dash_table does not again
     # the sort covers every row: the run with evaluations comes first by name, descending
     page.locator("#runs-table th[data-dash-column='name'] .column-header--sort").click()
     page.locator("#runs-table th[data-dash-column='name'] .column-header--sort").click()

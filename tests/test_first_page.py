@@ -15,9 +15,9 @@ import urllib.request
 
 import pytest
 
-from callbacks.shell import PAGE_HEADER, drawn_container, first_page, query_params
+from callbacks.shell import PAGE_HEADER, drawn_container, first_page, page_chunks, query_params
 from collectors import runformat as rf
-from components.layout import DCC_CHUNKS, build_index_string, build_page_container
+from components.layout import DCC_CHUNKS, TABLE_CHUNKS, build_index_string, build_page_container, with_page_chunks
 from tests.conftest import assert_no_console_errors
 
 TIMEOUT_MS = 30_000
@@ -102,6 +102,21 @@ def test_index_requests_the_chunks_dcc_would_fetch_late():
     assert page.index('src="/assets/p.js"') < page.index("async-graph.js")
 
 
+def test_a_page_with_a_table_requests_the_table_chunks_from_the_head():
+    pages = PAGES + [{"path": "/runs", "title": "Runs", "layout": None, "dash_chunks": TABLE_CHUNKS},
+                     {"path": "/odd", "title": "Odd", "layout": None, "dash_chunks": "not-a-list"}]
+    assert page_chunks("/runs", strip, pages) == TABLE_CHUNKS
+    for other in ("/", "/alerts", "/odd", "/no-such-page", "/item/3", None, "", "http://[::1/x"):
+        assert page_chunks(other, strip, pages) == (), other
+    index = "<html><head><title>t</title></head><body>x</body></html>"
+    served = with_page_chunks(index, TABLE_CHUNKS, "/tb/")
+    head, body = served.split("</head>")
+    for chunk in TABLE_CHUNKS:
+        assert f'<script defer src="/tb/_dash-component-suites/dash/{chunk}.js"></script>' in head
+    assert body == "<body>x</body></html>" and head.startswith("<html><head><title>t</title>")
+    assert with_page_chunks(index, (), "/") == index and with_page_chunks("no head", TABLE_CHUNKS) == "no head"
+
+
 # ------------------------------------------------------------------------------------------ real server
 def write_run(run, steps, loss0=3.0):
     paths = rf.RunPaths.of(run)
@@ -153,6 +168,20 @@ def test_layout_request_with_the_page_header_arrives_drawn(tmp_path, dashboard):
     # a page without data (an unknown address) and a hostile header are the router's: no error, no drawing
     for bad in (srv.url + "/no-such-page", "http://[::1/x", "../../etc/passwd"):
         assert find(layout_json(srv.url, bad), "_pages_content")["props"].get("children") is None
+
+
+def test_only_the_pages_with_a_table_are_served_with_its_code(tmp_path, dashboard):
+    base = tmp_path / "base"
+    write_run(base / "run-a", 5)
+    srv = dashboard(base)
+
+    def head(path: str) -> str:
+        with urllib.request.urlopen(srv.url + path, timeout=60) as resp:
+            return resp.read().decode().split("</head>")[0]
+    for path in ("/runs", "/snapshots", "/runs?run=run-a"):
+        assert all(f"dash/{chunk}.js" in head(path) for chunk in TABLE_CHUNKS), path
+    for path in ("/", "/alerts", "/no-such-page"):
+        assert "dash_table/async" not in head(path) and "dcc/async-graph.js" in head(path), path
 
 
 # ------------------------------------------------------------------------------------------ real browser

@@ -253,3 +253,38 @@ def test_picker_options_follow_the_typed_text(tmp_path: Path) -> None:
     assert picker_update(cat, value, typed_key, hint, last) == (no_update, no_update, no_update, no_update)
     back, *_ , back_key = picker_update(cat, value, typed_key, hint, "")  # the choice made: the text clears
     assert back_key == key and len(back) <= PICKER_MAX_OPTIONS + 1
+
+
+@pytest.mark.parametrize("watch", [True, False])
+def test_default_run_is_the_most_recently_active_kept_until_a_file_changes(tmp_path: Path, monkeypatch,
+                                                                           watch: bool) -> None:
+    import os
+
+    from services import catalog as catalog_module
+
+    write_many_runs(tmp_path, 20)
+    t0 = time.time() - 1000
+    for i in range(20):  # run-00019 wrote last
+        paths = rf.RunPaths(tmp_path / f"run-{i:05d}")
+        for f in (paths.status, paths.metrics):
+            os.utime(f, (t0 + i, t0 + i))
+    stats = {"n": 0}
+    real = catalog_module._mtime_of
+
+    def counted(path: str) -> float:
+        stats["n"] += 1
+        return real(path)
+    monkeypatch.setattr(catalog_module, "_mtime_of", counted)
+    cat = RunCatalog(tmp_path, watch=watch)
+    try:
+        assert cat.watching is watch
+        assert cat.default_run() == "run-00019" and stats["n"] == 40  # two files a run
+        assert cat.default_run() == "run-00019" and stats["n"] == 40  # nothing changed: no file looked at
+        with open(rf.RunPaths(tmp_path / "run-00003").metrics, "ab") as fh:
+            fh.write(line("train", step=99, time=time.time(), loss=0.5))
+        deadline = time.monotonic() + 30
+        while cat.default_run() != "run-00003" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cat.default_run() == "run-00003"
+    finally:
+        cat.stop()
