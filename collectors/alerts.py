@@ -9,9 +9,10 @@ written before this module existed (see docs/run-format.md, "Alerts"). Standard 
 """
 from __future__ import annotations
 
+import copy
 import enum
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -102,7 +103,9 @@ class Alert:
             self.reason = self.rule
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a plain dict, copied as ``dataclasses.asdict`` copies them (nested containers too),
+        without its ``deepcopy`` of every number and string: every alert record goes through this."""
+        return {f.name: plain_copy(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Alert":
@@ -116,6 +119,25 @@ class Alert:
         kw.setdefault("value", None)
         kw.setdefault("threshold", None)
         return cls(**kw)
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def plain_copy(value: Any) -> Any:
+    """``value`` as ``dataclasses.asdict`` gives a field's value (dataclasses as dicts, containers copied
+    with their own types, anything else deep-copied); immutable scalars are returned as they are. Pure."""
+    if type(value) in _ATOMIC:
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*[plain_copy(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_copy(v) for v in value)
+    if isinstance(value, dict):
+        return type(value)((plain_copy(k), plain_copy(v)) for k, v in value.items())
+    return copy.deepcopy(value)
 
 
 def alert_record(alert: Alert, *, source: str, now: float | None = None) -> dict[str, Any]:

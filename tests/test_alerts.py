@@ -84,3 +84,31 @@ def test_alert_log_on_an_unwritable_place_reports_once_and_never_raises(tmp_path
     for _ in range(3):
         assert log.write(_spectral_alerts()) == 0
     assert guard.failures["opening alerts.jsonl"] == 3 and list(guard.reported) == ["opening alerts.jsonl"]
+
+
+def test_to_dict_copies_as_asdict_does_without_its_deepcopy_of_scalars():
+    import collections
+    import dataclasses
+    import math as _math
+
+    import numpy as np
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    @dataclasses.dataclass
+    class Inner:
+        x: float
+        tags: list
+
+    meta = {"window": [1.0, 2.5, float("nan")], "pair": Pair(1, [2, 3]), "inner": Inner(0.5, ["a"]),
+            "nested": {"k": (1, 2), "arr": np.float64(3.0), "sev": Severity.HIGH}, "none": None, 7: "int key"}
+    alert = Alert("loss_spike", "loss", "high", 12, float("inf"), 0.3, "m", meta, "r")
+    got, want = alert.to_dict(), dataclasses.asdict(alert)
+    assert list(got) == list(want) == [f.name for f in dataclasses.fields(Alert)]
+    assert json.dumps(got, default=str) == json.dumps(want, default=str)  # the same values (NaN, inf too)
+    assert type(got["metadata"]["pair"]) is Pair and got["metadata"]["inner"] == {"x": 0.5, "tags": ["a"]}
+    assert type(got["metadata"]["nested"]["k"]) is tuple and got["metadata"]["nested"]["sev"] is Severity.HIGH
+    got["metadata"]["window"].append(9.0)  # a copy, as asdict gives: the alert itself is unchanged
+    got["metadata"]["nested"]["k"] = None
+    assert len(alert.metadata["window"]) == 3 and alert.metadata["nested"]["k"] == (1, 2)
+    assert _math.isinf(got["value"]) and got["metadata"]["none"] is None
