@@ -13,7 +13,7 @@ CPU, logging loss, grad norm and learning rate at every step, with no monitor, w
 Monitor ≥ 0.99 of the bare steps/s, and ≥ TensorBoard's ratio in the same rounds). Every block trains one
 model object from the same weights (after ``--pretrain`` steps) with a fresh optimizer, so each kind runs
 the same computation in the same memory; two fresh models of one seed differ by ±5 % in speed here. It
-also prints the training thread's own time inside each monitor per step, which that noise does not touch. ``--quick`` (a test runs
+also prints the training thread's own time inside each monitor per step, which that noise does not touch, and the CPU per step of the threads beside the training (each monitor's writer threads). ``--quick`` (a test runs
 it) does a few steps once: its figures check the report, not the speed. ``TRAINBOARD_BENCH_CODE=DIR``
 imports ``collectors`` from another checkout (the "today" column).
 """
@@ -120,6 +120,28 @@ def plain_setup(seed: int = 0, pretrain: int = 0):
     return model, opt, batches
 
 
+BACKGROUND_CPU: dict[str, list[float]] = {}
+"""Per kind and block, the CPU seconds per step of the threads other than the training thread (the monitor's
+writer and snapshot threads, TensorBoard's event writer): on this small machine they take the GIL and a
+core from the training, and their CPU clock does not move with the rounds' wall-clock noise."""
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of every live thread but this one, by thread id (Linux and macOS; empty elsewhere)."""
+    import threading
+
+    out: dict[int, float] = {}
+    me = threading.get_ident()
+    for t in threading.enumerate():
+        if t.ident is None or t.ident == me:
+            continue
+        try:
+            out[t.ident] = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except (AttributeError, OSError, OverflowError):
+            continue
+    return out
+
+
 IN_CALLS: dict[str, list[float]] = {}
 """Per kind, the training thread's time inside the monitor at each step (its log call, and Trainboard's
 optimizer-step pre-hook, where the rules' verdicts are applied), in seconds."""
@@ -161,6 +183,7 @@ def plain_run(kind: str, steps: int, root: Path, i: int, setup: tuple | None = N
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(root / f"plain-events-{i}"))
+    cpu0 = thread_cpu()
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         batch = batches[step % len(batches)]
@@ -181,6 +204,8 @@ def plain_run(kind: str, steps: int, root: Path, i: int, setup: tuple | None = N
             in_calls.append(time.perf_counter() - t_call + hook_time[0])
             hook_time[0] = 0.0
     wall = time.perf_counter() - t0
+    cpu1 = thread_cpu()  # before close: the final flush is not the steps' cost
+    BACKGROUND_CPU.setdefault(kind, []).append(sum(v - cpu0.get(k, 0.0) for k, v in cpu1.items()) / steps)
     if mon is not None:
         mon.close()  # after the clock: what the training waited for is inside it, the final flush is not
     if tb is not None:
@@ -199,6 +224,7 @@ def plain_main(a: argparse.Namespace) -> int:
         for k in kinds:
             plain_run(k, 3, Path(tmp), -1, setup)  # warm-up of each kind's code
         IN_CALLS.clear()
+        BACKGROUND_CPU.clear()
         for r in range(a.rounds):
             order = kinds if r % 2 == 0 else tuple(reversed(kinds))
             for k in order:
@@ -225,6 +251,10 @@ def plain_main(a: argparse.Namespace) -> int:
               f"trainboard median {q(tr, 0.5):.0f} µs / p99 {q(tr, 0.99):.0f} µs; "
               f"tensorboard add_scalar x3 median {q(tb, 0.5):.0f} µs / p99 {q(tb, 0.99):.0f} µs "
               f"(ratio {q(tr, 0.5) / max(q(tb, 0.5), 1e-9):.2f})")
+    bg = {k: statistics.median(v) * 1e6 for k, v in BACKGROUND_CPU.items() if v}
+    if {"trainboard", "tensorboard"} <= set(bg):
+        print(f"background threads' CPU per step (median of the blocks): trainboard {bg['trainboard']:.0f} µs, "
+              f"tensorboard {bg['tensorboard']:.0f} µs, bare {bg.get('bare', 0.0):.0f} µs")
     return 0
 
 

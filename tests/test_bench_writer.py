@@ -56,3 +56,6 @@ def test_plain_loop_bench_quick_reports_rounds_and_ratios() -> None:
     tr_med, tr_p99, tb_med, tb_p99 = (int(m.group(i)) for i in range(1, 5))
     assert 0 < tr_med <= tr_p99 and 0 < tb_med <= tb_p99
     assert float(m.group(5)) == pytest.approx(tr_med / tb_med, rel=0.05, abs=0.02)
+    m = re.search(r"background threads' CPU per step \(median of the blocks\): trainboard (\d+) µs, "
+                  r"tensorboard (\d+) µs, bare (\d+) µs", out)
+    assert m, out  # the CPU clocks of the threads beside the training (figures, not asserted: they move)

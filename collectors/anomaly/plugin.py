@@ -40,6 +40,7 @@ from collectors.anomaly.updatewatch import CHECK_EVERY_STEPS, UpdateWatch
 from collectors.anomaly.rules import AnomalyConfig, Observation, RuleEngine, coerce_config, observation_from_record
 from collectors.runtime import BYTES_PER_GB, process_memory
 from collectors.snapshots import last_good as lg
+from collectors.snapshots.repeat_save import RepeatSaver
 
 CONTROL_POLL_SECONDS = 1.0
 """Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
@@ -92,15 +93,19 @@ def quiet_progress() -> Iterator[None]:
         _QUIET.on = before
 
 
-def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mapping[str, Any] | None = None) -> None:
+def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mapping[str, Any] | None = None,
+                    saver: RepeatSaver | None = None) -> None:
     """Save the live weights as safetensors through the model's own ``save_pretrained`` (a PEFT model
     saves its adapter only); a plain ``nn.Module`` goes through ``safetensors.torch.save_model``.
     ``state_dict`` (a CPU copy taken earlier, see :func:`cpu_state_dict`) is saved instead of the live
-    weights when given."""
+    weights when given; with a ``saver`` too, a later copy is written the way the first ``save_pretrained``
+    wrote it, without its Python (:mod:`collectors.snapshots.repeat_save`: byte-identical files)."""
     save = getattr(model, "save_pretrained", None)
     if callable(save):
         with quiet_progress():
-            if state_dict is not None:
+            if state_dict is not None and saver is not None and not hasattr(model, "peft_config"):
+                saver.save(model, out_dir, state_dict, lambda: save(str(out_dir), state_dict=dict(state_dict)))
+            elif state_dict is not None:
                 save(str(out_dir), state_dict=dict(state_dict))
             else:
                 save(str(out_dir))
@@ -198,6 +203,9 @@ class AnomalyPlugin:
         self.rolling: lg.RollingCopy | None = None
         """The rolling CPU copy of the weights (the last good state of runs without checkpoints)."""
         self._pre_opt_seen = False
+        self.saver = RepeatSaver()
+        """Writes the later CPU copies of the weights (best models, anomalies, last good) as the first
+        ``save_pretrained`` wrote them, without its Python (:mod:`collectors.snapshots.repeat_save`)."""
         self._model_seen: Any = None
 
     @property
@@ -259,9 +267,9 @@ class AnomalyPlugin:
         if not (cfg.enabled and cfg.last_good and cfg.rolling_copy_steps > 0):
             return
         self.rolling = lg.RollingCopy(cfg.rolling_copy_steps, int(cfg.rolling_copy_max_gb * BYTES_PER_GB))
-        tok = monitor.tokenizer
+        tok, saver = monitor.tokenizer, self.saver
         actions.rolling = self.rolling
-        actions.rolling_writer = lambda state, d: save_live_model(model, tok, d, state_dict=state)
+        actions.rolling_writer = lambda state, d: save_live_model(model, tok, d, state_dict=state, saver=saver)
         if at_start:  # the weights the training starts from (a model watched later: from its next due step,
             # since the step its weights belong to is not known)
             state = getattr(monitor, "trainer_state", None)
@@ -441,7 +449,8 @@ class AnomalyPlugin:
             return None  # no live model (Monitor without watch()): copy the latest checkpoint instead
         if background and self.config.snapshots.background and can_save_in_background(model):
             state = cpu_state_dict(model)
-            return BackgroundWrite(lambda d: save_live_model(model, tok, d, state_dict=state))
+            saver = self.saver
+            return BackgroundWrite(lambda d: save_live_model(model, tok, d, state_dict=state, saver=saver))
         return lambda d: save_live_model(model, tok, d)
 
     def _act(self, monitor: Any, alerts: list, held: list, step: int) -> None:

@@ -6,6 +6,8 @@
 * :mod:`~collectors.snapshots.now`: "Snapshot now", taken by whoever can;
 * :mod:`~collectors.snapshots.last_good`: the last good state from before a fault (checkpoint link,
   rolling CPU copy of the weights).
+* :mod:`~collectors.snapshots.repeat_save`: later copies of one model's weights written as its first
+  ``save_pretrained`` wrote them (byte-identical, without its Python).
 
 The request/claim/result files behind "Snapshot now" are :mod:`collectors.control`'s. The names below
 are re-exported so ``from collectors.snapshots import list_snapshots`` (and ``snapshots as snap``) work.
