@@ -145,3 +145,13 @@ def test_plain_loop_best_model_snapshots_hold_the_weights_of_their_step(tmp_path
         back = GPT2LMHeadModel.from_pretrained(info.path / "model")
         for name, t in back.state_dict().items():
             assert torch.equal(t, weights[at][name]), (info.name, name)
+
+
+def test_large_weights_always_go_through_save_pretrained(tmp_path: Path, monkeypatch) -> None:
+    model, saver = tiny(), R.RepeatSaver()
+    state = cpu_state_dict(model)
+    assert R.state_bytes(state) == sum(t.numel() * t.element_size() for n, t in state.items() if n != "lm_head.weight")
+    monkeypatch.setattr(R, "MAX_TEMPLATE_BYTES", R.state_bytes(state) - 1)  # just too large to learn from
+    for i in range(3):
+        save_live_model(model, None, tmp_path / f"s{i}", state_dict=cpu_state_dict(model), saver=saver)
+    assert (saver.full_saves, saver.fast_saves) == (3, 0)

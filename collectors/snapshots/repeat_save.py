@@ -31,6 +31,10 @@ from typing import Any, Callable, Mapping
 WEIGHTS_FILE = "model.safetensors"
 JSON_FILES = frozenset({"config.json", "generation_config.json"})
 """The only other files a template may hold (their bytes are written again as they were)."""
+MAX_TEMPLATE_BYTES = 1 << 30
+"""Weights larger than this are always saved by ``save_pretrained``: learning a template reads the first
+save back to compare every value, and the few milliseconds of Python a template saves are nothing beside
+the seconds such a write takes anyway."""
 MAX_HEADER_BYTES = 100 << 20
 """A safetensors header larger than this is not read (not a file this module wrote)."""
 
@@ -59,6 +63,15 @@ def state_signature(state_dict: Mapping[str, Any]) -> tuple:
         ptr = t.untyped_storage().data_ptr()
         out.append((name, str(t.dtype), tuple(t.shape), groups.setdefault(ptr, len(groups))))
     return tuple(out)
+
+
+def state_bytes(state_dict: Mapping[str, Any]) -> int:
+    """Bytes of a state dict's tensors, each storage once (tied weights share one)."""
+    seen: dict[int, int] = {}
+    for t in state_dict.values():
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
 
 
 def config_key(model: Any) -> tuple:
@@ -191,7 +204,8 @@ class RepeatSaver:
         self.full_saves += 1
         if not known:  # save_pretrained fills a few config fields: the template is keyed by the config after it
             after = self._key(model, signature)
-            learnt = learn_template(out_dir, state_dict, signature, after[-1])
+            small = state_bytes(state_dict) <= MAX_TEMPLATE_BYTES
+            learnt = learn_template(out_dir, state_dict, signature, after[-1]) if small else None
             with self._lock:
                 while len(self._templates) >= MAX_TEMPLATES:
                     self._templates.pop(next(iter(self._templates)))
