@@ -142,6 +142,32 @@ def logged_steps(run: Any) -> list[int] | None:
     return [int(v) for v in x]
 
 
+ACTION_ECHO_S = 10.0
+"""How long after an Acknowledge / Mute / Unmute its message is shown again when the buttons are redrawn."""
+
+
+class RecentActions:
+    """The last action message per run, to show again when the buttons are redrawn right after a click.
+
+    A click's request writes ``control/incidents.json``; the next tick then redraws the list and the mutes
+    strip, and the redrawn buttons trigger the action callback again (no click: nothing to do). The
+    browser keeps only the newest answer of a callback, so an answer of "nothing" there used to replace
+    the click's message, which was then never shown although the action was saved. The callback answers
+    a redraw with the message recorded here instead (within :data:`ACTION_ECHO_S`)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, Any]] = {}
+
+    def record(self, run_id: str, message: Any, now: float) -> Any:
+        self._last[str(run_id)] = (now, message)
+        return message
+
+    def recent(self, run_id: Any, now: float) -> Any:
+        """The message of the run's last action if it is at most ``ACTION_ECHO_S`` old, else None."""
+        hit = self._last.get(str(run_id))
+        return hit[1] if hit is not None and 0.0 <= now - hit[0] <= ACTION_ECHO_S else None
+
+
 def incident_action(root: Any, trig: Any, duration: Any, now: float | None = None) -> tuple[str, bool]:
     """Apply one Acknowledge / Mute / Unmute click to ``control/incidents.json``: ``(message, ok)``.
 
@@ -207,6 +233,7 @@ def layout(**_query: Any) -> Any:
 def register(app: Dash) -> None:
     store = catalog_for(app)
     feed = feed_for(app)
+    recent = RecentActions()
     dash.register_page("alerts", path="/alerts", name="Alerts", title="Trainboard · Alerts", layout=layout, order=10)
 
     @app.callback(Output(ids.ALERTS_SUMMARY, "children"), Output(ids.ALERTS_FEED, "children"),
@@ -253,7 +280,10 @@ def register(app: Dash) -> None:
     def act_on_incident(_acks, _mutes, _unmutes, duration, run_id, version):
         trig = ctx.triggered_id
         if not isinstance(trig, dict) or len(ctx.triggered) != 1 or not ctx.triggered[0].get("value"):
-            raise PreventUpdate  # buttons (re)drawn with n_clicks 0: not a click
+            echo = recent.recent(run_id, time.monotonic())  # buttons (re)drawn with n_clicks 0: not a click
+            if echo is None:
+                raise PreventUpdate
+            return echo, no_update  # this answer replaces the click's own in the browser: say it again
         try:
             root = require_listed_run(store, run_id)
         except PathRefused as exc:
@@ -263,7 +293,7 @@ def register(app: Dash) -> None:
             return build_problem("Not saved: this run has no Trainboard collector or Smart Monitor to follow acks "
                                  "and mutes, and the dashboard never writes into another tool's output directory."), no_update
         msg, ok = incident_action(root, trig, duration)
-        return (msg if ok else build_problem(msg)), (version or 0) + 1
+        return recent.record(run_id, msg if ok else build_problem(msg), time.monotonic()), (version or 0) + 1
 
     @app.callback(Output({"type": ids.ALERTS_THRESHOLD_TYPE, "key": ALL}, "value"),
                   Output(ids.ALERTS_THRESHOLDS_MESSAGE, "children", allow_duplicate=True),

@@ -217,3 +217,18 @@ def test_an_incident_with_a_last_good_snapshot_offers_recover() -> None:
                                                       "non_finite_loss-90": "anomaly_c_nan"}
     rows = build_incident_list([spike], 1, {}, True, recover={"loss_spike-40": "PANEL"})
     assert "Recover" in str(rows[0]) and "PANEL" in str(rows[0])
+
+
+def test_recent_actions_say_the_last_message_again_only_briefly_and_per_run() -> None:
+    """The redrawn buttons' answer replaces a click's in the browser: it repeats the click's message."""
+    from callbacks.alerts import ACTION_ECHO_S, RecentActions
+
+    recent = RecentActions()
+    assert recent.recent("run-a", 100.0) is None
+    assert recent.record("run-a", "Unmuted non_finite_loss.", 100.0) == "Unmuted non_finite_loss."
+    assert recent.recent("run-a", 100.0 + ACTION_ECHO_S) == "Unmuted non_finite_loss."
+    assert recent.recent("run-a", 100.0 + ACTION_ECHO_S + 0.1) is None  # old news is not shown again
+    assert recent.recent("run-b", 101.0) is None  # another run's page never shows it
+    assert recent.recent("run-a", 99.0) is None  # a clock that went back: nothing
+    recent.record("run-a", "Acknowledged x-1: no further notifications for it.", 105.0)
+    assert recent.recent("run-a", 106.0).startswith("Acknowledged")
