@@ -13,8 +13,9 @@ CPU, logging loss, grad norm and learning rate at every step, with no monitor, w
 Monitor ≥ 0.99 of the bare steps/s, and ≥ TensorBoard's ratio in the same rounds). Every block trains one
 model object from the same weights (after ``--pretrain`` steps) with a fresh optimizer, so each kind runs
 the same computation in the same memory; two fresh models of one seed differ by ±5 % in speed here. It
-also prints the training thread's own time inside each monitor per step, which that noise does not touch, and the CPU per step of the threads beside the training (each monitor's writer threads). ``--quick`` (a test runs
-it) does a few steps once: its figures check the report, not the speed. ``TRAINBOARD_BENCH_CODE=DIR``
+also prints the training thread's own time inside each monitor per step, which that noise does not touch,
+and the CPU per step of the threads beside the training (each monitor's writer threads). ``--quick`` (a
+test runs it) does a few steps once: its figures check the report, not the speed. ``TRAINBOARD_BENCH_CODE=DIR``
 imports ``collectors`` from another checkout (the "today" column).
 """
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collectors import Monitor
 from collectors import snapshots as S
 from collectors.anomaly.plugin import AnomalyPlugin, cpu_state_dict, save_live_model
 from collectors.snapshots import repeat_save as R
+from collectors.snapshots.last_good import tensors_bytes
 
 
 def tiny(seed: int = 0) -> GPT2LMHeadModel:
@@ -105,17 +106,16 @@ def test_learn_template_refuses_what_it_cannot_repeat(tmp_path: Path) -> None:
     model = tiny()
     state = cpu_state_dict(model)
     model.save_pretrained(tmp_path / "ok", state_dict=dict(state))
-    sig, key = R.state_signature(state), R.config_key(model)
-    assert R.learn_template(tmp_path / "ok", state, sig, key) is not None
+    assert R.learn_template(tmp_path / "ok", state) is not None
     (tmp_path / "ok" / "model.safetensors.index.json").write_text("{}")  # a sharded save
-    assert R.learn_template(tmp_path / "ok", state, sig, key) is None
+    assert R.learn_template(tmp_path / "ok", state) is None
     model.save_pretrained(tmp_path / "changed", state_dict=dict(state))
     moved = dict(state)
     moved["transformer.h.0.mlp.c_fc.weight"] = state["transformer.h.0.mlp.c_fc.weight"] + 1  # values differ
-    assert R.learn_template(tmp_path / "changed", moved, sig, key) is None
+    assert R.learn_template(tmp_path / "changed", moved) is None
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"\xff" * 8 + b"not json")
-    assert R.learn_template(tmp_path / "bad", state, sig, key) is None
+    assert R.learn_template(tmp_path / "bad", state) is None
     assert R.read_safetensors_header(tmp_path / "missing.safetensors") is None
 
 
@@ -150,8 +150,9 @@ def test_plain_loop_best_model_snapshots_hold_the_weights_of_their_step(tmp_path
 def test_large_weights_always_go_through_save_pretrained(tmp_path: Path, monkeypatch) -> None:
     model, saver = tiny(), R.RepeatSaver()
     state = cpu_state_dict(model)
-    assert R.state_bytes(state) == sum(t.numel() * t.element_size() for n, t in state.items() if n != "lm_head.weight")
-    monkeypatch.setattr(R, "MAX_TEMPLATE_BYTES", R.state_bytes(state) - 1)  # just too large to learn from
+    size = tensors_bytes(state.values())
+    assert size == sum(t.numel() * t.element_size() for n, t in state.items() if n != "lm_head.weight")
+    monkeypatch.setattr(R, "MAX_TEMPLATE_BYTES", size - 1)  # just too large to learn from
     for i in range(3):
         save_live_model(model, None, tmp_path / f"s{i}", state_dict=cpu_state_dict(model), saver=saver)
     assert (saver.full_saves, saver.fast_saves) == (3, 0)

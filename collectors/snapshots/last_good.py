@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from collectors import runformat as rf
 from collectors.runtime import BYTES_PER_GB
@@ -202,9 +202,14 @@ class Lease:
 
 def state_bytes(model: Any) -> int:
     """Bytes of a model's weights, tensors sharing storage (tied embeddings) once."""
+    return tensors_bytes(model.state_dict().values())
+
+
+def tensors_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of ``tensors`` (a state dict's values), tensors sharing storage (tied embeddings) once."""
     seen: set[tuple[Any, int]] = set()
     total = 0
-    for t in model.state_dict().values():
+    for t in tensors:
         key = (t.device, t.untyped_storage().data_ptr())
         if key in seen:
             continue

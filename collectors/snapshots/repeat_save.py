@@ -2,7 +2,7 @@
 Python that ``save_pretrained`` runs each time.
 
 A training that logs every step can reach a new best loss several times in 100 steps, and every best is a
-snapshot. Transformers' ``save_pretrained`` of a tiny GPT-2 costs 6-25 ms of Python per call here (the
+snapshot. Transformers' ``save_pretrained`` of a tiny GPT-2 costs 4-25 ms of Python per call here (the
 config and generation-config JSON, the weight-conversion mapping, the tied-weight and shard planning) and
 only ~1.5 ms of it is the safetensors write. That Python runs on the snapshot thread but holds the GIL,
 so the training thread waits for it: in the plain-loop benchmark (``bench/bench_overhead.py --plain``) it
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from collectors.snapshots.last_good import tensors_bytes
+
 WEIGHTS_FILE = "model.safetensors"
 JSON_FILES = frozenset({"config.json", "generation_config.json"})
 """The only other files a template may hold (their bytes are written again as they were)."""
@@ -41,12 +43,9 @@ MAX_HEADER_BYTES = 100 << 20
 
 @dataclass(frozen=True)
 class SaveTemplate:
-    """What one model's ``save_pretrained`` wrote, to be written again for a new copy of its weights."""
+    """What one model's ``save_pretrained`` wrote, to be written again for a new copy of its weights (kept
+    by :class:`RepeatSaver` under the state-dict signature and config it was learnt from)."""
 
-    signature: tuple
-    """:func:`state_signature` of the state dict it was learnt from."""
-    config_key: tuple
-    """:func:`config_key` of the model after that save (``save_pretrained`` fills a few config fields)."""
     tensor_names: tuple[str, ...]
     """The names in ``model.safetensors`` (tied copies left out, as ``save_pretrained`` leaves them)."""
     metadata: dict[str, str] | None
@@ -63,15 +62,6 @@ def state_signature(state_dict: Mapping[str, Any]) -> tuple:
         ptr = t.untyped_storage().data_ptr()
         out.append((name, str(t.dtype), tuple(t.shape), groups.setdefault(ptr, len(groups))))
     return tuple(out)
-
-
-def state_bytes(state_dict: Mapping[str, Any]) -> int:
-    """Bytes of a state dict's tensors, each storage once (tied weights share one)."""
-    seen: dict[int, int] = {}
-    for t in state_dict.values():
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
 
 
 def config_key(model: Any) -> tuple:
@@ -103,8 +93,7 @@ SAFETENSORS_DTYPES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfl
 """torch dtypes and the names safetensors writes for them; any other dtype is never templated."""
 
 
-def learn_template(out_dir: Path, state_dict: Mapping[str, Any], signature: tuple,
-                   key: tuple) -> SaveTemplate | None:
+def learn_template(out_dir: Path, state_dict: Mapping[str, Any]) -> SaveTemplate | None:
     """A template from the files ``save_pretrained`` just wrote to ``out_dir`` for ``state_dict``, or None
     when writing them again by hand could differ (see the module docstring)."""
     import torch
@@ -136,8 +125,7 @@ def learn_template(out_dir: Path, state_dict: Mapping[str, Any], signature: tupl
         json_files = tuple((n, (out_dir / n).read_bytes()) for n in sorted(names & JSON_FILES))
     except (OSError, RuntimeError, ValueError):
         return None
-    return SaveTemplate(signature=signature, config_key=key, tensor_names=tuple(sorted(header)),
-                        metadata=metadata, json_files=json_files)
+    return SaveTemplate(tensor_names=tuple(sorted(header)), metadata=metadata, json_files=json_files)
 
 
 def write_from_template(template: SaveTemplate, state_dict: Mapping[str, Any], out_dir: Path) -> None:
@@ -204,8 +192,8 @@ class RepeatSaver:
         self.full_saves += 1
         if not known:  # save_pretrained fills a few config fields: the template is keyed by the config after it
             after = self._key(model, signature)
-            small = state_bytes(state_dict) <= MAX_TEMPLATE_BYTES
-            learnt = learn_template(out_dir, state_dict, signature, after[-1]) if small else None
+            small = tensors_bytes(state_dict.values()) <= MAX_TEMPLATE_BYTES
+            learnt = learn_template(out_dir, state_dict) if small else None
             with self._lock:
                 while len(self._templates) >= MAX_TEMPLATES:
                     self._templates.pop(next(iter(self._templates)))
