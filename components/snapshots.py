@@ -102,6 +102,8 @@ def build_snapshots_layout() -> html.Div:
                                      sort_action="native", style_table={"overflowX": "auto"},
                                      style_cell={"fontSize": "13px", "padding": "4px 8px", "textAlign": "left",
                                                  "maxWidth": "320px", "overflow": "hidden", "textOverflow": "ellipsis"},
+                                     # a name (what `trainboard recover` takes) shown whole up to ~60 characters
+                                     style_cell_conditional=[{"if": {"column_id": "name"}, "maxWidth": "480px"}],
                                      style_header={"fontWeight": "600"}),
             ], className="panel snapshots__table"),
             html.Div([

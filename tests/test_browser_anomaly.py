@@ -100,6 +100,12 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
     # the selection follows the snapshot (not the row number) while rows are added
     page.locator("#snapshots-detail .snapshots__name", has_text="loss_spike").wait_for(timeout=TIMEOUT_MS)
     save_screenshot(page, "snapshots.png")
+    # at this 1,400 px window every column of the history shows whole, none cut at its panel's edge
+    cut = page.evaluate("""() => { const box = document.querySelector('.snapshots__table').getBoundingClientRect();
+        return [...document.querySelectorAll('#snapshots-table th')].filter(th => {
+            const r = th.getBoundingClientRect(); return r.width > 0 && r.right > box.right + 1; })
+            .map(th => th.innerText.trim()); }""")
+    assert cut == [], f"history columns cut at the panel's edge: {cut}"
     # the disk panel: space used, the budget the collector wrote, what retention keeps (issue 11)
     page.locator("#snapshots-retention", has_text="used of the").wait_for(timeout=TIMEOUT_MS)
     page.locator("#snapshots-retention", has_text="Keeps the 3 best models by loss").wait_for(timeout=TIMEOUT_MS)
