@@ -7,7 +7,9 @@ Sections (``--only`` picks some; all by default):
   a browser with an empty profile) and on the reopen after a dashboard restart (the cache written by the
   first server; the same port and the same browser profile, whose HTTP and script caches a person's browser
   keeps too). Goals: <= 1.0 s and <= 0.5 s. The reopen by a browser with an empty profile (how the reopen was
-  measured before) is printed beside it. Also the same open in-process (RunCatalog read + first chart
+  measured before) is printed beside it. Each open is timed two ways in one page load (:func:`open_run_page`):
+  the first animation frame that shows both, read in the page, and in brackets the harness's two waits (chart,
+  then card text), as this bench measured before. Also the same open in-process (RunCatalog read + first chart
   render), for a breakdown.
 * ``tb``: TensorBoard's own loader (EventAccumulator, all scalars kept) on the same 1M scalars written by
   SummaryWriter; the ratio TensorBoard / Trainboard browser end to end (goal >= 25x).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import os
 import shutil
@@ -229,16 +232,45 @@ def profile_browser(profile: Path) -> Iterator[Any]:
             ctx.close()
 
 
-def open_run_page(b: Any, srv: Server, steps: int, timeout_s: float) -> float:
+SHOWN_JS = """(() => {
+  const want = %s;
+  function tick() {
+    if (window.__trainboardShown) return;
+    const g = document.querySelector('#overview-loss-graph .js-plotly-plot');
+    const cards = document.getElementById('overview-cards');
+    if (g && g.data && g.data.length > 0 && g.data[0].x && g.data[0].x.length > 100 && cards
+        && cards.textContent.includes(want)) { window.__trainboardShown = performance.now(); return; }
+    requestAnimationFrame(tick);
+  }
+  requestAnimationFrame(tick);
+})()"""
+"""Run in the page before its own scripts: at each animation frame, whether the loss chart holds its points and
+the step card (``#overview-cards``) shows the step; the first frame with both is stored as milliseconds since the
+navigation started (``performance.now()``), i.e. from the page request to the frame that shows them."""
+
+
+def open_run_page(b: Any, srv: Server, steps: int, timeout_s: float) -> tuple[float, float | None]:
     """Seconds from the page request until the loss chart is drawn and the step card shows ``steps``
-    (``b``: a browser, or a browser context with its viewport set)."""
+    (``b``: a browser, or a browser context with its viewport set), two ways, in one page load:
+
+    * the harness's: Playwright waits for the chart, then for the card's text (each wait a round trip to the
+      page; the text search walks the whole DOM, the charts' SVG too), as this bench measured before;
+    * the page's own (:data:`SHOWN_JS`): the first animation frame holding both. The harness's figure is this
+      plus its own polling, 25-50 ms on the floor page here and 80-140 ms on the Overview, whose three charts
+      make the DOM larger."""
     page = b.new_page(**({"viewport": {"width": 1400, "height": 1000}} if hasattr(b, "new_context") else {}))
     try:
+        page.add_init_script(SHOWN_JS % json.dumps(f"{steps:,}"))
         t0 = time.perf_counter()
         page.goto(srv.url + "/", wait_until="load")
         page.wait_for_function(CHART_JS, timeout=timeout_s * 1000)
         page.locator(f"text={steps:,}").first.wait_for(timeout=timeout_s * 1000)
-        return time.perf_counter() - t0
+        harness = time.perf_counter() - t0
+        try:
+            shown = page.wait_for_function("() => window.__trainboardShown", timeout=10_000).json_value()
+        except Exception:  # noqa: BLE001 - a page without the card element (an older checkout): harness only
+            shown = None
+        return harness, (float(shown) / 1000.0 if isinstance(shown, (int, float)) else None)
     finally:
         page.close()
 
@@ -314,7 +346,7 @@ def measure_open(repo: Path, base: Path, steps: int, work: Path, name: str, time
             with (profile_browser(profile) if phase != "reopen_fresh" else contextmanager(browser)()) as b:
                 try:
                     c0 = cpu_s(srv.proc.pid)
-                    out[phase] = open_run_page(b, srv, steps, timeout_s)
+                    out[phase], out[f"{phase}_page"] = open_run_page(b, srv, steps, timeout_s)
                     out[f"{phase}_cpu"] = cpu_s(srv.proc.pid) - c0
                 except Exception as exc:  # noqa: BLE001 - a checkout that cannot do it is reported, not fatal
                     out[phase] = None
@@ -340,7 +372,7 @@ app.index_string = build_index_string(app.get_asset_url(PLOTLY_BUNDLE))
 x = np.arange(2000) * 100.0
 fig = {{"data": [{{"x": x.tolist(), "y": (1 / (1 + x)).tolist(), "type": "scatter", "mode": "lines"}}],
         "layout": {{"title": {{"text": "Loss"}}}}}}
-app.layout = html.Div([html.Div("{steps:,}"), dcc.Graph(id="overview-loss-graph", figure=fig)])
+app.layout = html.Div([html.Div("{steps:,}", id="overview-cards"), dcc.Graph(id="overview-loss-graph", figure=fig)])
 app.run(host="127.0.0.1", port=a.port)
 """
 """The least a page of Trainboard's stack costs here: Dash with the same scripts and plotly bundle, one card and
@@ -392,30 +424,39 @@ def section_1m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]:
     res["inproc_reopen"], _ = time_in_process(base, work / "inproc")
     res["inproc_values"] = n
     new, anc = res["new"], res.get("anchor", {})
-    print(f"  {steps * 5:,} values, browser page request -> chart and step card: first open {fmt(new.get('first'))} "
-          f"(goal <= 1.0 s), reopen after restart {fmt(new.get('reopen'))} (goal <= 0.5 s; same browser profile), "
-          f"{fmt(new.get('reopen_fresh'))} by a fresh browser (how this was measured before); "
+    print(f"  {steps * 5:,} values, browser page request -> chart and step card, as the page shows them (the harness's "
+          f"two waits, as measured before): first open {fmt(new.get('first_page'))} ({fmt(new.get('first'))}) "
+          f"(goal <= 1.0 s), reopen after restart {fmt(new.get('reopen_page'))} ({fmt(new.get('reopen'))}) "
+          f"(goal <= 0.5 s; same browser profile), {fmt(new.get('reopen_fresh_page'))} ({fmt(new.get('reopen_fresh'))}) "
+          f"by a fresh browser (how the reopen was measured before); "
           f"server peak RSS {fmt(new.get('first_rss'), 'MB')}; server CPU during the open: first "
           f"{fmt(new.get('first_cpu'))}, reopen {fmt(new.get('reopen_cpu'))} (the rest is the browser)")
     if a.anchor:
-        print(f"    anchor: first {fmt(anc.get('first'))}, reopen {fmt(anc.get('reopen'))} (fresh browser "
-              f"{fmt(anc.get('reopen_fresh'))}), peak RSS "
-              f"{fmt(anc.get('first_rss'), 'MB')}  -> anchor/new first {ratio(anc.get('first'), new.get('first'))}, "
-              f"reopen {ratio(anc.get('reopen'), new.get('reopen'))}, fresh-browser reopen "
-              f"{ratio(anc.get('reopen_fresh'), new.get('reopen_fresh'))}; anchor server CPU first "
+        print(f"    anchor: first {fmt(anc.get('first_page'))} ({fmt(anc.get('first'))}), reopen "
+              f"{fmt(anc.get('reopen_page'))} ({fmt(anc.get('reopen'))}), fresh browser "
+              f"{fmt(anc.get('reopen_fresh_page'))} ({fmt(anc.get('reopen_fresh'))}), peak RSS "
+              f"{fmt(anc.get('first_rss'), 'MB')}  -> anchor/new first {ratio(anc.get('first_page'), new.get('first_page'))} "
+              f"({ratio(anc.get('first'), new.get('first'))}), reopen {ratio(anc.get('reopen_page'), new.get('reopen_page'))} "
+              f"({ratio(anc.get('reopen'), new.get('reopen'))}), fresh-browser reopen "
+              f"{ratio(anc.get('reopen_fresh_page'), new.get('reopen_fresh_page'))} "
+              f"({ratio(anc.get('reopen_fresh'), new.get('reopen_fresh'))}); anchor server CPU first "
               f"{fmt(anc.get('first_cpu'))}, reopen {fmt(anc.get('reopen_cpu'))} {anc.get('first_error', '')}")
     fl = res["floor"]
     print(f"    floor (a page of the same scripts, one chart and card in its layout, no data): first "
-          f"{fmt(fl.get('first'))}, same-profile reopen {fmt(fl.get('reopen'))}, fresh browser "
-          f"{fmt(fl.get('reopen_fresh'))} -> new/floor first {ratio(new.get('first'), fl.get('first'))}, reopen "
-          f"{ratio(new.get('reopen'), fl.get('reopen'))} {fl.get('first_error', '')}")
+          f"{fmt(fl.get('first_page'))} ({fmt(fl.get('first'))}), same-profile reopen {fmt(fl.get('reopen_page'))} "
+          f"({fmt(fl.get('reopen'))}), fresh browser {fmt(fl.get('reopen_fresh_page'))} ({fmt(fl.get('reopen_fresh'))}) "
+          f"-> new/floor first {ratio(new.get('first_page'), fl.get('first_page'))} "
+          f"({ratio(new.get('first'), fl.get('first'))}), reopen {ratio(new.get('reopen_page'), fl.get('reopen_page'))} "
+          f"({ratio(new.get('reopen'), fl.get('reopen'))}) {fl.get('first_error', '')}")
     print(f"    in-process (catalog read + first render): first {fmt(res['inproc_first'])}, "
           f"reopen {fmt(res['inproc_reopen'])} ({n:,} values)")
     return res
 
 
-def section_tb(a: argparse.Namespace, work: Path, data: Path, tb_new: float | None,
-               tb_anchor: float | None) -> dict[str, Any]:
+def section_tb(a: argparse.Namespace, work: Path, data: Path, opened: dict[str, Any],
+               opened_anchor: dict[str, Any] | None) -> dict[str, Any]:
+    """TensorBoard's loader on the same scalars, against Trainboard's first open in the browser (``opened``:
+    the 1m section's figures, the page's own and the harness's)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps = a.steps
@@ -427,11 +468,17 @@ def section_tb(a: argparse.Namespace, work: Path, data: Path, tb_new: float | No
     acc.Reload()
     n = sum(len(acc.Scalars(tag)) for tag in acc.Tags()["scalars"])
     dt = time.perf_counter() - t0
+    anc = opened_anchor or {}
     print(f"  TensorBoard EventAccumulator: {n:,} scalars in {dt:.2f} s, RSS +{rss_mb() - before:.0f} MB; "
-          f"TensorBoard / Trainboard browser first open = {ratio(dt, tb_new)} (goal >= 25x)"
-          + (f", anchor {ratio(dt, tb_anchor)}" if tb_anchor else ""))
+          f"TensorBoard / Trainboard browser first open = {ratio(dt, opened.get('first_page'))} as the page shows it "
+          f"({ratio(dt, opened.get('first'))} to the harness's waits) (goal >= 25x)"
+          + (f", anchor {ratio(dt, anc.get('first_page'))} ({ratio(dt, anc.get('first'))})" if anc else ""))
+    tb_new, tb_anchor = opened.get("first"), anc.get("first")
+    page_new, page_anchor = opened.get("first_page"), anc.get("first_page")
     return {"tb_s": dt, "scalars": n, "ratio_new": dt / tb_new if tb_new else None,
-            "ratio_anchor": dt / tb_anchor if tb_anchor else None}
+            "ratio_anchor": dt / tb_anchor if tb_anchor else None,
+            "ratio_new_page": dt / page_new if page_new else None,
+            "ratio_anchor_page": dt / page_anchor if page_anchor else None}
 
 
 def measure_big(repo: Path, base: Path, steps: int, work: Path, name: str, zoom: int, timeout_s: float) -> dict[str, Any]:
@@ -444,7 +491,7 @@ def measure_big(repo: Path, base: Path, steps: int, work: Path, name: str, zoom:
         for b in browser():
             try:
                 c0 = cpu_s(srv.proc.pid)
-                out["first"] = open_run_page(b, srv, steps, timeout_s)
+                out["first"], out["first_page"] = open_run_page(b, srv, steps, timeout_s)
                 out["first_cpu"] = cpu_s(srv.proc.pid) - c0
                 out["first_rss"] = peak.peak
                 lo = steps // 2
@@ -472,7 +519,8 @@ def section_10m(a: argparse.Namespace, work: Path, data: Path) -> dict[str, Any]
         res["anchor"] = measure_big(a.anchor, base, steps, work, "anchor", zoom, a.big_timeout)
     for who in ("new", "anchor") if a.anchor else ("new",):
         r = res[who]
-        print(f"  {who:>6}: first open {fmt(r.get('first'))} (goal <= 5 s; server CPU {fmt(r.get('first_cpu'))}), server peak RSS {fmt(r.get('peak_rss'), 'MB')} "
+        print(f"  {who:>6}: first open {fmt(r.get('first_page'))} as the page shows it ({fmt(r.get('first'))} to the "
+              f"harness's waits) (goal <= 5 s; server CPU {fmt(r.get('first_cpu'))}), server peak RSS {fmt(r.get('peak_rss'), 'MB')} "
               f"(goal <= 600 MB); zoom to {zoom:,} steps: {fmt(r.get('zoom'))} with {r.get('zoom_points', '—')}"
               f"/{r.get('zoom_steps', '—')} points drawn (goal <= 0.5 s, all) {r.get('error', '')}")
     if a.anchor:
@@ -599,8 +647,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             out["1m"] = section_1m(a, work, data)
         if "tb" in sections:
             print("[tb] TensorBoard on the same scalars")
-            out["tb"] = section_tb(a, work, data, out["1m"]["new"].get("first"),
-                                   out["1m"].get("anchor", {}).get("first"))
+            out["tb"] = section_tb(a, work, data, out["1m"]["new"], out["1m"].get("anchor"))
         if "10m" in sections:
             print(f"[10m] {a.big_steps:,} steps x 10 metrics")
             out["10m"] = section_10m(a, work, data)

@@ -41,18 +41,23 @@ def test_bench_scale_quick_reports_every_figure(tmp_path: Path) -> None:
     assert not {"first_error", "reopen_error", "reopen_fresh_error"} & set(one["new"]), one["new"]
     assert one["new"]["cache_written"] is True  # the first server wrote the series cache the second read
     assert one["inproc_values"] == one["values"] == one["steps"] * 5
+    for phase in ("first", "reopen", "reopen_fresh"):  # also timed by the page itself, in the same load:
+        # from the navigation's start to the first frame showing both, so never later than the harness's waits
+        assert 0 < one["new"][f"{phase}_page"] <= one["new"][phase], (phase, one["new"])
     floor = one["floor"]  # the same stack's least page, opened the same way
     assert floor.get("first") and floor.get("reopen") and not {"first_error", "reopen_error"} & set(floor), floor
+    assert floor.get("first_page") and floor.get("reopen_page"), floor
     tb = out["tb"]
     assert tb["scalars"] == one["values"] and math.isclose(tb["ratio_new"], tb["tb_s"] / one["new"]["first"])
+    assert math.isclose(tb["ratio_new_page"], tb["tb_s"] / one["new"]["first_page"])
     big = out["10m"]["new"]
     assert "error" not in big, big
     assert big["zoom_points"] == big["zoom_steps"] == 1000  # the zoom drew every step of its range
-    assert big["peak_rss"] > 0 and big["first"] > 0
+    assert big["peak_rss"] > 0 and 0 < big["first_page"] <= big["first"]
     many = out["runs"]["new"]
     assert "error" not in many, many
     assert many["picker"] > 0 and many["runs_page"] > 0 and many["tick_ms"] >= 0 and many["idle_cpu_pct"] >= 0
     assert out["runs"]["inproc_n"] == out["runs"]["runs"]
-    for figure in ("first open", "reopen after restart", "floor (a page of the same scripts", "by a fresh browser", "TensorBoard / Trainboard", "zoom to 1,000 steps",
+    for figure in ("first open", "reopen after restart", "as the page shows", "to the harness's waits", "floor (a page of the same scripts", "by a fresh browser", "TensorBoard / Trainboard", "zoom to 1,000 steps",
                    "Runs page", "idle CPU"):
         assert figure in text
