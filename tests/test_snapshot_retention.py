@@ -196,6 +196,67 @@ def test_hard_links_counted_once(tmp_path: Path) -> None:
     assert 30_000 <= size < 31_000  # model/ and last_good/ share the checkpoint's inodes
 
 
+def _fresh_listing(run: Path) -> list[tuple]:
+    """What a listing with nothing remembered reads from disk (the cache emptied first)."""
+    st._listing_cache.clear()
+    return [(i.name, i.pinned, i.size_bytes, i.loss, i.metadata.get("step")) for i in S.list_snapshots(run)]
+
+
+def test_listing_remembers_unchanged_snapshots_and_sees_every_change(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+
+    def make(reason: str, loss: float, nbytes: int, now: float) -> str:
+        meta = S.build_metadata(timestamp="", reason=reason, step=int(now - NOW), loss=loss, accuracy=None,
+                                triggers=[reason], loss_history=[], best_loss=loss, best_loss_step=1)
+        return S.create_snapshot(run, kind="anomaly", reason=reason, metadata=meta, status={},
+                                 write_model=lambda d: (d / "w").write_bytes(b"x" * nbytes), now=now).name
+
+    def listed() -> list[tuple]:
+        return [(i.name, i.pinned, i.size_bytes, i.loss, i.metadata.get("step")) for i in S.list_snapshots(run)]
+
+    a = make("best_model_loss_2.0", 2.0, 1000, NOW + 1)
+    b = make("loss_spike_40pct", 1.5, 3000, NOW + 2)
+    first = listed()
+    assert first == _fresh_listing(run) and {r[0] for r in first} == {a, b}
+    reads = []
+    real_read = st.read_snapshot
+    st.read_snapshot = lambda path, **kw: reads.append(path.name) or real_read(path, **kw)  # type: ignore[assignment]
+    try:
+        assert listed() == first and reads == []  # unchanged: nothing read again
+        S.set_pinned(run, b, True)  # a person pins one: pinned.json appears in its directory
+        assert listed() == _fresh_listing(run) and dict((r[0], r[1]) for r in listed())[b] is True
+        S.set_pinned(run, b, False)
+        assert listed() == _fresh_listing(run) and dict((r[0], r[1]) for r in listed())[b] is False
+        meta_path = run / "snapshots" / a / rf.SNAPSHOT_METADATA
+        doc = json.loads(meta_path.read_text())
+        doc["loss"] = 1.25
+        meta_path.write_text(json.dumps(doc))  # edited in place, not replaced: same inode
+        assert [r for r in listed() if r[0] == a][0][3] == 1.25
+        c = make("loss_spike_90pct", 3.0, 5000, NOW + 3)  # a new one, then one deleted
+        S.delete_snapshot(run, a)
+        assert listed() == _fresh_listing(run) and {r[0] for r in listed()} == {b, c}
+        # a directory replaced under the same name (another inode) is read anew, sizes included
+        doomed = run / "snapshots" / b
+        os.rename(doomed, run / "snapshots" / ".gone")
+        twin = make("loss_spike_40pct", 1.5, 7000, NOW + 2)
+        assert twin == b and listed() == _fresh_listing(run)
+        assert [r for r in listed() if r[0] == b][0][2] > 7000  # the new directory's weights, not the old 3,000 B
+    finally:
+        st.read_snapshot = real_read  # type: ignore[assignment]
+    sized = S.list_snapshots(run, with_size=False)  # a listing without sizes, then one with: sizes are there
+    assert all(i.size_bytes is not None for i in S.list_snapshots(run)) and len(sized) == 2
+
+
+def test_listing_returns_its_own_objects(tmp_path: Path) -> None:
+    meta = S.build_metadata(timestamp="", reason="x", step=5, loss=1.0, accuracy=None, triggers=["x"],
+                            loss_history=[], best_loss=None, best_loss_step=None)
+    S.create_snapshot(tmp_path, kind="anomaly", reason="loss_spike_1pct", metadata=meta, status={},
+                      write_model=lambda d: (d / "w").write_bytes(b"x"))
+    one = S.list_snapshots(tmp_path)[0]
+    one.pinned = True  # a caller changing its copy changes no later listing
+    assert S.list_snapshots(tmp_path)[0].pinned is False
+
+
 # --------------------------------------------------------------------------- real runs
 
 def _env() -> dict:

@@ -32,8 +32,9 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -481,21 +482,69 @@ def order_key(info: SnapshotInfo) -> tuple[str, float, str]:
     return (info.timestamp, info.mtime, info.name)
 
 
+LISTING_CACHE_RUNS = 256
+"""Runs whose snapshot listings :func:`list_snapshots` keeps described (the least recently listed go first)."""
+_listing_cache: dict[str, dict[str, tuple[tuple[Any, ...], SnapshotInfo]]] = {}
+_listing_lock = threading.Lock()
+
+
+def _stamp(path: str) -> tuple[Any, ...] | None:
+    """What changes when a listed snapshot could read differently: the directory itself (its inode, and its
+    mtime, which moves when ``pinned.json`` or ``metadata.json`` is replaced, added or removed in it) and
+    ``metadata.json`` and ``pinned.json`` (inode, size and mtime: an in-place edit, or a coarse-mtime disk).
+    ``None`` when the directory is gone. A snapshot's weights are written once, before it gets its name."""
+    try:
+        d = os.stat(path)
+    except OSError:
+        return None
+    out: list[Any] = [d.st_dev, d.st_ino, d.st_mtime_ns]
+    for name in (rf.SNAPSHOT_METADATA, rf.SNAPSHOT_PIN):
+        try:
+            f = os.stat(os.path.join(path, name))
+            out += [f.st_ino, f.st_size, f.st_mtime_ns]
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def list_snapshots(run_dir: str | os.PathLike[str], *, with_size: bool = True) -> list[SnapshotInfo]:
     """The snapshots of a run, newest first. Temporary (in-progress, being deleted) directories are
-    never listed; a missing ``snapshots/`` gives an empty list."""
+    never listed; a missing ``snapshots/`` gives an empty list.
+
+    A snapshot already described by an earlier listing, and unchanged since (see :func:`_stamp`), is not read
+    again: the training thread checks the disk budget before each snapshot, and reading every snapshot's
+    metadata and walking its files cost ~0.5 ms there for only three of them. Each call returns its own
+    :class:`SnapshotInfo` objects; their ``metadata`` dicts are shared with the cache and must not be changed."""
     snaps = rf.RunPaths.of(run_dir).snapshots_dir
     try:
         entries = list(os.scandir(snaps))
     except OSError:
         return []
+    key = os.path.abspath(snaps)
+    with _listing_lock:
+        known = _listing_cache.get(key, {})
+    fresh: dict[str, tuple[tuple[Any, ...], SnapshotInfo]] = {}
     out = []
     for e in entries:
         if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
             continue
+        stamp = _stamp(e.path)
+        hit = known.get(e.name)
+        if stamp is not None and hit is not None and hit[0] == stamp and (hit[1].size_bytes is not None or not with_size):
+            fresh[e.name] = hit
+            out.append(replace(hit[1]))
+            continue
         info = read_snapshot(Path(e.path), with_size=with_size)
-        if info is not None:
-            out.append(info)
+        if info is None:
+            continue
+        if stamp is not None and stamp == _stamp(e.path):  # unchanged while it was read: safe to keep
+            fresh[e.name] = (stamp, replace(info))
+        out.append(info)
+    with _listing_lock:
+        _listing_cache.pop(key, None)
+        _listing_cache[key] = fresh  # the most recently listed last
+        while len(_listing_cache) > LISTING_CACHE_RUNS:
+            _listing_cache.pop(next(iter(_listing_cache)))
     out.sort(key=order_key, reverse=True)
     return out
 
