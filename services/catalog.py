@@ -48,6 +48,8 @@ are detected as an overflow, which switches to polling). Spread over 0.5-1.5x pe
 def recheck_interval(run_id: str) -> float:
     """This run's re-check interval: :data:`RECHECK_INTERVAL_S` times 0.5-1.5, fixed per run id. Pure."""
     return RECHECK_INTERVAL_S * (0.5 + (zlib.crc32(run_id.encode("utf-8", "surrogateescape")) % 1000) / 1000)
+
+
 DEFAULT_RUN_KEEP_S = 1.0
 """The most recently active run is worked out again after this long (without file events), or at once
 when any watched file changed: it costs two ``stat`` calls per run (4,000 for 2,000 runs, ~50 ms here),
