@@ -256,8 +256,8 @@ def open_run_page(b: Any, srv: Server, steps: int, timeout_s: float) -> tuple[fl
     * the harness's: Playwright waits for the chart, then for the card's text (each wait a round trip to the
       page; the text search walks the whole DOM, the charts' SVG too), as this bench measured before;
     * the page's own (:data:`SHOWN_JS`): the first animation frame holding both. The harness's figure is this
-      plus its own polling, 25-50 ms on the floor page here and 80-140 ms on the Overview, whose three charts
-      make the DOM larger."""
+      plus its own polling: 40-80 ms on the floor page in this bench's runs here, 60-110 ms on the Overview,
+      whose three charts make the DOM larger."""
     page = b.new_page(**({"viewport": {"width": 1400, "height": 1000}} if hasattr(b, "new_context") else {}))
     try:
         page.add_init_script(SHOWN_JS % json.dumps(f"{steps:,}"))
