@@ -103,7 +103,7 @@ def save_live_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: Mappi
     save = getattr(model, "save_pretrained", None)
     if callable(save):
         with quiet_progress():
-            if state_dict is not None and saver is not None and not hasattr(model, "peft_config"):
+            if state_dict is not None and saver is not None and can_save_in_background(model):
                 saver.save(model, out_dir, state_dict, lambda: save(str(out_dir), state_dict=dict(state_dict)))
             elif state_dict is not None:
                 save(str(out_dir), state_dict=dict(state_dict))
