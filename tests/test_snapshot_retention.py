@@ -196,10 +196,15 @@ def test_hard_links_counted_once(tmp_path: Path) -> None:
     assert 30_000 <= size < 31_000  # model/ and last_good/ share the checkpoint's inodes
 
 
+def _listed(run: Path) -> list[tuple]:
+    """What a listing says of each snapshot, as comparable rows."""
+    return [(i.name, i.pinned, i.size_bytes, i.loss, i.metadata.get("step")) for i in S.list_snapshots(run)]
+
+
 def _fresh_listing(run: Path) -> list[tuple]:
     """What a listing with nothing remembered reads from disk (the cache emptied first)."""
     st._listing_cache.clear()
-    return [(i.name, i.pinned, i.size_bytes, i.loss, i.metadata.get("step")) for i in S.list_snapshots(run)]
+    return _listed(run)
 
 
 def test_listing_remembers_unchanged_snapshots_and_sees_every_change(tmp_path: Path) -> None:
@@ -212,7 +217,7 @@ def test_listing_remembers_unchanged_snapshots_and_sees_every_change(tmp_path: P
                                  write_model=lambda d: (d / "w").write_bytes(b"x" * nbytes), now=now).name
 
     def listed() -> list[tuple]:
-        return [(i.name, i.pinned, i.size_bytes, i.loss, i.metadata.get("step")) for i in S.list_snapshots(run)]
+        return _listed(run)
 
     a = make("best_model_loss_2.0", 2.0, 1000, NOW + 1)
     b = make("loss_spike_40pct", 1.5, 3000, NOW + 2)
