@@ -53,8 +53,13 @@ def test_alerts_and_snapshots_pages(tmp_path, dashboard, page):
                                 value=2.0, threshold=1.0, message="LR injected by the test", metadata={}, time=time.time()))
     page.locator("#alerts-feed .alert__msg", has_text="LR injected by the test").wait_for(timeout=TIMEOUT_MS)
     page.locator("#alerts-severity-filter").click()
+    # the menu mounts its search box a moment after the click: keys typed before it has focus are lost
+    page.locator("input.dash-dropdown-search:focus").wait_for(timeout=TIMEOUT_MS)
+    page.locator("[role=option]", has_text="critical").wait_for(timeout=TIMEOUT_MS)
     page.keyboard.type("critical")
-    page.keyboard.press("Enter")
+    page.wait_for_function("() => { const o = [...document.querySelectorAll('[role=option]')];"
+                           " return o.length === 1 && o[0].innerText.trim() === 'critical'; }", timeout=TIMEOUT_MS)
+    page.keyboard.press("Enter")  # the search has narrowed the menu to that one option
     page.wait_for_function("() => document.querySelectorAll('#alerts-feed .incident').length === "
                            "document.querySelectorAll('#alerts-feed .alert__sev.severity--critical').length", timeout=TIMEOUT_MS)
 
