@@ -194,11 +194,11 @@ def test_observation_from_record(record: dict, expected: dict | None) -> None:
 
 
 def test_config_object_accepted(tmp_path: Path) -> None:
-    cfg = AnomalyConfig.from_dict({"gradient": {"explosion_threshold": 2.0}})
+    cfg = AnomalyConfig.from_dict({"gradient": {"explosion_threshold": 2.0}, "noise": {"grad_extreme_ratio": 20.0}})
     with Monitor(tmp_path, anomaly=cfg) as mon:
         for step in range(1, 5):
             mon.log(step, loss=1.0, grad_norm=1.0)  # the noise gate needs a few norms to compare with
-        mon.log(5, loss=1.0, grad_norm=30.0)  # early in a run only a blow-up of the norm counts
+        mon.log(5, loss=1.0, grad_norm=30.0)  # early in a run only a blow-up of the norm counts (30x, above 20x)
     assert [r["rule"] for r in _alerts(tmp_path)] == ["gradient_explosion"]
 
 

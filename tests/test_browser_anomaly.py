@@ -33,7 +33,7 @@ def make_run(run: Path) -> Path:
     with Monitor(run, run_config={"output_dir": str(hf)}) as mon:
         mon.watch(model=model)
         for i, loss in enumerate(LOSSES, 1):
-            mon.log(i, loss=loss, grad_norm=50.0 if i == 12 else 1.0, learning_rate=1e-3)
+            mon.log(i, loss=loss, grad_norm=500.0 if i == 12 else 1.0, learning_rate=1e-3)
     return hf
 
 

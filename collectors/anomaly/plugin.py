@@ -43,6 +43,8 @@ from collectors.snapshots import last_good as lg
 from collectors.snapshots.repeat_save import RepeatSaver
 
 CONTROL_POLL_SECONDS = 1.0
+RESTART_SCHEDULES = frozenset({"cosine_with_restarts"})
+"""Trainer's ``lr_scheduler_type`` values whose rate jumps back to its peak on purpose (warm restarts)."""
 """Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
 
 
@@ -226,6 +228,9 @@ class AnomalyPlugin:
         targs = getattr(monitor, "trainer_args", None)  # a Trainer that evaluates: best model = best eval loss
         if targs is not None and str(getattr(targs, "eval_strategy", "no")).split(".")[-1].lower() not in ("no", "none"):
             self.engine.expect_eval = True
+        schedule = getattr(targs, "lr_scheduler_type", None) if targs is not None else None
+        if str(getattr(schedule, "value", schedule)) in RESTART_SCHEDULES:
+            self.engine.lr_restarts = True  # the schedule's own restarts are not sudden changes
         if self._pending_state:
             self.actions.last_anomaly_save_step = self._pending_state.get("last_anomaly_save_step")
             self.actions.incidents.load_state_dict(self._pending_state.get("incidents") or {})

@@ -164,6 +164,18 @@ EARLY_FACTOR = 10.0
 to fire (the guides' quick-start example multiplies its loss, so its norm, by 1000): the early norms of
 a healthy training jump several-fold (the demo's: 1.9 to 10.5 at step 25). Early losses are judged with
 a widened spread instead (see :data:`SMALL_SAMPLE_WIDEN`)."""
+GRAD_EXTREME_RATIO = 50.0
+"""After the warm-up, a single gradient norm fires at once only at this many times the window's median
+(``noise.grad_extreme_ratio``); smaller ones must persist (the level-shift path). Gradient norms are
+heavy-tailed: a healthy small-batch transformer logs isolated norms of 5-15x its median every few hundred
+steps (a hard or long batch; Trainer clips it at ``max_grad_norm``), and up to 26x in its first 150 steps
+(the suite's LM family, ``bench/alert_suite.py``), which a robust spread learnt from 64 values calls dozens
+of sigmas. An injected gradient fault is x2000; a corrupt batch (x27-43 in the MLP family) is caught by its
+loss."""
+GRAD_SHIFT_RATIO = 5.0
+"""A lasting rise of the gradient norm (the median of the last ``patience + 2`` logs) must also be this many
+times the window's median: the early norms of a healthy small-batch transformer stay 2-4x their median for
+a dozen logs."""
 SMALL_SAMPLE_WIDEN = 3.0
 """A spread learnt from n < ``window`` values is widened by 1 + this / sqrt(n − 1): from 8 values a
 robust sigma can be half the true one by chance, and an early training would then alert on noise."""
@@ -175,9 +187,11 @@ LONG_SHIFT_EVERY = 4
 """Logs between two judgements of that longer rise (it builds up over 16 logs: 3 more cost little lag)."""
 DIVERGENCE_RECENT = 9
 """Logged losses whose median is the recent level divergence judges (two outlier batches cannot move it)."""
-DIVERGENCE_RISE = 0.25
-"""Divergence (noise-aware): the loss level (median of the last 5 logs) rose this fraction above the
-lowest level of the noise window, and by ``k / 2`` robust standard deviations."""
+DIVERGENCE_RISE = 0.35
+"""Divergence (noise-aware): the loss level (median of the last 9 logs) rose this fraction above the median
+of the older half of the noise window, and by ``k / 2`` robust standard deviations, for three logs in a
+row. It was 0.25 until the suite's LM family: a clean batch-size-2 GPT-2 logging every step has a 9-log
+median that wanders +29 % above its earlier level and back (its samples differ widely in difficulty)."""
 
 MIN_SNAPSHOT_FREE_GB = 1.0
 SNAPSHOT_KEEP_LAST = 20
@@ -290,13 +304,18 @@ class GradientConfig:
 @dataclass(frozen=True)
 class LearningRateConfig:
     """Learning-rate rules. Args: change_threshold (0.3: a rise above the schedule's trend by more than
-    30 % of its recent peak), min_lr (1e-8), max_lr (1.0)."""
+    30 % of its recent peak), min_lr (1e-8), max_lr (1.0), restarts (False: the schedule has warm restarts,
+    so a rate back at most to the run's own peak is not a sudden change; ``MonitorCallback`` sets it by
+    itself for Trainer's ``cosine_with_restarts``)."""
 
     change_threshold: float = LR_CHANGE_THRESHOLD
     min_lr: float = LR_MIN
     max_lr: float = LR_MAX
+    restarts: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.restarts, bool):
+            raise ValueError(f"learning_rate.restarts must be true or false; got {self.restarts!r}")
         _check("learning_rate", "change_threshold", self.change_threshold, 0, lo_open=True)
         _check("learning_rate", "min_lr", self.min_lr, 0)
         _check("learning_rate", "max_lr", self.max_lr, 0, lo_open=True)
@@ -372,9 +391,16 @@ class NoiseConfig:
         shift_k: standard errors of the recent mean a level shift must clear (default 4.0).
         warmup_logs: logged values before loss spike, divergence and gradient explosion judge (default 20).
         divergence_rise: fraction the loss level (median of the last 9 logs) must rise above the older
-            half of the window for divergence (default 0.25).
+            half of the window for divergence (default 0.35).
         long_shift_logs: a lasting rise too small to show in ``patience + 2`` logs is also judged over
             this many (default 16; 0 turns it off; at most ``window / 2``).
+        grad_extreme_ratio: a single gradient norm fires at once only above this many times the window's
+            median (default 50; smaller ones must persist, see :data:`GRAD_EXTREME_RATIO`).
+
+    While the learning rate is still rising by its schedule (warm-up) and for as many logs after as it lasted
+    (at most ``warmup_logs``), single values fire at once only beyond anything the window holds (losses: its maximum × (1 +
+    ``extreme_factor``); gradient norms: also × :data:`EARLY_FACTOR`), as in the first ``warmup_logs`` logs,
+    and a lasting rise of the gradient norm is not judged (a blow-up still is).
     """
 
     enabled: bool = True
@@ -386,6 +412,7 @@ class NoiseConfig:
     warmup_logs: int = NOISE_WARMUP_LOGS
     divergence_rise: float = DIVERGENCE_RISE
     long_shift_logs: int = NOISE_LONG_SHIFT_LOGS
+    grad_extreme_ratio: float = GRAD_EXTREME_RATIO
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -398,6 +425,7 @@ class NoiseConfig:
         _check("noise", "warmup_logs", self.warmup_logs, 0, 1_000_000, integer=True)
         _check("noise", "divergence_rise", self.divergence_rise, 0, 100)
         _check("noise", "long_shift_logs", self.long_shift_logs, 0, self.window // 2, integer=True)
+        _check("noise", "grad_extreme_ratio", self.grad_extreme_ratio, 1, 1e6)
         if 0 < self.long_shift_logs < 4:
             raise ValueError(f"noise.long_shift_logs must be 0 (off) or at least 4; got {self.long_shift_logs!r}")
 
@@ -683,6 +711,22 @@ def noise_level(window: Sequence[float]) -> NoiseLevel:
     dev = list(map(abs, map(operator.sub, diffs, repeat(dmed))))
     dev.sort()
     return NoiseLevel(med, 1.4826 * _median(dev) / math.sqrt(2.0), ordered[-1])
+
+
+def _bounded_level(window: Sequence[float]) -> NoiseLevel:
+    """:func:`noise_level` of a bounded metric (accuracy in percent): its spread is at least the standard
+    deviation of its changes / √2. A batch accuracy takes few distinct values (k/8 at batch size 8), whose
+    many equal changes make the MAD read low (13 points against a binomial's 16); bounded values have no
+    outliers for a standard deviation to follow. Taken from the changes, as the MAD is, so a rising
+    accuracy's trend does not count as noise."""
+    lvl = noise_level(window)
+    vals = list(window)
+    if len(vals) < 3:
+        return lvl
+    diffs = [b - a for a, b in zip(vals, vals[1:])]
+    mean = math.fsum(diffs) / len(diffs)
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / len(diffs)) / math.sqrt(2.0)
+    return lvl._replace(sigma=max(lvl.sigma, sd))
 
 
 def beyond_window(level: NoiseLevel, current: float, factor: float) -> bool:
@@ -989,6 +1033,12 @@ class RuleEngine:
         self.step = 0
         self.expect_eval = False
         """Set by a collector that knows the training evaluates (Trainer with an eval strategy)."""
+        self.lr_restarts = False
+        """Set by a collector that knows the schedule restarts (Trainer's ``cosine_with_restarts``): a rate that
+        jumps back to at most the run's own peak is then the schedule, not a sudden change. A plain loop's
+        ``CosineAnnealingWarmRestarts`` is not known to the engine; its restarts are ``lr_sudden_change``
+        (medium), unless ``learning_rate.restarts`` is set."""
+        self._lr_peak: float | None = None
         self.seen_eval = False
         self._alloc()
         self._active: dict[str, int] = {}
@@ -1001,6 +1051,11 @@ class RuleEngine:
         self._quiet_max = 0
         self._seen_change = False
         self._last_train_step: int | None = None
+        self._warm_prev_lr: float | None = None
+        self._warm_rises = 0
+        self._warm_after: int | None = None
+        """Logs with a learning rate since the warm-up ended (None: not ended, or no rate logged yet)."""
+        self._warm = False
         self.held: list[Alert] = []
         """The firings of the latest :meth:`observe` that repeat suppression kept out of its result (a
         lasting condition between its every-``ALERT_REPEAT_EVERY`` repeats). The file stays short; the
@@ -1023,8 +1078,11 @@ class RuleEngine:
         self.cal_scores = dq("cal_scores", CALIBRATION_HISTORY)
         self.noise_losses = dq("noise_losses", c.noise.window)
         self.noise_grads = dq("noise_grads", c.noise.window)
+        self.noise_accs = dq("noise_accs", c.noise.window)
         self._streak: dict[str, int] = dict(getattr(old, "_streak", None) or {})
         self._shifted: dict[str, bool] = {}
+        self._over: dict[str, float] = {}
+        """Per metric, the value of the last log when it was above its gate without firing (next log only)."""
         self._gmoments: list[float] | None = None
         self._gmoments_age = 0
         self._gmoments_dropped = 0.0
@@ -1046,6 +1104,8 @@ class RuleEngine:
         step = obs.step
         self.step = max(self.step, step)  # eval records may arrive after later train steps
         results: list[RuleResult] = []
+        if obs.learning_rate is not None:
+            self._warm = self._lr_warmup(obs.learning_rate)
         # each rule below is called only where it can fire: the engine runs at every log, and calls cost
         if obs.loss is not None and not (type(obs.loss) is float and math.isfinite(obs.loss)):
             results.append(non_finite("loss", obs.loss, step))
@@ -1085,8 +1145,13 @@ class RuleEngine:
             results.append(self._best(float(obs.eval_loss), step, "eval_loss"))
         if is_finite_number(obs.accuracy):
             acc = accuracy_percent(float(obs.accuracy))
-            results.append(accuracy_drop(list(self.accuracies)[-(c.smart.loss_window - 1):], acc, step,
-                                         c.smart.accuracy_drop_threshold))
+            drop = accuracy_drop(list(self.accuracies)[-(c.smart.loss_window - 1):], acc, step,
+                                 c.smart.accuracy_drop_threshold)
+            if c.noise.enabled:
+                drop = self._accuracy_gate(drop, acc)
+                if not _is_outlier(drop):
+                    self.noise_accs.append(acc)
+            results.append(drop)
             self.accuracies.append(acc)
             self.latest_accuracy = acc
         if is_finite_number(obs.grad_norm):
@@ -1111,10 +1176,15 @@ class RuleEngine:
                 results.append(lr_out_of_range(lr, step, c.learning_rate.min_lr, c.learning_rate.max_lr, prev))
             if len(self.lr_points) >= 2 and not lr > self.lr_points[-1][1]:
                 pass  # not above the last rate: no prediction can be exceeded (the rule only fires on rises)
+            elif ((self.lr_restarts or c.learning_rate.restarts) and self._lr_peak is not None
+                  and lr <= self._lr_peak * (1.0 + 1e-6)):
+                pass  # a restart of the schedule: back to its own peak, not beyond it
             else:
                 results.append(lr_sudden_change(list(self.lr_points), step, lr, c.learning_rate.change_threshold))
             if not self.lr_points or self.lr_points[-1][0] != step:
                 self.lr_points.append((step, lr))
+            if self._lr_peak is None or lr > self._lr_peak:
+                self._lr_peak = lr
         if obs.weights_changed is not None and c.convergence.stall_logs > 0:
             results.append(self._stalled(obs))
         if obs.loss is not None:
@@ -1217,6 +1287,28 @@ class RuleEngine:
         var = max(sq / n - mean * mean, 0.0)
         return var > (mean * factor) ** 2 * 0.9
 
+    def _lr_warmup(self, lr: Any) -> bool:
+        """Whether the training is in its learning-rate warm-up, or just after it: from the first logged rate
+        while every rate rose above the one before, until the first that did not (flat or falling), and for
+        as many logs after as the warm-up lasted, at most ``noise.warmup_logs`` (the loss settles for a while
+        after the rate peaks; a 2-log warm-up gets 2). Never again after that, so a later rise (a spike, a
+        divergence's growing rate) is judged in full. A run that never logs a rate, or whose rate starts
+        flat, has no warm-up here (the first ``warmup_logs`` logs have their own grace)."""
+        if not is_finite_number(lr):
+            return self._warm
+        lr = float(lr)
+        if self._warm_after is not None:
+            self._warm_after += 1
+            return self._warm_after <= min(self.config.noise.warmup_logs, self._warm_rises)
+        prev, self._warm_prev_lr = self._warm_prev_lr, lr
+        if prev is None:
+            return False
+        if lr > prev * (1.0 + 1e-9) and lr > prev:
+            self._warm_rises += 1
+            return True
+        self._warm_after = 0
+        return self._warm_rises > 0
+
     # ------------------------------------------------------------------ the noise gate
     def _noise_gate(self, key: str, guide: RuleResult, window: Sequence[float], current: float,
                     rel_threshold: float, make: "Any") -> RuleResult:
@@ -1233,11 +1325,13 @@ class RuleEngine:
         * after ``warmup_logs`` values, a level shift (label noise, a broken data pipeline, the aftermath of an LR spike): the mean of
           the last ``patience + 2`` values without their largest is ``rel_threshold`` above the median
           and ``shift_k`` standard errors of that mean above it. Dropping the largest value keeps one outlier
-          batch of a small-batch training from faking a shift.
+          batch of a small-batch training from faking a shift. Gradient norms take the median of those
+          values instead: their isolated spikes come two in five logs now and then.
 
         A shift alerts once when it starts; the incident layer follows how long it lasts.
         """
         n = self.config.noise
+        over_before = self._over.pop(key, None)
         if len(window) < MIN_HISTORY:
             return NOT_FIRED
         if key == "grad_norm" and len(window) < n.warmup_logs and not (guide.fired and beyond_window(
@@ -1252,17 +1346,36 @@ class RuleEngine:
             limit = max(centre * (1.0 + rel_threshold) if centre > 0 else centre, centre + n.k * lvl.sigma)
             if key == "grad_norm" and guide.alert is not None and guide.alert.threshold is not None:
                 limit = max(limit, guide.alert.threshold)
-            if current > limit and (beyond_window(lvl, current, n.extreme_factor)
-                                    or current > centre + 2.0 * n.k * lvl.sigma):
+            if key == "grad_norm":  # heavy-tailed: judged by how many times the median, not in sigmas
+                at_once = current > lvl.median * n.grad_extreme_ratio and (
+                    not self._warm or beyond_window(lvl, current, EARLY_FACTOR - 1.0))
+            else:  # in the warm-up, only beyond anything the window holds
+                at_once = beyond_window(lvl, current, n.extreme_factor) or (
+                    not self._warm and current > centre + 2.0 * n.k * lvl.sigma)
+            if current > limit and at_once:
                 self._shifted[key] = True
                 return make(current, limit, lvl, 1, True, guide)
+            # two logs in a row: one above half the gate, then one above the full gate (a corrupt batch
+            # that Trainer's averaging spreads over two logs); not judged before a full window
+            half = max(centre * (1.0 + rel_threshold) if centre > 0 else centre, centre + 0.5 * n.k * lvl.sigma)
+            if (key == "loss" and current > half and not self._warm and len(window) >= n.window
+                    and not self._shifted.get(key)):
+                if over_before is not None and current > limit:
+                    self._shifted[key] = True
+                    return self._pair_spike_alert(over_before, current, limit, lvl)
+                self._over[key] = current
         if len(window) < max(n.warmup_logs, n.patience + 1):
             return NOT_FIRED
         tail = list(islice(window, len(window) - n.patience - 1, len(window)))
         tail.append(current)
-        tail.remove(max(tail))
-        mean = math.fsum(tail) / len(tail)
+        if key == "grad_norm":  # heavy-tailed: two isolated spikes in five logs are not a level
+            mean = _median(sorted(tail))
+        else:
+            tail.remove(max(tail))
+            mean = math.fsum(tail) / len(tail)
         if key == "grad_norm":
+            if self._warm or len(window) < n.window:  # an early training's norms are turbulent for dozens of
+                return NOT_FIRED  # logs (with or without a warm-up): before a full window only a blow-up counts
             absolute = (guide.alert.threshold if guide.alert is not None and guide.alert.threshold is not None
                         else self.config.gradient.explosion_threshold)
             if mean < 0.5 * absolute:  # under half the guide's limit, which the shift limit is at least: no
@@ -1324,7 +1437,7 @@ class RuleEngine:
         rel = lvl.median * (1.0 + rel_threshold) if lvl.median > 0 else lvl.median
         if key == "grad_norm":
             rel = max(rel, guide.alert.threshold if guide.alert is not None and guide.alert.threshold is not None
-                      else self.config.gradient.explosion_threshold)
+                      else self.config.gradient.explosion_threshold, lvl.median * GRAD_SHIFT_RATIO)
         return max(rel, lvl.median + self.config.noise.shift_k * lvl.sigma / math.sqrt(n_tail))
 
     def _level(self, key: str, window: Sequence[float], fresh: bool = False) -> NoiseLevel:
@@ -1347,13 +1460,86 @@ class RuleEngine:
             a.metadata.update(recent_level=lvl.median, noise_sigma=lvl.sigma, noise_k=self.config.noise.k,
                               consecutive=streak, extreme=True)
             return guide
+        return self._gated_spike(current, limit, lvl, streak, f"the last {streak} logged losses average "
+                                 f"{current:.4g} (the largest left out)")
+
+    def _gated_spike(self, current: float, limit: float, lvl: NoiseLevel, streak: int, what: str,
+                     **metadata: Any) -> RuleResult:
+        """A loss spike the noise gate found by more than one log (``what`` says which logs)."""
         pct = (current / lvl.median - 1.0) * 100.0 if lvl.median > 0 else math.inf
         return _fire(Rule.LOSS_SPIKE, Category.LOSS, Severity.HIGH, self.step, current, limit,
-                     f"Loss spike: the last {streak} logged losses average {current:.4g} (the largest left out), "
-                     f"{pct:.1f}% above the recent level {lvl.median:.4g} (noise ±{lvl.sigma:.3g}; limit {limit:.4g})",
-                     f"loss_spike_{pct:.1f}pct", recent_level=lvl.median, noise_sigma=lvl.sigma,
-                     threshold_fraction=self.config.smart.loss_spike_threshold, noise_k=self.config.noise.k,
-                     consecutive=streak, extreme=False)
+                     f"Loss spike: {what}, {pct:.1f}% above the recent level {lvl.median:.4g} (noise "
+                     f"±{lvl.sigma:.3g}; limit {limit:.4g})", f"loss_spike_{pct:.1f}pct", recent_level=lvl.median,
+                     noise_sigma=lvl.sigma, threshold_fraction=self.config.smart.loss_spike_threshold,
+                     noise_k=self.config.noise.k, consecutive=streak, extreme=False, **metadata)
+
+    def _accuracy_gate(self, guide: RuleResult, current: float) -> RuleResult:
+        """The guide's accuracy drop (``smart.accuracy_drop_threshold`` points below the recent average),
+        gated by the accuracies' own noise as the loss is (see :class:`NoiseConfig`; accuracies in percent).
+
+        A per-step batch accuracy at batch size 8 moves in steps of 12.5 points, and an eval accuracy on 64
+        examples by ±6, so the guide's 10 points fire on healthy training. Two ways to fire:
+
+        * a single value, when the guide's rule fired and it is also ``k`` robust standard deviations below
+          the recent average (with fewer than 3 earlier values, the guide's rule alone: no noise to learn);
+        * after ``warmup_logs`` values, a lasting drop: the mean of the last ``patience + 2`` values without
+          their smallest is the guide's points and ``shift_k`` standard errors below the window's median
+          (a collapse that a noisy per-step accuracy hides from the first way). Alerted once per drop.
+        """
+        n = self.config.noise
+        window = self.noise_accs
+        if len(window) < MIN_HISTORY:
+            return NOT_FIRED
+        threshold = self.config.smart.accuracy_drop_threshold
+        if guide.fired and guide.alert is not None:
+            lvl = _bounded_level(window)
+            if len(window) < n.window:
+                lvl = lvl._replace(sigma=lvl.sigma * (1.0 + SMALL_SAMPLE_WIDEN / math.sqrt(len(window) - 1)))
+            centre = recent_average(list(islice(window, max(0, len(window) - RECENT_COUNT), len(window))))
+            limit = centre - max(threshold, n.k * lvl.sigma)
+            if current < limit:
+                self._shifted["accuracy"] = True
+                a = guide.alert
+                a.threshold = limit
+                a.message += f"; beyond the run's own noise (level {lvl.median:.1f}% ± {lvl.sigma:.2g})"
+                a.metadata.update(recent_level=lvl.median, noise_sigma=lvl.sigma, noise_k=n.k, extreme=True,
+                                  consecutive=1)
+                return guide
+        if len(window) < max(n.warmup_logs, n.patience + 1):
+            return NOT_FIRED
+        tail = list(islice(window, len(window) - n.patience - 1, len(window)))
+        tail.append(current)
+        tail.remove(min(tail))
+        mean = math.fsum(tail) / len(tail)
+        lvl = self._level("accuracy", window)
+        limit = lvl.median - max(threshold, n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+        if not mean < limit:
+            if mean > 0.5 * (limit + lvl.median):  # hysteresis: re-armed once clearly back
+                self._shifted["accuracy"] = False
+            return NOT_FIRED
+        if self._shifted.get("accuracy"):
+            return NOT_FIRED
+        lvl = _bounded_level(window)  # a candidate: confirmed on the spread a bounded metric really has
+        limit = lvl.median - max(threshold, n.shift_k * lvl.sigma / math.sqrt(len(tail)))
+        if not mean < limit:
+            return NOT_FIRED
+        self._shifted["accuracy"] = True
+        drop = lvl.median - mean
+        return _fire(Rule.ACCURACY_DROP, Category.ACCURACY, Severity.HIGH, self.step, mean, limit,
+                     f"Accuracy drop: the last {len(tail)} logged accuracies average {mean:.1f}% (the smallest "
+                     f"left out), {drop:.1f} points below the recent level {lvl.median:.1f}% (noise "
+                     f"±{lvl.sigma:.2g}; limit {limit:.1f}%)", f"accuracy_drop_{drop:.1f}pct",
+                     recent_level=lvl.median, noise_sigma=lvl.sigma, threshold_points=threshold, noise_k=n.k,
+                     consecutive=len(tail), extreme=False)
+
+    def _pair_spike_alert(self, before: float, current: float, limit: float, lvl: NoiseLevel) -> RuleResult:
+        """Two logged losses in a row, the first above half the gate (the guide's fraction and k / 2 robust
+        deviations), the second above the full gate: a corrupt batch that Trainer's averaging spreads over
+        two logs (the suite's LM family at batch size 2, logging every 5 steps: +32-40 %, then +72-84 %,
+        just below the 2 k deviations a single value needs). Under noise alone the pair is as rare as one
+        value beyond 2 k."""
+        return self._gated_spike(current, limit, lvl, 2, f"two logged losses in a row beyond the run's noise, "
+                                 f"{before:.4g} then {current:.4g}", previous=before)
 
     def _explosion_alert(self, current: float, limit: float, lvl: NoiseLevel, streak: int, extreme: bool,
                          guide: RuleResult) -> RuleResult:
@@ -1485,7 +1671,11 @@ class RuleEngine:
             "batch_losses": list(self.batch_losses), "batch_size": self.batch_size,
             "active": dict(self._active), "seen_eval": self.seen_eval,
             "noise_losses": list(self.noise_losses), "noise_grads": list(self.noise_grads),
+            "noise_accs": list(self.noise_accs),
             "streak": dict(self._streak),
+            "lr_peak": self._lr_peak,
+            "lr_warmup": {"prev_lr": self._warm_prev_lr, "rises": self._warm_rises, "after": self._warm_after,
+                          "now": self._warm},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1500,7 +1690,7 @@ class RuleEngine:
         self._conv_sums = None  # and the convergence window's half sums from the restored losses
         self._levels = {}
         for name in ("losses", "accuracies", "grad_norms", "conv_losses", "batch_losses", "noise_losses",
-                     "noise_grads"):
+                     "noise_grads", "noise_accs"):
             d: deque = getattr(self, name)
             d.clear()
             d.extend(float(v) for v in state.get(name) or ())
@@ -1508,6 +1698,15 @@ class RuleEngine:
         self.lr_points.extend((int(s), float(v)) for s, v in state.get("lr_points") or ())
         self.batch_size = state.get("batch_size")
         self._active = {str(k): int(v) for k, v in (state.get("active") or {}).items()}
+        peak = state.get("lr_peak")
+        self._lr_peak = float(peak) if is_finite_number(peak) else None
+        warm = state.get("lr_warmup")
+        if isinstance(warm, Mapping):  # older states have none: the warm-up is then learnt again from the rates
+            prev, rises, after = warm.get("prev_lr"), warm.get("rises"), warm.get("after")
+            self._warm_prev_lr = float(prev) if is_finite_number(prev) else None
+            self._warm_rises = int(rises) if isinstance(rises, int) and not isinstance(rises, bool) else 0
+            self._warm_after = int(after) if isinstance(after, int) and not isinstance(after, bool) else None
+            self._warm = warm.get("now") is True
 
     def loss_history(self) -> list[float]:
         """The losses of the Smart Monitor window, oldest first (``metadata.json``'s ``loss_history``)."""
