@@ -346,3 +346,29 @@ def test_a_drop_of_a_rising_eval_accuracy_still_fires() -> None:
     eng = RuleEngine()
     feed_acc(eng, [50.0 + 1.5 * i + rng.gauss(0, 1.0) for i in range(20)])
     assert rules_of(eng.observe(Observation(step=21, accuracy=60.0))) == ["accuracy_drop"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
+def test_a_non_finite_eval_loss_is_critical_at_its_step(tmp_path, value: float) -> None:
+    """Through the engine, the plain-loop Monitor and the dashboard's own detector (runs without the
+    collector); it calls for a last-good-only snapshot, as a NaN train loss does."""
+    import json
+
+    from collectors import Monitor
+    from services.detection import DashboardDetector
+
+    eng = RuleEngine()
+    feed(eng, [2.0] * 9)
+    [a] = [a for a in eng.observe(Observation(step=10, eval_loss=value)) if a.rule not in R.EVENT_RULES]
+    assert (a.rule, a.severity, a.step, a.category) == ("non_finite_eval_loss", "critical", 10, "loss")
+    [plan] = R.plan_snapshots([a], 10, None, 500)
+    assert plan.live_weights is False and plan.reason == a.reason
+    with Monitor(tmp_path / "run") as mon:
+        for s in range(1, 10):
+            mon.log(s, loss=2.0)
+        mon.log(10, eval_loss=value)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "logs" / "alerts.jsonl").read_text().splitlines()]
+    assert [(r["rule"], r["step"]) for r in logged if r.get("kind") == "alert"] == [("non_finite_eval_loss", 10)]
+    det = DashboardDetector()
+    det.feed([{"kind": "train", "step": s, "loss": 2.0} for s in range(1, 10)] + [{"kind": "eval", "step": 10, "eval_loss": value}])
+    assert [a["rule"] for a in det.alerts] == ["non_finite_eval_loss"]

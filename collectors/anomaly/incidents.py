@@ -67,6 +67,7 @@ LOWER = "lower"
 WORST_DIRECTION: dict[str, str] = {
     # rising is worse (a bigger loss, norm, share of rises, learning rate, drift)
     "loss_spike": HIGHER, "divergence": HIGHER, "non_finite_loss": HIGHER, "non_finite_grad_norm": HIGHER,
+    "non_finite_eval_loss": HIGHER,
     "gradient_explosion": HIGHER, "gradient_variance": HIGHER, "lr_too_high": HIGHER,
     "lr_sudden_change": HIGHER, "batch_size_impact": HIGHER, "calibration_drift": HIGHER,
     "reward_distribution_drift": HIGHER,

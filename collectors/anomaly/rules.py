@@ -55,6 +55,7 @@ class Rule(str, enum.Enum):
     DIVERGENCE = "divergence"
     NON_FINITE_LOSS = "non_finite_loss"
     NON_FINITE_GRAD_NORM = "non_finite_grad_norm"
+    NON_FINITE_EVAL_LOSS = "non_finite_eval_loss"
     GRADIENT_EXPLOSION = "gradient_explosion"
     GRADIENT_VANISHING = "gradient_vanishing"
     GRADIENT_VARIANCE = "gradient_variance"
@@ -78,7 +79,7 @@ BEST_MODEL_RULE = Rule.BEST_MODEL.value
 
 LEVEL_RULES = frozenset({
     Rule.DIVERGENCE.value, Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value,
-    Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value, Rule.GRADIENT_VARIANCE.value,
+    Rule.NON_FINITE_EVAL_LOSS.value, Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value, Rule.GRADIENT_VARIANCE.value,
     Rule.LR_TOO_HIGH.value, Rule.LR_TOO_LOW.value, Rule.CONVERGENCE_PLATEAU.value,
     Rule.CONVERGENCE_DIVERGENCE.value, Rule.CALIBRATION_POOR.value, Rule.CALIBRATION_DRIFT.value,
     Rule.REWARD_DISTRIBUTION_DRIFT.value, Rule.OPTIMIZER_STALLED.value,
@@ -668,11 +669,13 @@ def divergence(window: Sequence[float], step: int, fraction: float = DIVERGENCE_
 
 
 def non_finite(name: str, value: Any, step: int) -> RuleResult:
-    """Critical whenever the loss (``name="loss"``) or gradient norm (``"grad_norm"``) is NaN or ±Inf."""
+    """Critical whenever the loss (``name="loss"``), the gradient norm (``"grad_norm"``) or the eval loss
+    (``"eval_loss"``: weights gone NaN between two logs show there first when the train loss is averaged or
+    hidden) is NaN or ±Inf."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isfinite(value):
         return NOT_FIRED
-    rule = Rule.NON_FINITE_LOSS if name == "loss" else Rule.NON_FINITE_GRAD_NORM
-    cat = Category.LOSS if name == "loss" else Category.GRADIENT
+    rule = {"loss": Rule.NON_FINITE_LOSS, "eval_loss": Rule.NON_FINITE_EVAL_LOSS}.get(name, Rule.NON_FINITE_GRAD_NORM)
+    cat = Category.GRADIENT if rule is Rule.NON_FINITE_GRAD_NORM else Category.LOSS
     return _fire(rule, cat, Severity.CRITICAL, step, value, None, f"Non-finite {name.replace('_', ' ')}: {value}")
 
 
@@ -1141,6 +1144,8 @@ class RuleEngine:
                 conv = self._significant_rise(conv)
             results.append(conv)
             self.latest_loss = loss
+        if obs.eval_loss is not None and not (type(obs.eval_loss) is float and math.isfinite(obs.eval_loss)):
+            results.append(non_finite("eval_loss", obs.eval_loss, step))
         if is_finite_number(obs.eval_loss) and self._best_on_eval(obs):
             results.append(self._best(float(obs.eval_loss), step, "eval_loss"))
         if is_finite_number(obs.accuracy):
@@ -1715,11 +1720,12 @@ class RuleEngine:
 
 # --------------------------------------------------------------------------- snapshot policy
 
-NAN_SNAPSHOT_RULES = frozenset({Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value})
-"""Non-finite loss or gradient norm: a snapshot of the last good state only (the live weights are NaN or
-about to be; issue 11)."""
-SNAPSHOT_PRIORITY = (Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value, Rule.LOSS_SPIKE.value,
-                     Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
+NAN_SNAPSHOT_RULES = frozenset({Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value,
+                                Rule.NON_FINITE_EVAL_LOSS.value})
+"""Non-finite loss, gradient norm or eval loss: a snapshot of the last good state only (the live weights
+are NaN or about to be; issue 11)."""
+SNAPSHOT_PRIORITY = (Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value, Rule.NON_FINITE_EVAL_LOSS.value,
+                     Rule.LOSS_SPIKE.value, Rule.DIVERGENCE.value, Rule.ACCURACY_DROP.value)
 
 
 @dataclass(frozen=True)
