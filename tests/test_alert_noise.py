@@ -372,3 +372,17 @@ def test_a_non_finite_eval_loss_is_critical_at_its_step(tmp_path, value: float) 
     det = DashboardDetector()
     det.feed([{"kind": "train", "step": s, "loss": 2.0} for s in range(1, 10)] + [{"kind": "eval", "step": 10, "eval_loss": value}])
     assert [a["rule"] for a in det.alerts] == ["non_finite_eval_loss"]
+
+
+def test_two_logs_in_a_row_alert_once() -> None:
+    """The pair stays in the window (neither value is beyond it): the logs after it, whose lasting-rise tail
+    still holds the pair, do not alert the same spike again (they did, 3 logs later, on this run)."""
+    rng = random.Random(3)
+    eng = RuleEngine()
+    spikes = []
+    for s in range(1, 121):
+        loss = {90: 3.7, 91: 3.9}.get(s, 2.0 * (1 + rng.gauss(0, 0.1)))
+        obs = Observation(step=s, loss=loss, grad_norm=2.7 * math.exp(rng.gauss(0, 0.15)),
+                          learning_rate=1e-3 * min(1.0, s / 30))
+        spikes += [a.step for a in eng.observe(obs) if a.rule == "loss_spike"]
+    assert spikes == [91]

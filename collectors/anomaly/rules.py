@@ -1085,6 +1085,8 @@ class RuleEngine:
         self._streak: dict[str, int] = dict(getattr(old, "_streak", None) or {})
         self._shifted: dict[str, bool] = {}
         self._over: dict[str, float] = {}
+        self._pair_tail: dict[str, int] = {}
+        """Per metric, logs left in which a two-in-a-row spike's own values fill the lasting-rise tail."""
         """Per metric, the value of the last log when it was above its gate without firing (next log only)."""
         self._gmoments: list[float] | None = None
         self._gmoments_age = 0
@@ -1367,8 +1369,13 @@ class RuleEngine:
                     and not self._shifted.get(key)):
                 if over_before is not None and current > limit:
                     self._shifted[key] = True
+                    # the pair stays in the window: its tail must not read as a lasting rise of its own
+                    self._pair_tail[key] = n.patience + 2
                     return self._pair_spike_alert(over_before, current, limit, lvl)
                 self._over[key] = current
+        if self._pair_tail.get(key):
+            self._pair_tail[key] -= 1
+            return NOT_FIRED
         if len(window) < max(n.warmup_logs, n.patience + 1):
             return NOT_FIRED
         tail = list(islice(window, len(window) - n.patience - 1, len(window)))
