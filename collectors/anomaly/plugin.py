@@ -43,9 +43,9 @@ from collectors.snapshots import last_good as lg
 from collectors.snapshots.repeat_save import RepeatSaver
 
 CONTROL_POLL_SECONDS = 1.0
+"""Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
 RESTART_SCHEDULES = frozenset({"cosine_with_restarts"})
 """Trainer's ``lr_scheduler_type`` values whose rate jumps back to its peak on purpose (warm restarts)."""
-"""Control files are checked at most this often (two ``stat`` calls), so a step costs nothing extra."""
 
 
 _QUIET = threading.local()

@@ -79,7 +79,8 @@ BEST_MODEL_RULE = Rule.BEST_MODEL.value
 
 LEVEL_RULES = frozenset({
     Rule.DIVERGENCE.value, Rule.NON_FINITE_LOSS.value, Rule.NON_FINITE_GRAD_NORM.value,
-    Rule.NON_FINITE_EVAL_LOSS.value, Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value, Rule.GRADIENT_VARIANCE.value,
+    Rule.NON_FINITE_EVAL_LOSS.value, Rule.GRADIENT_EXPLOSION.value, Rule.GRADIENT_VANISHING.value,
+    Rule.GRADIENT_VARIANCE.value,
     Rule.LR_TOO_HIGH.value, Rule.LR_TOO_LOW.value, Rule.CONVERGENCE_PLATEAU.value,
     Rule.CONVERGENCE_DIVERGENCE.value, Rule.CALIBRATION_POOR.value, Rule.CALIBRATION_DRIFT.value,
     Rule.REWARD_DISTRIBUTION_DRIFT.value, Rule.OPTIMIZER_STALLED.value,
@@ -1085,9 +1086,9 @@ class RuleEngine:
         self._streak: dict[str, int] = dict(getattr(old, "_streak", None) or {})
         self._shifted: dict[str, bool] = {}
         self._over: dict[str, float] = {}
+        """Per metric, the value of the last log when it was above its gate without firing (next log only)."""
         self._pair_tail: dict[str, int] = {}
         """Per metric, logs left in which a two-in-a-row spike's own values fill the lasting-rise tail."""
-        """Per metric, the value of the last log when it was above its gate without firing (next log only)."""
         self._gmoments: list[float] | None = None
         self._gmoments_age = 0
         self._gmoments_dropped = 0.0
@@ -1301,20 +1302,23 @@ class RuleEngine:
         after the rate peaks; a 2-log warm-up gets 2). Never again after that, so a later rise (a spike, a
         divergence's growing rate) is judged in full. A run that never logs a rate, or whose rate starts
         flat, has no warm-up here (the first ``warmup_logs`` logs have their own grace)."""
-        if not is_finite_number(lr):
-            return self._warm
-        lr = float(lr)
-        if self._warm_after is not None:
-            self._warm_after += 1
-            return self._warm_after <= min(self.config.noise.warmup_logs, self._warm_rises)
-        prev, self._warm_prev_lr = self._warm_prev_lr, lr
-        if prev is None:
+        if is_finite_number(lr):
+            lr = float(lr)
+            if self._warm_after is not None:
+                self._warm_after += 1
+            else:
+                prev, self._warm_prev_lr = self._warm_prev_lr, lr
+                if prev is not None and lr > prev * (1.0 + 1e-9) and lr > prev:
+                    self._warm_rises += 1
+                elif prev is not None:
+                    self._warm_after = 0
+        return self._in_warmup()
+
+    def _in_warmup(self) -> bool:
+        """What :meth:`_lr_warmup` says, from its counters alone (a restored state derives it too)."""
+        if not self._warm_rises:
             return False
-        if lr > prev * (1.0 + 1e-9) and lr > prev:
-            self._warm_rises += 1
-            return True
-        self._warm_after = 0
-        return self._warm_rises > 0
+        return self._warm_after is None or self._warm_after <= min(self.config.noise.warmup_logs, self._warm_rises)
 
     # ------------------------------------------------------------------ the noise gate
     def _noise_gate(self, key: str, guide: RuleResult, window: Sequence[float], current: float,
@@ -1364,9 +1368,9 @@ class RuleEngine:
                 return make(current, limit, lvl, 1, True, guide)
             # two logs in a row: one above half the gate, then one above the full gate (a corrupt batch
             # that Trainer's averaging spreads over two logs); not judged before a full window
-            half = max(centre * (1.0 + rel_threshold) if centre > 0 else centre, centre + 0.5 * n.k * lvl.sigma)
-            if (key == "loss" and current > half and not self._warm and len(window) >= n.window
-                    and not self._shifted.get(key)):
+            if (key == "loss" and not self._warm and len(window) >= n.window and not self._shifted.get(key)
+                    and current > max(centre * (1.0 + rel_threshold) if centre > 0 else centre,
+                                      centre + 0.5 * n.k * lvl.sigma)):
                 if over_before is not None and current > limit:
                     self._shifted[key] = True
                     # the pair stays in the window: its tail must not read as a lasting rise of its own
@@ -1378,6 +1382,8 @@ class RuleEngine:
             return NOT_FIRED
         if len(window) < max(n.warmup_logs, n.patience + 1):
             return NOT_FIRED
+        if key == "grad_norm" and (self._warm or len(window) < n.window):  # an early training's norms are
+            return NOT_FIRED  # turbulent for dozens of logs (with or without a warm-up): only a blow-up counts
         tail = list(islice(window, len(window) - n.patience - 1, len(window)))
         tail.append(current)
         if key == "grad_norm":  # heavy-tailed: two isolated spikes in five logs are not a level
@@ -1386,8 +1392,6 @@ class RuleEngine:
             tail.remove(max(tail))
             mean = math.fsum(tail) / len(tail)
         if key == "grad_norm":
-            if self._warm or len(window) < n.window:  # an early training's norms are turbulent for dozens of
-                return NOT_FIRED  # logs (with or without a warm-up): before a full window only a blow-up counts
             absolute = (guide.alert.threshold if guide.alert is not None and guide.alert.threshold is not None
                         else self.config.gradient.explosion_threshold)
             if mean < 0.5 * absolute:  # under half the guide's limit, which the shift limit is at least: no
@@ -1493,7 +1497,7 @@ class RuleEngine:
         examples by ±6, so the guide's 10 points fire on healthy training. Two ways to fire:
 
         * a single value, when the guide's rule fired and it is also ``k`` robust standard deviations below
-          the recent average (with fewer than 3 earlier values, the guide's rule alone: no noise to learn);
+          the recent average (fewer than 3 earlier values judge nothing: there is no noise to learn yet);
         * after ``warmup_logs`` values, a lasting drop: the mean of the last ``patience + 2`` values without
           their smallest is the guide's points and ``shift_k`` standard errors below the window's median
           (a collapse that a noisy per-step accuracy hides from the first way). Alerted once per drop.
@@ -1686,8 +1690,7 @@ class RuleEngine:
             "noise_accs": list(self.noise_accs),
             "streak": dict(self._streak),
             "lr_peak": self._lr_peak,
-            "lr_warmup": {"prev_lr": self._warm_prev_lr, "rises": self._warm_rises, "after": self._warm_after,
-                          "now": self._warm},
+            "lr_warmup": {"prev_lr": self._warm_prev_lr, "rises": self._warm_rises, "after": self._warm_after},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1718,7 +1721,7 @@ class RuleEngine:
             self._warm_prev_lr = float(prev) if is_finite_number(prev) else None
             self._warm_rises = int(rises) if isinstance(rises, int) and not isinstance(rises, bool) else 0
             self._warm_after = int(after) if isinstance(after, int) and not isinstance(after, bool) else None
-            self._warm = warm.get("now") is True
+            self._warm = self._in_warmup()
 
     def loss_history(self) -> list[float]:
         """The losses of the Smart Monitor window, oldest first (``metadata.json``'s ``loss_history``)."""
