@@ -28,7 +28,8 @@ are heavy-tailed (isolated norms of 5-15x the median at batch sizes 2-8, which t
 monitor that alerts on them is muted. The LM's corrupt batch is random token ids; its label noise, random
 target tokens.
 
-The suite is data for :mod:`bench.bench_alerts` and ``tests/test_alert_suite.py``; it writes nothing.
+The suite is data for :mod:`bench.bench_alerts` and its tests (``tests/test_alert_suite_lm.py``,
+``tests/test_optimizer_stall.py``); it writes nothing.
 """
 from __future__ import annotations
 

@@ -352,9 +352,8 @@ def test_a_drop_of_a_rising_eval_accuracy_still_fires() -> None:
 def test_a_non_finite_eval_loss_is_critical_at_its_step(tmp_path, value: float) -> None:
     """Through the engine, the plain-loop Monitor and the dashboard's own detector (runs without the
     collector); it calls for a last-good-only snapshot, as a NaN train loss does."""
-    import json
-
     from collectors import Monitor
+    from collectors import runformat as rf
     from services.detection import DashboardDetector
 
     eng = RuleEngine()
@@ -367,7 +366,7 @@ def test_a_non_finite_eval_loss_is_critical_at_its_step(tmp_path, value: float) 
         for s in range(1, 10):
             mon.log(s, loss=2.0)
         mon.log(10, eval_loss=value)
-    logged = [json.loads(line) for line in (tmp_path / "run" / "logs" / "alerts.jsonl").read_text().splitlines()]
+    logged = rf.iter_records(rf.RunPaths.of(tmp_path / "run").alerts)
     assert [(r["rule"], r["step"]) for r in logged if r.get("kind") == "alert"] == [("non_finite_eval_loss", 10)]
     det = DashboardDetector()
     det.feed([{"kind": "train", "step": s, "loss": 2.0} for s in range(1, 10)] + [{"kind": "eval", "step": 10, "eval_loss": value}])

@@ -58,3 +58,4 @@ def test_bench_scores_catches_lags_and_false_alarms_per_detector() -> None:
     assert guide.detector == "guides' rules as written" and guide.caught == 1
     text = report([ours, guide], 20.0, 10.0)
     assert "Trainboard (defaults)" in text and "1/1" in text and "ratio 2.00" in text
+    assert "cost of all rules" not in report([ours, guide])  # a family's own table, without the cost line

@@ -37,17 +37,15 @@ def test_small_batch_gpt2_run_with_heavy_tailed_norms_stays_below_high(tmp_path:
                               warmup_steps=60, lr_scheduler_type=schedule, lr_scheduler_kwargs=kwargs)
     Trainer(model=setup.model, args=args, train_dataset=setup.train, eval_dataset=setup.eval,
             processing_class=setup.tokenizer, callbacks=[MonitorCallback(base_dir=tmp_path / "run")]).train()
-    logs = tmp_path / "run" / "logs"
-    metrics = [json.loads(line) for line in (tmp_path / "run" / rf.METRICS_LOG).read_text().splitlines()]
-    norms = [r["grad_norm"] for r in metrics if isinstance(r.get("grad_norm"), float)]
+    paths = rf.RunPaths.of(tmp_path / "run")
+    norms = [r["grad_norm"] for r in rf.iter_records(paths.metrics) if isinstance(r.get("grad_norm"), float)]
     assert len(norms) >= STEPS * 0.9
     # not a vacuous run: its norms do cross the guides' fixed limit, several-fold above their median
     assert max(norms) > GRADIENT_EXPLOSION and max(norms) > 4 * sorted(norms)[len(norms) // 2]
-    alerts = [json.loads(line) for line in (logs / "alerts.jsonl").read_text().splitlines()] \
-        if (logs / "alerts.jsonl").exists() else []
+    alerts = list(rf.iter_records(paths.alerts))
     loud = [(a["step"], a["rule"], a["message"]) for a in alerts
             if a.get("kind") == "alert" and a.get("severity") in ("high", "critical")]
     assert loud == []
     assert [a["step"] for a in alerts if a.get("rule") == "lr_sudden_change"] == []
-    status = json.loads((tmp_path / "run" / rf.STATUS_FILE).read_text())
+    status = json.loads(paths.status.read_text())
     assert status.get("state") == "finished"
