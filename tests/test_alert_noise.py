@@ -1,9 +1,11 @@
 """The noise gate: each gated rule on both sides of it, on noisy logs as small-batch trainings write them."""
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -385,3 +387,43 @@ def test_two_logs_in_a_row_alert_once() -> None:
                           learning_rate=1e-3 * min(1.0, s / 30))
         spikes += [a.step for a in eng.observe(obs) if a.rule == "loss_spike"]
     assert spikes == [91]
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "alert_logs"
+"""Logs of real healthy trainings from the labelled suite (``bench/alert_suite.py``): the tiny GPT-2 at batch
+size 2, logging every step, whose batch losses are bimodal (easy and hard conversations)."""
+
+
+def recorded(name: str, ramp_from: int | None = None, slope: float = 0.0) -> list[Observation]:
+    """A recorded log as the engine sees it; with ``ramp_from`` its losses from that log on are scaled by
+    ``1 + slope × logs since``: a divergence carried by the run's own noise."""
+    doc = json.loads((RECORDED / name).read_text())
+    out = []
+    for i, (step, loss, grad, lr) in enumerate(zip(doc["step"], doc["loss"], doc["grad_norm"], doc["learning_rate"])):
+        if ramp_from is not None and i >= ramp_from:
+            loss *= 1.0 + slope * (i - ramp_from)
+        out.append(Observation(step=step, loss=loss, grad_norm=grad, learning_rate=lr))
+    return out
+
+
+@pytest.mark.parametrize("name", ["lm_bs2_log1_linear_clean.json", "lm_bs2_log1_cosine_before_fault.json"])
+def test_a_bimodal_small_batch_loss_does_not_pass_for_divergence(name: str) -> None:
+    """The level rules read the spread from the changes of their whole window. From half of it alone (24-31
+    changes) a calm stretch read half the noise, and these healthy logs raised a high ``divergence`` and
+    ``convergence_divergence`` (a 9-log median 43 % up, a 25-log one 24 % up, and back)."""
+    eng = RuleEngine()
+    assert rules_of([a for obs in recorded(name) for a in eng.observe(obs)]) == []
+    guide = RuleEngine(R.guide_config())
+    fired = set(rules_of([a for obs in recorded(name) for a in guide.observe(obs)]))
+    assert "convergence_divergence" in fired  # the guide's rule does call it a rising loss
+
+
+@pytest.mark.parametrize("start", [300, 600])
+def test_a_divergence_in_the_same_noise_still_fires(start: int) -> None:
+    """The other side: the loss of the same healthy log growing 2 % per log from ``start`` on."""
+    eng = RuleEngine()
+    got = [(obs.step - start - 1, a.rule) for obs in recorded("lm_bs2_log1_linear_clean.json", start, 0.02)
+           for a in eng.observe(obs) if a.rule not in R.EVENT_RULES]
+    assert got and got[0][0] >= 0, got  # nothing before the rise
+    assert got[0][0] <= 25 and got[0][1] == "loss_spike", got
+    assert any(rule == "divergence" and lag <= 40 for lag, rule in got), got
