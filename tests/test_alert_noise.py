@@ -391,18 +391,19 @@ def test_two_logs_in_a_row_alert_once() -> None:
 
 RECORDED = Path(__file__).parent / "fixtures" / "alert_logs"
 """Logs of real healthy trainings from the labelled suite (``bench/alert_suite.py``): the tiny GPT-2 at batch
-size 2, logging every step, whose batch losses are bimodal (easy and hard conversations)."""
+size 2 (one at 8), logging every step, whose batch losses are bimodal (easy and hard conversations)."""
 
 
-def recorded(name: str, ramp_from: int | None = None, slope: float = 0.0) -> list[Observation]:
+def recorded(name: str, ramp_from: int | None = None, slope: float = 0.0, rate: bool = True) -> list[Observation]:
     """A recorded log as the engine sees it; with ``ramp_from`` its losses from that log on are scaled by
-    ``1 + slope × logs since``: a divergence carried by the run's own noise."""
+    ``1 + slope × logs since``: a divergence carried by the run's own noise. ``rate=False`` drops the
+    learning rate, as a plain loop that logs only its loss and grad norm gives it."""
     doc = json.loads((RECORDED / name).read_text())
     out = []
     for i, (step, loss, grad, lr) in enumerate(zip(doc["step"], doc["loss"], doc["grad_norm"], doc["learning_rate"])):
         if ramp_from is not None and i >= ramp_from:
             loss *= 1.0 + slope * (i - ramp_from)
-        out.append(Observation(step=step, loss=loss, grad_norm=grad, learning_rate=lr))
+        out.append(Observation(step=step, loss=loss, grad_norm=grad, learning_rate=lr if rate else None))
     return out
 
 
@@ -427,3 +428,63 @@ def test_a_divergence_in_the_same_noise_still_fires(start: int) -> None:
     assert got and got[0][0] >= 0, got  # nothing before the rise
     assert got[0][0] <= 25 and got[0][1] == "loss_spike", got
     assert any(rule == "divergence" and lag <= 40 for lag, rule in got), got
+
+
+WARMUPS = ["lm_bs2_log1_cosine_warmup.json", "lm_bs2_log1_linear_warmup.json", "lm_bs8_log1_linear_warmup.json"]
+"""The first 160 logs of three healthy runs whose warm-up, replayed without its learning rate, raised a high
+``loss_spike`` before the loss told the engine it was still falling steeply (+49 % to +108 % at steps 37-68,
+the first losses' median 27-50 % above the recent one)."""
+
+
+@pytest.mark.parametrize("name", WARMUPS)
+def test_an_early_training_that_logs_no_rate_stays_quiet(name: str) -> None:
+    """A plain loop that logs no learning rate has no warm-up to tell the engine; the steep fall of its loss
+    does. The same logs are quiet with their rate (the warm-up rule) and without it (the early fall)."""
+    for rate in (True, False):
+        eng = RuleEngine()
+        assert rules_of([a for obs in recorded(name, rate=rate) for a in eng.observe(obs)]) == [], rate
+    guide = RuleEngine(R.guide_config())  # the other side: these logs do jump far above their recent average
+    late = [a.step for obs in recorded(name, rate=False) for a in guide.observe(obs) if a.rule == "loss_spike"]
+    assert any(step >= 30 for step in late), late
+
+
+def test_without_the_fall_a_flat_rate_judges_the_same_jump_in_full() -> None:
+    """The grace belongs to runs that log no rate: one logged as constant (no warm-up) judges in full, and
+    the healthy +79 % jump at step 37 of this log (a loss of 8.35 after 4.66) is then a loss spike."""
+    eng = RuleEngine()
+    flat = [Observation(step=o.step, loss=o.loss, grad_norm=o.grad_norm, learning_rate=3e-3)
+            for o in recorded("lm_bs2_log1_linear_warmup.json")]
+    assert [(a.step, a.rule) for obs in flat for a in eng.observe(obs)
+            if a.rule not in R.EVENT_RULES][:1] == [(37, "loss_spike")]
+
+
+@pytest.mark.parametrize("name", WARMUPS)
+def test_a_fault_in_the_early_fall_still_fires(name: str) -> None:
+    """The other side of the early grace: a loss beyond twice anything the window holds (a blow-up)
+    fires at once, and so does a non-finite one."""
+    obs = recorded(name, rate=False)
+    at = 45
+    top = max(o.loss for o in obs[:at])
+    bad = obs[:at] + [Observation(step=obs[at].step, loss=top * 2.5, grad_norm=obs[at].grad_norm)]
+    eng = RuleEngine()
+    got = [(a.step, a.rule, a.severity) for o in bad for a in eng.observe(o) if a.rule not in R.EVENT_RULES]
+    assert got == [(obs[at].step, "loss_spike", "high")], got
+    eng = RuleEngine()
+    nan = obs[:at] + [Observation(step=obs[at].step, loss=math.nan, grad_norm=obs[at].grad_norm)]
+    got = [(a.rule, a.severity) for o in nan for a in eng.observe(o) if a.rule not in R.EVENT_RULES]
+    assert got == [("non_finite_loss", "critical")], got
+
+
+def test_a_resumed_engine_judges_in_full_after_its_first_window() -> None:
+    """The early fall lasts the first loss window. An engine restored from the state of a training that
+    has logged 64 losses (the window full, the fall still in it) judges the next jump as the original does."""
+    obs = recorded("lm_bs2_log1_linear_warmup.json", rate=False)
+    eng = RuleEngine()
+    for o in obs[:64]:
+        eng.observe(o)
+    resumed = RuleEngine()
+    resumed.load_state_dict(eng.state_dict())
+    recent = sum(o.loss for o in obs[59:64]) / 5
+    jump = Observation(step=obs[64].step, loss=recent * 1.9, grad_norm=obs[64].grad_norm)
+    got = [rules_of(e.observe(jump)) for e in (eng, resumed)]
+    assert got == [["loss_spike"], ["loss_spike"]], got

@@ -166,6 +166,14 @@ EARLY_FACTOR = 10.0
 to fire (the guides' quick-start example multiplies its loss, so its norm, by 1000): the early norms of
 a healthy training jump several-fold (the demo's: 1.9 to 10.5 at step 25). Early losses are judged with
 a widened spread instead (see :data:`SMALL_SAMPLE_WIDEN`)."""
+EARLY_FALL_LOGS = 8
+"""A training that logs no learning rate is in its early training while its first loss window lasts and
+the median of the window's first this many values is :data:`EARLY_FALL_FRACTION` above the median of its
+last this many (see :meth:`RuleEngine._early_fall`)."""
+EARLY_FALL_FRACTION = 0.15
+"""How far the loss must have fallen within its first window to be in its early fall: its first losses'
+median 15 % above its recent one. The suite's healthy GPT-2 runs were at 27-50 % when their warm-up jumped;
+a loop whose loss fell 10 % and then doubles (the tests' planted spikes) is judged in full."""
 GRAD_EXTREME_RATIO = 50.0
 """After the warm-up, a single gradient norm fires at once only at this many times the window's median
 (``noise.grad_extreme_ratio``); smaller ones must persist (the level-shift path). Gradient norms are
@@ -402,7 +410,8 @@ class NoiseConfig:
     While the learning rate is still rising by its schedule (warm-up) and for as many logs after as it lasted
     (at most ``warmup_logs``), single values fire at once only beyond anything the window holds (losses: its maximum × (1 +
     ``extreme_factor``); gradient norms: also × :data:`EARLY_FACTOR`), as in the first ``warmup_logs`` logs,
-    and a lasting rise of the gradient norm is not judged (a blow-up still is).
+    and a lasting rise of the gradient norm is not judged (a blow-up still is). A training that logs no
+    learning rate gets the same while its loss is still falling steeply (:data:`EARLY_FALL_LOGS`).
     """
 
     enabled: bool = True
@@ -1060,6 +1069,8 @@ class RuleEngine:
         self._warm_after: int | None = None
         """Logs with a learning rate since the warm-up ended (None: not ended, or no rate logged yet)."""
         self._warm = False
+        self._early = False
+        """Whether a training that has logged no learning rate is in its early fall (:meth:`_early_fall`)."""
         self.held: list[Alert] = []
         """The firings of the latest :meth:`observe` that repeat suppression kept out of its result (a
         lasting condition between its every-``ALERT_REPEAT_EVERY`` repeats). The file stays short; the
@@ -1112,6 +1123,9 @@ class RuleEngine:
         results: list[RuleResult] = []
         if obs.learning_rate is not None:
             self._warm = self._lr_warmup(obs.learning_rate)
+            self._early = False
+        elif self._warm_prev_lr is None and obs.loss is not None:  # no rate logged yet: the loss says
+            self._early = self._early_fall()
         # each rule below is called only where it can fire: the engine runs at every log, and calls cost
         if obs.loss is not None and not (type(obs.loss) is float and math.isfinite(obs.loss)):
             results.append(non_finite("loss", obs.loss, step))
@@ -1320,6 +1334,26 @@ class RuleEngine:
             return False
         return self._warm_after is None or self._warm_after <= min(self.config.noise.warmup_logs, self._warm_rises)
 
+    def _early_fall(self) -> bool:
+        """Whether a training that has logged no learning rate is in its early training, as its loss tells:
+        while its first ``noise.window`` losses last, the median of the window's first
+        :data:`EARLY_FALL_LOGS` values is :data:`EARLY_FALL_FRACTION` above the median of its last ones.
+        Why: a plain loop that logs only its loss has no schedule to say it warms up, yet its first steps
+        (a rising rate, a model still near chance) jump just as far; the suite's healthy bs2 GPT-2 runs,
+        replayed without their rate, logged losses 49-108 % above their recent average at steps 37-68. In
+        the early fall a loss is judged as in a warm-up (single values only beyond twice anything the window
+        holds, see :meth:`_lr_warmup`); a non-finite value, level shifts and divergence are judged as ever.
+        A flat or slowly falling loss is judged in full from its first logs; a run that logs a rate is
+        judged by its rate's warm-up instead."""
+        w = self.noise_losses
+        m = EARLY_FALL_LOGS
+        if len(w) < 2 * m or self._loss_logs >= w.maxlen:  # only while the window holds the first logs
+            return False
+        first = sorted(islice(w, 0, m))
+        last = sorted(islice(w, len(w) - m, len(w)))
+        recent = _median(last)
+        return recent > 0 and _median(first) > recent * (1.0 + EARLY_FALL_FRACTION)
+
     # ------------------------------------------------------------------ the noise gate
     def _noise_gate(self, key: str, guide: RuleResult, window: Sequence[float], current: float,
                     rel_threshold: float, make: "Any") -> RuleResult:
@@ -1359,10 +1393,11 @@ class RuleEngine:
                 limit = max(limit, guide.alert.threshold)
             if key == "grad_norm":  # heavy-tailed: judged by how many times the median, not in sigmas
                 at_once = current > lvl.median * n.grad_extreme_ratio and (
-                    not self._warm or beyond_window(lvl, current, EARLY_FACTOR - 1.0))
-            else:  # in the warm-up, only beyond anything the window holds
-                at_once = beyond_window(lvl, current, n.extreme_factor) or (
-                    not self._warm and current > centre + 2.0 * n.k * lvl.sigma)
+                    not (self._warm or self._early) or beyond_window(lvl, current, EARLY_FACTOR - 1.0))
+            elif self._warm or self._early:  # in the warm-up, only beyond anything the window holds
+                at_once = beyond_window(lvl, current, n.extreme_factor)
+            else:
+                at_once = beyond_window(lvl, current, n.extreme_factor) or current > centre + 2.0 * n.k * lvl.sigma
             if current > limit and at_once:
                 self._shifted[key] = True
                 return make(current, limit, lvl, 1, True, guide)
@@ -1717,6 +1752,8 @@ class RuleEngine:
             d: deque = getattr(self, name)
             d.clear()
             d.extend(float(v) for v in state.get(name) or ())
+        # the early fall (no rate logged) is judged only while the first window lasts: as many logs are behind
+        self._loss_logs = max(self._loss_logs, len(self.noise_losses))
         self.lr_points.clear()
         self.lr_points.extend((int(s), float(v)) for s, v in state.get("lr_points") or ())
         self.batch_size = state.get("batch_size")
