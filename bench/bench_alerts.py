@@ -11,9 +11,11 @@ and prints, per detector: faults caught within their lag limit (5 logged steps f
 divergence and plateau), false alarms (alerts on clean runs, and on fault runs before the fault), the
 median lag in logged steps, and the engine's cost per log step in microseconds.
 
-Run: ``python bench/bench_alerts.py [--quick] [--cache FILE] [--family mlp|lm]`` (full suite: about 4
-minutes of training on 2 cores for the MLP family, 8 for the LM family; ``--cache`` keeps the traces in a
-JSON file so a second run only replays them).
+Run: ``python bench/bench_alerts.py [--quick] [--cache FILE] [--family mlp|lm] [--without-rate]`` (full
+suite: about 4 minutes of training on 2 cores for the MLP family, 8 for the LM family; ``--cache`` keeps
+the traces in a JSON file so a second run only replays them). ``--without-rate`` replays every run with its
+learning rate removed, as a plain loop that logs only its loss and grad norm gives it to the engine (no
+warm-up to read, and LR spikes not seen at all).
 """
 from __future__ import annotations
 
@@ -54,6 +56,12 @@ def observation(rec: dict[str, Any]) -> Observation:
     """What the collector gives the engine at one logged step of a trace."""
     return Observation(step=rec["step"], loss=rec["loss"], grad_norm=rec["grad_norm"],
                        learning_rate=rec["learning_rate"], weights_changed=rec.get("weights_changed"))
+
+
+def without_rate(trace: RunTrace) -> RunTrace:
+    """The same run as a plain loop that logs no learning rate would give it (every record's rate removed)."""
+    return RunTrace(trace.name, trace.fault, trace.fault_step, trace.condition,
+                    [dict(rec, learning_rate=None) for rec in trace.records])
 
 
 def replay(trace: RunTrace, make_engine: Callable[[], RuleEngine], events_apart: bool) -> RunScore:
@@ -183,9 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="draw a held-out suite (the defaults were chosen on 0; default %(default)s)")
     p.add_argument("--family", choices=FAMILIES, action="append", default=None,
                    help="only this family of runs (repeatable; default: all, %(choices)s)")
+    p.add_argument("--without-rate", action="store_true",
+                   help="replay the runs with their learning rate removed (a plain loop that logs none)")
     args = p.parse_args(argv)
     families = tuple(args.family or FAMILIES)
     traces = load_or_make(args.cache, args.quick, args.seed_offset, families)
+    if args.without_rate:
+        traces = [without_rate(t) for t in traces]
+        print("replayed without the learning rate (as a plain loop that logs only its loss and grad norm)")
     summaries = evaluate(traces)
     # interleaved rounds, best of each: this machine's speed drifts over seconds, and both share the drift
     rounds = [(cost_per_step_us(traces, 1), cost_per_step_us(traces, 1, config=guide_config)) for _ in range(7)]

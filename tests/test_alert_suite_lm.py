@@ -59,3 +59,21 @@ def test_bench_scores_catches_lags_and_false_alarms_per_detector() -> None:
     text = report([ours, guide], 20.0, 10.0)
     assert "Trainboard (defaults)" in text and "1/1" in text and "ratio 2.00" in text
     assert "cost of all rules" not in report([ours, guide])  # a family's own table, without the cost line
+
+
+def test_the_bench_replays_a_run_without_its_rate() -> None:
+    """``--without-rate``: every record loses its learning rate and nothing else, so the same runs are judged
+    as a plain loop that logs only its loss and grad norm gives them (no warm-up, no LR rules)."""
+    from bench.bench_alerts import replay as score, without_rate
+
+    cond = Condition(batch_size=4, log_every=1, schedule="cosine", seed=5, model="lm")
+    trace = run_one("lr_spike-x", cond, "lr_spike", fault_step=FAULT_STEP, steps=STEPS)
+    bare = without_rate(trace)
+    assert [r["learning_rate"] for r in bare.records] == [None] * len(trace.records)
+    assert [{k: v for k, v in r.items() if k != "learning_rate"} for r in bare.records] == [
+        {k: v for k, v in r.items() if k != "learning_rate"} for r in trace.records]
+    assert all(r["learning_rate"] is not None for r in trace.records)  # the original is left as it was
+    make = lambda: RuleEngine()  # noqa: E731
+    assert "lr_sudden_change" in {rule for _, rule in replay(trace)}
+    assert "lr_sudden_change" not in {rule for _, rule in replay(bare)}
+    assert score(trace, make, True).caught  # with its rate the spike is caught at once, by the rate itself
