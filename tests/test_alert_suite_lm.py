@@ -73,7 +73,6 @@ def test_the_bench_replays_a_run_without_its_rate() -> None:
     assert [{k: v for k, v in r.items() if k != "learning_rate"} for r in bare.records] == [
         {k: v for k, v in r.items() if k != "learning_rate"} for r in trace.records]
     assert all(r["learning_rate"] is not None for r in trace.records)  # the original is left as it was
-    make = lambda: RuleEngine()  # noqa: E731
     assert "lr_sudden_change" in {rule for _, rule in replay(trace)}
     assert "lr_sudden_change" not in {rule for _, rule in replay(bare)}
-    assert score(trace, make, True).caught  # with its rate the spike is caught at once, by the rate itself
+    assert score(trace, RuleEngine, True).caught  # with its rate the spike is caught at once, by the rate itself

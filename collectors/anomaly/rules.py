@@ -1069,8 +1069,8 @@ class RuleEngine:
         self._warm_after: int | None = None
         """Logs with a learning rate since the warm-up ended (None: not ended, or no rate logged yet)."""
         self._warm = False
-        self._early = False
-        """Whether a training that has logged no learning rate is in its early fall (:meth:`_early_fall`)."""
+        """Whether the training is judged as in a warm-up: its rate's (:meth:`_lr_warmup`) or, while it has
+        logged no rate, its loss's early fall (:meth:`_early_fall`)."""
         self.held: list[Alert] = []
         """The firings of the latest :meth:`observe` that repeat suppression kept out of its result (a
         lasting condition between its every-``ALERT_REPEAT_EVERY`` repeats). The file stays short; the
@@ -1123,9 +1123,8 @@ class RuleEngine:
         results: list[RuleResult] = []
         if obs.learning_rate is not None:
             self._warm = self._lr_warmup(obs.learning_rate)
-            self._early = False
         elif self._warm_prev_lr is None and obs.loss is not None:  # no rate logged yet: the loss says
-            self._early = self._early_fall()
+            self._warm = self._early_fall()
         # each rule below is called only where it can fire: the engine runs at every log, and calls cost
         if obs.loss is not None and not (type(obs.loss) is float and math.isfinite(obs.loss)):
             results.append(non_finite("loss", obs.loss, step))
@@ -1393,11 +1392,10 @@ class RuleEngine:
                 limit = max(limit, guide.alert.threshold)
             if key == "grad_norm":  # heavy-tailed: judged by how many times the median, not in sigmas
                 at_once = current > lvl.median * n.grad_extreme_ratio and (
-                    not (self._warm or self._early) or beyond_window(lvl, current, EARLY_FACTOR - 1.0))
-            elif self._warm or self._early:  # in the warm-up, only beyond anything the window holds
-                at_once = beyond_window(lvl, current, n.extreme_factor)
-            else:
-                at_once = beyond_window(lvl, current, n.extreme_factor) or current > centre + 2.0 * n.k * lvl.sigma
+                    not self._warm or beyond_window(lvl, current, EARLY_FACTOR - 1.0))
+            else:  # in the warm-up, only beyond anything the window holds
+                at_once = beyond_window(lvl, current, n.extreme_factor) or (
+                    not self._warm and current > centre + 2.0 * n.k * lvl.sigma)
             if current > limit and at_once:
                 self._shifted[key] = True
                 return make(current, limit, lvl, 1, True, guide)
