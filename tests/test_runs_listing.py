@@ -143,8 +143,9 @@ def test_large_log_not_opened_shows_its_best_eval_loss_as_a_bound(tmp_path: Path
 def test_listing_fingerprint_follows_changes(tmp_path: Path) -> None:
     make_runs(tmp_path)
     cat = RunCatalog(tmp_path, watch=False)
-    rows1, fp1 = cat.listing()
-    rows2, fp2 = cat.listing()
+    now = time.time()  # one clock for both: a 10 s bucket crossed between them rebuilds the rows ("ago")
+    rows1, fp1 = cat.listing(now)
+    rows2, fp2 = cat.listing(now)
     assert fp1 == fp2 and rows2 is rows1  # unchanged: the rows built before are returned
     with open(rf.RunPaths(tmp_path / "b").metrics, "ab") as fh:
         fh.write(line("train", step=9, time=time.time(), loss=0.5))
@@ -207,9 +208,10 @@ def test_watched_listing_reads_nothing_while_idle_and_follows_events(tmp_path: P
     cat = RunCatalog(tmp_path)
     try:
         assert cat.watching
-        rows, fp = cat.listing()
+        now = time.time()  # one clock for both: a slow first listing may cross a 10 s bucket ("ago")
+        rows, fp = cat.listing(now)
         reads = count_list_refreshes(cat)
-        again, fp2 = cat.listing()
+        again, fp2 = cat.listing(now)
         assert fp2 == fp and again is rows and reads["n"] == 0  # no event, nothing due: no run looked at
         with open(rf.RunPaths(tmp_path / "run-00017").metrics, "ab") as fh:
             fh.write(line("train", step=99, time=time.time(), loss=0.5))
