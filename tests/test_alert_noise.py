@@ -125,6 +125,39 @@ def test_noise_level_spread_ignores_a_falling_trend() -> None:
     assert lvl.sigma == pytest.approx(0.0, abs=1e-9) and lvl.maximum == 10.0
 
 
+def reference_noise_level(window: list[float]) -> tuple[float, float, float]:
+    """The noise level as first written, in plain Python: the median, 1.4826 x the MAD of the changes / sqrt 2
+    (of the values themselves below 3), and the maximum."""
+    def median(v: list[float]) -> float:
+        v = sorted(v)
+        n = len(v)
+        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+    med = median(window)
+    if len(window) < 3:
+        return med, 1.4826 * median([abs(v - med) for v in window]), max(window)
+    diffs = [b - a for a, b in zip(window, window[1:])]
+    dmed = median(diffs)
+    return med, 1.4826 * median([abs(d - dmed) for d in diffs]) / math.sqrt(2.0), max(window)
+
+
+def test_noise_level_on_arrays_is_the_plain_python_figure_to_the_last_bit() -> None:
+    from collections import deque
+
+    rng = random.Random(11)
+    for n in (1, 2, 3, 4, 5, 9, 10, 31, 32, 63, 64):
+        for _ in range(300):
+            scale = rng.choice([1e-3, 1.0, 1e3])
+            window = [rng.lognormvariate(0, 1) * scale for _ in range(n)]
+            if n > 4 and rng.random() < 0.3:
+                window[rng.randrange(n)] = window[0]  # ties, as a batch accuracy has
+            want = reference_noise_level(window)
+            for given in (window, deque(window, maxlen=64)):
+                got = R.noise_level(given)
+                assert tuple(got) == want and all(type(v) is float for v in got), (n, window)
+            if n >= 3:
+                assert R.change_sigma(window) == want[1]
+
+
 def test_state_dict_keeps_the_noise_window() -> None:
     eng = RuleEngine()
     feed(eng, noisy(80, seed=7))
