@@ -730,7 +730,7 @@ def noise_level(window: Sequence[float]) -> NoiseLevel:
         return NoiseLevel(med, 1.4826 * _median(dev), ordered[-1])
     arr = np.fromiter(window, float, n)
     ordered = np.sort(arr)
-    return NoiseLevel(_median_of(ordered), _changes_sigma(arr), float(ordered[-1]))
+    return NoiseLevel(float(_median(ordered)), _changes_sigma(arr), float(ordered[-1]))
 
 
 def change_sigma(vals: Sequence[float]) -> float:
@@ -749,15 +749,9 @@ def _changes_sigma(arr: "np.ndarray") -> float:
     cost more than the arrays save."""
     diffs = arr[1:] - arr[:-1]
     diffs.sort()
-    dev = np.abs(diffs - _median_of(diffs))
+    dev = np.abs(diffs - float(_median(diffs)))
     dev.sort()
-    return 1.4826 * _median_of(dev) / math.sqrt(2.0)
-
-
-def _median_of(ordered: "np.ndarray") -> float:
-    """:func:`_median` of a sorted array, as a Python float (0.5 × the middle two's sum, as there)."""
-    n = len(ordered)
-    return float(ordered[n // 2]) if n % 2 else 0.5 * (float(ordered[n // 2 - 1]) + float(ordered[n // 2]))
+    return 1.4826 * float(_median(dev)) / math.sqrt(2.0)
 
 
 def _bounded_level(window: Sequence[float]) -> NoiseLevel:
@@ -889,8 +883,10 @@ def convergence_rate(window: Sequence[float]) -> float:
 
     Positive while the loss falls, about 0 on a plateau, negative when it rises.
     """
-    half = len(window) // 2
-    first, second = _mean(window[:half]), _mean(window[half:])
+    n = len(window)
+    half = n // 2
+    # islice, not slices: a deque (the engine's window) is read in place; fsum rounds once either way
+    first, second = math.fsum(islice(window, 0, half)) / half, math.fsum(islice(window, half, n)) / (n - half)
     return (first - second) / abs(first) if first != 0 else 0.0
 
 
@@ -900,13 +896,7 @@ def convergence(window: Sequence[float], step: int, plateau_threshold: float = P
     it is below ``plateau_threshold`` (not improving) but not diverging. Needs ``size`` losses."""
     if len(window) < size:
         return NOT_FIRED
-    return convergence_verdict(convergence_rate(list(window)[-size:]), step, plateau_threshold, size, divergence_rate)
-
-
-def convergence_verdict(rate: float, step: int, plateau_threshold: float = PLATEAU_THRESHOLD,
-                        size: int = PLATEAU_WINDOW, divergence_rate: float = CONVERGENCE_DIVERGENCE_RATE) -> RuleResult:
-    """:func:`convergence` on a rate already taken over the last ``size`` losses (the engine takes it from
-    its window in place, without the copies)."""
+    rate = convergence_rate(window if len(window) == size else list(window)[-size:])  # the engine's: in place
     if rate < divergence_rate:
         return _fire(Rule.CONVERGENCE_DIVERGENCE, Category.CONVERGENCE, Severity.HIGH, step, rate, divergence_rate,
                      f"Loss increasing: convergence rate {rate:+.3f} over the last {size} values", window=size)
@@ -1319,11 +1309,7 @@ class RuleEngine:
             rate = (first - sums[1] / (size - half)) / abs(first)
             if rate >= cc.plateau_threshold + 1e-9 and rate >= cc.divergence_rate + 1e-9:
                 return NOT_FIRED  # clearly improving: no limit is near (the float error of the sums is ~1e-15)
-        # exactly convergence_rate of the window (fsum rounds once, whatever it iterates), without copying it
-        o = n - size  # the last ``size`` losses, as convergence() reads them
-        first = math.fsum(islice(window, o, o + half)) / half
-        rate = (first - math.fsum(islice(window, o + half, n)) / (size - half)) / abs(first) if first != 0 else 0.0
-        return convergence_verdict(rate, step, cc.plateau_threshold, size, cc.divergence_rate)
+        return convergence(window, step, cc.plateau_threshold, size, cc.divergence_rate)
 
     def _variance_candidate(self, n: int, factor: float) -> bool:
         """Cheap pre-check of :func:`gradient_variance` from a running sum and sum of squares, refreshed
@@ -1393,7 +1379,7 @@ class RuleEngine:
         if len(w) < 2 * m or self._loss_logs >= w.maxlen:  # only while the window holds the first logs
             return False
         first = sorted(islice(w, 0, m))
-        last = sorted(islice(w, len(w) - m, len(w)))
+        last = sorted(_newest(w, m))
         recent = _median(last)
         return recent > 0 and _median(first) > recent * (1.0 + EARLY_FALL_FRACTION)
 
@@ -1681,10 +1667,10 @@ class RuleEngine:
         the first half's) is ``k / 2`` robust standard deviations of the whole window's changes."""
         vals = list(self.conv_losses)[-self.config.convergence.plateau_window:]
         half = len(vals) // 2
-        first, second = noise_level(vals[:half]), noise_level(vals[half:])
+        first, second = _median(sorted(vals[:half])), _median(sorted(vals[half:]))  # only the medians are read
         # the spread of the whole window's changes, not the first half's alone: 24 changes of a calm stretch
         # read ±0.19 on a clean bs2 LM whose 49 read ±0.43, and its noise then passed for a rise
-        if second.median - first.median > 0.5 * self.config.noise.k * change_sigma(vals):
+        if second - first > 0.5 * self.config.noise.k * change_sigma(vals):
             return conv
         return NOT_FIRED
 
