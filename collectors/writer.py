@@ -11,7 +11,9 @@ thread then
   state change (training / evaluating / finished / crashed), after the records queued before it;
 * runs the plugins' background jobs in order with the records (``Monitor.in_background``); a job whose
   result needs the training thread (a snapshot of the live weights, a stop) hands it back with
-  ``Monitor.on_training_thread``, run at the training thread's next call into the monitor.
+  ``Monitor.on_training_thread``, run at the training thread's next call into the monitor. The per-record
+  hooks (the anomaly rules) run at its next pass too, unless the training thread, which needs their
+  verdicts before its weights change, ran them first (:meth:`RunWriter.run_hooks`).
 
 Nothing is lost: ``flush()``/``close()`` wait until everything queued is written, and the Monitor calls
 them on ``close()``, at exit, on an uncaught exception and on SIGTERM/SIGINT. A ``kill -9`` loses at most
@@ -44,12 +46,6 @@ STATUS_INTERVAL_S = 0.5
 """The status file is rewritten at most this often (plus at every state change)."""
 QUEUE_MAX_ITEMS = 65536
 """Queue bound: about half a minute of a training that logs every step at 2,000 steps/s."""
-JOBS_POLL_S = 0.005
-"""While background jobs (the rules) are queued the thread looks this often: their verdicts are ready
-within ~5 ms plus the evaluation itself, long before a real training's next optimizer step."""
-JOBS_ACTIVE_S = 2.0
-"""The thread keeps looking every ``JOBS_POLL_S`` this long after the last job was queued (a training that
-logs every few seconds is then not polled for: its rules run at the next look or before its next step)."""
 ROOM_WAIT_S = 0.05
 """How long one wait for room lasts before the queue is checked again (the writer may have died)."""
 CLOSE_TIMEOUT_S = 30.0
@@ -111,8 +107,6 @@ class RunWriter:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._jobs_queued = 0
-        self._jobs_seen = 0
-        self._jobs_active_until = 0.0
         self._calls_done = 0  # counted by the writer thread alone
         self._hooks_done = 0  # counted under ``_hook_lock`` (either thread runs the record hooks)
         self._hook_records: deque[dict[str, Any]] = deque()
@@ -144,18 +138,21 @@ class RunWriter:
         """Queue ``record`` for ``sink`` (never dropped). The record must not change after this call.
 
         Each of ``record_hooks`` is then called with it, in order (the plugins' ``on_record_background``),
-        by :meth:`run_hooks`: on the thread, which looks every ``JOBS_POLL_S`` while a training logs (no
-        wake-up call here: a futex syscall per log, and a thread that then runs beside the rest of the log
-        call), or on the training thread just before its weights change, if the thread has not come to
-        them by then."""
+        by :meth:`run_hooks`: on the training thread just before its weights change (the optimizer's step
+        pre-hook), or on the thread at its next pass (within ``flush_interval_s``) when nothing hooks that
+        step. No wake-up call here, and no polling for them on the thread: each wake-up of a second thread
+        takes the GIL from a training whose forward needs it between its ops (measured: polling every 5 ms
+        cost the writer ~550 µs of CPU per step of a loop logging every step, against the rules' ~100 µs
+        run once on the training thread).
+        """
         if self.record_hooks:
             self._jobs_queued += 1
             self._hook_records.append(record)
         self._put((_APPEND, sink, record))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the thread, after the records queued so far (never dropped), within
-        ``JOBS_POLL_S`` (see :meth:`append`)."""
+        """Run ``fn(*args)`` on the thread, after the records queued so far (never dropped), at its next
+        pass: within ``flush_interval_s``, or at once when someone waits for it (:meth:`wait_jobs`)."""
         self._jobs_queued += 1  # the training thread alone counts up, the writer alone counts done: no lock
         self._put((_CALL, fn, args))
 
@@ -296,17 +293,9 @@ class RunWriter:
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
         while True:
+            # no shorter look for the record hooks (see append): the training thread runs them before its
+            # weights change, and whoever waits for them sets ``_wake``
             timeout = max(0.0, self._next_flush - time.monotonic()) if self._pending else self.flush_interval_s
-            queued, now = self._jobs_queued, time.monotonic()
-            if queued != self._jobs_seen:
-                self._jobs_seen, self._jobs_active_until = queued, now + JOBS_ACTIVE_S
-            if queued > self._jobs_done or now < self._jobs_active_until:
-                # jobs are queued, or were lately (the training thread may have run them itself): look
-                # every JOBS_POLL_S while the training logs, so the next ones run here, during its
-                # forward and backward, rather than on the training thread just before its optimizer
-                # step. (Waking the thread at each log instead was measured slower: it then runs beside
-                # the rest of the log call and fights the training thread for the GIL.)
-                timeout = min(timeout, JOBS_POLL_S)
             if self._dirty or self._pending_status is not None:
                 timeout = min(timeout, max(0.0, self._next_status - time.monotonic()))
             self._wake.wait(timeout)
