@@ -256,6 +256,11 @@ def plain_main(a: argparse.Namespace) -> int:
     if {"trainboard", "tensorboard"} <= set(bg):
         print(f"background threads' CPU per step (median of the blocks): trainboard {bg['trainboard']:.0f} µs, "
               f"tensorboard {bg['tensorboard']:.0f} µs, bare {bg.get('bare', 0.0):.0f} µs")
+        if all(per.values()):  # steadier than the wall-clock ratio: what each monitor spends, on every thread
+            both = {k: q(per[k], 0.5) + bg[k] for k in ("trainboard", "tensorboard")}
+            print(f"the monitor's time per step, training thread (median) + background threads' CPU: trainboard "
+                  f"{both['trainboard']:.0f} µs, tensorboard {both['tensorboard']:.0f} µs "
+                  f"(ratio {both['trainboard'] / max(both['tensorboard'], 1e-9):.2f})")
     return 0
 
 

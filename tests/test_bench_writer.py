@@ -59,3 +59,9 @@ def test_plain_loop_bench_quick_reports_rounds_and_ratios() -> None:
     m = re.search(r"background threads' CPU per step \(median of the blocks\): trainboard (\d+) µs, "
                   r"tensorboard (\d+) µs, bare (\d+) µs", out)
     assert m, out  # the CPU clocks of the threads beside the training (figures, not asserted: they move)
+    bg_tr, bg_tb = int(m.group(1)), int(m.group(2))
+    m = re.search(r"the monitor's time per step, training thread \(median\) \+ background threads' CPU: "
+                  r"trainboard (\d+) µs, tensorboard (\d+) µs \(ratio " + NUM + r"\)", out)
+    assert m, out  # the sum of the two lines above, per monitor (each rounded on its own: within 1 µs)
+    assert abs(int(m.group(1)) - (tr_med + bg_tr)) <= 1 and abs(int(m.group(2)) - (tb_med + bg_tb)) <= 1
+    assert float(m.group(3)) == pytest.approx(int(m.group(1)) / int(m.group(2)), rel=0.05, abs=0.02)

@@ -287,6 +287,54 @@ def test_record_hooks_run_once_each_in_order_whichever_thread_runs_them(tmp_path
     assert writer.stats()["records_written"] == 3000
 
 
+def test_the_writer_does_not_poll_for_record_hooks_and_runs_them_at_its_next_pass(tmp_path: Path) -> None:
+    """Queued hooks do not wake the writer thread: it passes only to write (each wake-up takes the GIL from a
+    training's forward), so the training thread finds them waiting before its weights change; a writer
+    left alone runs them at its next pass, within its flush interval."""
+    passes = [0]
+    seen: list[str] = []
+
+    def counting(writer: RunWriter) -> None:
+        drain = writer._drain
+
+        def counted() -> bool:
+            passes[0] += 1
+            return drain()
+        writer._drain = counted  # type: ignore[method-assign]
+
+    slow = RunWriter(tmp_path / "a.json", guard=Guard(), flush_interval_s=30.0)
+    slow.record_hooks = [lambda rec: seen.append(threading.current_thread().name)]
+    counting(slow)
+    slow.start()
+    sink = rf.JsonlWriter(tmp_path / "a.jsonl")
+    for step in range(1, 11):
+        slow.append(sink, rf.make_record(rf.RecordKind.TRAIN, step=step, time=0.0, loss=1.0))
+        time.sleep(0.03)  # a 30 ms step: six looks of the old 5 ms poll each
+    assert passes[0] <= 1 and slow.jobs_pending == 10 and seen == []
+    slow.run_hooks()  # the optimizer-step hook
+    assert seen == [threading.current_thread().name] * 10 and slow.jobs_pending == 0
+    assert slow.close() and slow.stats()["records_written"] == 10
+
+    seen.clear()
+    alone = RunWriter(tmp_path / "b.json", guard=Guard(), flush_interval_s=0.1)
+    alone.record_hooks = [lambda rec: seen.append(threading.current_thread().name)]
+    counting(alone)
+    passes[0] = 0
+    alone.start()
+    sink = rf.JsonlWriter(tmp_path / "b.jsonl")
+    started = time.monotonic()
+    for step in range(1, 34):  # ~1 s of 30 ms steps: ~10 passes of 0.1 s, where a 5 ms poll made ~200
+        alone.append(sink, rf.make_record(rf.RecordKind.TRAIN, step=step, time=0.0, loss=1.0))
+        time.sleep(0.03)
+    elapsed = time.monotonic() - started
+    assert passes[0] <= 2 * elapsed / 0.1 + 3, (passes[0], elapsed)
+    deadline = time.monotonic() + SCRIPT_TIMEOUT_S
+    while alone.jobs_pending and time.monotonic() < deadline:  # nobody waits (wait_jobs would wake it)
+        time.sleep(0.01)
+    assert seen == ["trainboard-writer"] * 33
+    assert alone.close()
+
+
 def test_a_hook_that_reenters_run_hooks_returns_at_once(tmp_path: Path) -> None:
     """A flush from inside a hook (a signal handler interrupting the training thread's ``run_hooks``)
     must not deadlock on the hook lock."""
