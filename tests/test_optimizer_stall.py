@@ -127,6 +127,32 @@ def test_update_watch_never_reads_replaced_storage_as_a_stall() -> None:
     assert watch.collect() > 0.0
 
 
+def test_update_watch_samples_are_host_arrays_bf16_included_and_a_nan_weight_counts_as_changed() -> None:
+    """The sample is copied to the host at the logged step, so the compare (run before the optimizer step)
+    is numpy, never a device copy: bf16 weights (no numpy dtype) are held as fp32, exactly; a weight turned
+    NaN reads as changed, twice over (NaN != NaN), which is the non-finite rules' business, not a stall."""
+    import numpy as np
+    import torch
+
+    model = _model().to(torch.bfloat16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    watch = UpdateWatch(model)
+    generation, first = watch.sample()
+    assert isinstance(first, np.ndarray) and first.dtype == np.float32
+    lin = model[2].weight
+    expected = torch.cat([p.detach().reshape(-1)[::max(1, p.numel() // 64)][:64] for p in model.parameters()])
+    assert torch.equal(torch.from_numpy(first), expected.float())  # every bf16 value, exactly, in fp32
+    assert watch.compare((generation, first)) is None
+    _step(model, opt)
+    assert watch.compare(watch.sample()) > 0.5
+    assert watch.compare(watch.sample()) == 0.0  # no step: nothing moved
+    with torch.no_grad():
+        lin.fill_(float("nan"))
+    nan_share = watch.compare(watch.sample())
+    assert 0.0 < nan_share < 1.0  # the Linear's NaNs changed, the embedding's weights did not
+    assert watch.compare(watch.sample()) == nan_share  # still NaN: NaN != NaN, never a stall
+
+
 def test_update_watch_with_nothing_trainable_reports_nothing() -> None:
     model = _model()
     for p in model.parameters():

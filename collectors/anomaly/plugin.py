@@ -10,11 +10,13 @@ the monitor's Guard: a problem here is reported once and the training goes on.
 Where the work runs (issue 12: ``Monitor.log`` costs the training thread ≤ 20 µs; the rule engine alone
 takes 25-50 µs per record): the training thread only reads what exists there alone (the gradient norm of
 the live model when the logs lack it, the optimizer's learning rate) and queues the evaluation; the rules
-run on the monitor's writer thread (``monitor.in_background``), which also writes the alerts. What needs
-the training thread comes back to it (``monitor.on_training_thread``): the snapshot of the live weights
-is taken at its next call into the monitor. In a Trainer that is ``on_pre_optimizer_step`` of the next
-step, which first waits for the rules still running, so the snapshot holds exactly the weights of the
-step that fired (the optimizer has not changed them yet); a plain loop gets the same by calling
+run as the writer's per-record hook (``on_record_background``, see :mod:`collectors.writer`): on the
+training thread just before its weights change, where their verdicts are needed, or on the writer thread
+at its next pass, and they write the alerts. What needs the training thread comes back to it
+(``monitor.on_training_thread``): the snapshot of the live weights is taken at its next call into the
+monitor. In a Trainer that is ``on_pre_optimizer_step`` of the next step, which first runs (or waits for)
+the rules still queued, so the snapshot holds exactly the weights of the step that fired (the optimizer
+has not changed them yet); a plain loop gets the same by calling
 ``monitor.pre_optimizer_step(step)`` before ``optimizer.step()``, otherwise the snapshot is taken at its
 next ``log`` (the weights one step later). With ``stop_on_critical`` the rules run on the training thread
 instead (+25-50 µs per logged step), so the stop is set inside the ``on_log`` of the step that fired and
@@ -336,7 +338,8 @@ class AnomalyPlugin:
 
     def _weights_sample(self, monitor: Any, step: Any) -> Any:
         """Training thread, at a logged step at least ``CHECK_EVERY_STEPS`` after the last sampled one: a
-        copy of the sampled weights (the rules compare it with the previous one, on the writer thread)."""
+        host copy of the sampled weights (the rules compare it with the previous one, on whichever thread
+        runs them)."""
         model = monitor.model
         if self._updates is None or self._updates_model is not model:
             self._updates, self._updates_model, self._updates_step = UpdateWatch(model), model, None
