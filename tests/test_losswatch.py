@@ -62,3 +62,69 @@ def test_eval_mode_and_outputs_without_loss_are_ignored() -> None:
     watch.close()
     model(input_ids=ids, labels=ids)
     assert watch.collect().checked == 0  # hook removed
+
+
+class _Out:
+    def __init__(self, loss) -> None:  # type: ignore[no-untyped-def]
+        self.loss = loss
+
+
+def _watch():  # type: ignore[no-untyped-def]
+    module = torch.nn.Linear(2, 2).train()
+    return module, LossWatch(module)
+
+
+def test_a_forward_queues_one_copy_of_its_loss_no_check_and_no_host_to_device_copy() -> None:
+    """Per forward only a copy of the loss is queued (``clone``): no ``isfinite``/``where`` and no tensor made
+    from a Python number, which on a GPU is a blocking host-to-device copy waiting for the stream."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    module, watch = _watch()
+    loss = torch.tensor(1.5) * 1.0
+    for step in range(1, 4):
+        watch.set_step(step)
+        with Ops() as ops:
+            watch._hook(module, (), _Out(loss))
+        assert [n.split(".")[0] for n in ops.names if not n.startswith("detach")] == ["clone"], ops.names
+    assert watch.collect().checked == 3
+
+
+def test_a_loss_whose_memory_is_reused_after_its_forward_is_still_seen() -> None:
+    """A compiled model's CUDA graphs write the next forward's loss into the same memory: the watch keeps a
+    copy, so a NaN overwritten by a finite value is still reported at its own step."""
+    module, watch = _watch()
+    out = torch.full((), float("nan"))
+    watch.set_step(3)
+    watch._hook(module, (), _Out(out))
+    out.fill_(0.25)  # the next forward's loss, in the same memory
+    watch.set_step(4)
+    watch._hook(module, (), _Out(out))
+    check = watch.collect()
+    assert check.non_finite and check.first_step == 3 and check.checked == 2
+
+
+def test_losses_kept_over_many_forwards_are_folded_and_the_first_bad_step_survives() -> None:
+    from collectors.anomaly.losswatch import FOLD_EVERY
+
+    module, watch = _watch()
+    bad_at = (FOLD_EVERY + 7, 2 * FOLD_EVERY + 1)
+    for step in range(1, 3 * FOLD_EVERY + 5):
+        watch.set_step(step)
+        value = float("inf") if step in bad_at else 1.0 / step
+        watch._hook(module, (), _Out(torch.tensor(value, dtype=torch.bfloat16 if step % 2 else torch.float32)))
+        assert len(watch._losses) < FOLD_EVERY  # folded on the device as they come: memory stays bounded
+    check = watch.collect()
+    assert check.non_finite and check.first_step == bad_at[0] and check.checked == 3 * FOLD_EVERY + 4
+    assert watch.unchecked == 0
+    watch.set_step(10_000)
+    watch._hook(module, (), _Out(torch.tensor(2.0)))
+    assert watch.collect() == type(check)(False, None, 1)
