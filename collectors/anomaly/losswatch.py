@@ -9,9 +9,9 @@ checked once per *logged* step, when Trainer synchronises anyway: one ``isfinite
 their device, and one small read of the flag and of the first bad step. A training that logs rarely has
 them folded into that flag every ``FOLD_EVERY`` forwards, still on the device.
 
-Earlier versions ran five tensor ops per forward, two of them ``torch.tensor(step, device=...)``: ~60 µs
-of the training thread per forward on the CPU, and on a GPU a blocking host-to-device copy, which waits
-for the stream's queued work, at every forward.
+Earlier versions ran four to six tensor ops per forward, among them ``torch.tensor(step, device=...)``:
+~60 µs of the training thread per forward on the CPU, and on a GPU a blocking host-to-device copy (torch
+synchronises the stream after a copy that is not ``non_blocking``) at every forward.
 
 Used by the anomaly feature (collectors/anomaly/plugin.py); imports torch only when attached.
 """
